@@ -1,0 +1,177 @@
+/**
+ * The `run` command line. bin/run.ts only calls buildProgram().parseAsync();
+ * tests build the program with exitOverride() to check parsing.
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { createLogger, setLogger } from './log.js';
+import { MODULES } from './modules.js';
+
+function portNumber(value: string): number {
+	const port = Number(value);
+	if (!/^\d+$/.test(value) || port < 1 || port > 65535) {
+		throw new InvalidArgumentError('must be a port number from 1 to 65535.');
+	}
+	return port;
+}
+
+const targetOption = () =>
+	new Option('--target <target>', 'where modules run: local (this kernel), lab (a QEMU guest) or auto')
+		.choices(['auto', 'local', 'lab'])
+		.env('KUDP_TARGET');
+const labOption = () => new Option('--lab <name>', 'which lab guest to use (several can run at once)').env('KUDP_LAB');
+
+const MODULE_LIST = Object.entries(MODULES)
+	.map(([name, module]) => `  ${name.padEnd(12)}${module.summary} (${module.dir}/)`)
+	.join('\n');
+
+export function buildProgram(): Command {
+	const program = new Command('run');
+	// The hidden default command's options, listed in the main help from their own definitions.
+	const loadingOptions = () =>
+		load.options
+			.map(option => {
+				const fallback = typeof option.defaultValue === 'string' ? ` (default: ${option.defaultValue})` : '';
+				const env = option.envVar ? ` (env: ${option.envVar})` : '';
+				return `  ${option.flags.padEnd(20)} ${option.description}${fallback}${env}`;
+			})
+			.join('\n');
+	program
+		.description('Build, load and watch the kernel-udp modules, on this kernel or in the QEMU lab.')
+		.usage('[options] MODULE [name=value ...] | COMMAND')
+		.option('-v, --verbose', 'show debug logs')
+		.option('--log-json', 'logs as JSON lines on stderr')
+		.showHelpAfterError('(run ./run --help for usage)')
+		.hook('preAction', command => {
+			const options = command.opts<{ verbose?: boolean; logJson?: boolean }>();
+			setLogger(createLogger({ level: options.verbose ? 'debug' : 'info', json: options.logJson ?? false }));
+		})
+		.addHelpText(
+			'after',
+			() => `
+Modules:
+${MODULE_LIST}
+
+Loading (./run MODULE [name=value ...] [options]):
+${loadingOptions()}
+  Parameters are checked against modinfo -p of the built module first.
+
+Examples:
+  ./run udp_server port=3000          build, load, stream its kernel log; Enter unloads it
+  kvclient send HELLO                 (another terminal) prints GOT IT
+  ./run udp_client destip=127.0.0.1 port=3000
+  ./run udp_server --detach           load and return (scripts)
+  ./run logs -f                       follow the kernel log
+  ./run demo                          server + client + kvclient, then clean up
+
+Where this machine's kernel cannot load modules (containers, CI), they run in
+the lab: a QEMU guest booting Debian's kernel, which stays up until ./run down.`,
+		);
+
+	const load = program
+		.command('load', { isDefault: true, hidden: true })
+		.description('build and load a module (the default command: ./run MODULE ...)')
+		.argument('<module>', `the module: ${Object.keys(MODULES).join(' or ')}`)
+		.argument('[params...]', 'module parameters as name=value (see modinfo -p)')
+		.option('-d, --detach', 'load and return at once, leaving the module loaded')
+		.option('--host-port <port>', 'lab only: the port on 127.0.0.1 that reaches the server (default: its own port)', portNumber)
+		.option('--no-daemon', 'udp_server: do not start the backup daemon kvd beside it')
+		.option('--backup <file>', 'udp_server: the backup file kvd keeps in the target', '/var/tmp/hashtable_backup.txt')
+		.addOption(targetOption())
+		.addOption(labOption())
+		.action(async (module: string, params: string[], options) => {
+			const { loadCommand } = await import('./commands/load.js');
+			await loadCommand(module, params, options);
+		});
+
+	program
+		.command('unload')
+		.description('unload a module')
+		.argument('<module>', `the module: ${Object.keys(MODULES).join(' or ')}`)
+		.addOption(targetOption())
+		.addOption(labOption())
+		.action(async (module: string, options) => {
+			const { unloadCommand } = await import('./commands/load.js');
+			await unloadCommand(module, options);
+		});
+
+	program
+		.command('logs')
+		.description('print the kernel log (on a Debian host: /var/log/kern.log)')
+		.option('-f, --follow', 'keep printing new lines until Ctrl-C')
+		.option('-m, --module <name>', 'only the lines of this module')
+		.option('--raw', 'without timestamps')
+		.addOption(targetOption())
+		.addOption(labOption())
+		.action(async options => {
+			const { logsCommand } = await import('./commands/inspect.js');
+			await logsCommand(options);
+		});
+
+	program
+		.command('status')
+		.description('show the target, the lab and the loaded modules with their parameters')
+		.option('--json', 'as JSON')
+		.addOption(targetOption())
+		.addOption(labOption())
+		.action(async options => {
+			const { statusCommand } = await import('./commands/inspect.js');
+			await statusCommand(options);
+		});
+
+	program
+		.command('shell')
+		.description('a root shell in the target, or run one command there: ./run shell -- CMD ...')
+		.argument('[command...]', 'the command and its arguments')
+		.addOption(targetOption())
+		.addOption(labOption())
+		.action(async (command: string[], options) => {
+			const { shellCommand } = await import('./commands/inspect.js');
+			await shellCommand(command, options);
+		});
+
+	program
+		.command('down')
+		.description('stop the lab guest (modules in it are gone; the next ./run boots a fresh one)')
+		.addOption(labOption())
+		.action(async options => {
+			const { downCommand } = await import('./commands/inspect.js');
+			await downCommand(options);
+		});
+
+	program
+		.command('setup')
+		.description('install the Debian packages the project needs and put run and kvclient on PATH')
+		.action(async () => {
+			const { setupCommand } = await import('./commands/setup.js');
+			await setupCommand();
+		});
+
+	program
+		.command('demo')
+		.description('load the server and the client, say HELLO from both sides, show the logs, clean up')
+		.addOption(targetOption())
+		.addOption(labOption())
+		.action(async options => {
+			const { demoCommand } = await import('./commands/demo.js');
+			await demoCommand(options);
+		});
+
+	program
+		.command('test')
+		.description('install what is missing and run the whole test suite (unit, static checks, lab)')
+		.argument('[files...]', 'only these compiled test files (dist/test/...)')
+		.action(async (files: string[]) => {
+			const { testCommand } = await import('./commands/test.js');
+			await testCommand(files);
+		});
+
+	program
+		.command('bench')
+		.description('measure requests/s (1 and 8 clients, kernel vs user space) and memory per entry, in a lab of its own')
+		.action(async () => {
+			const { runBenchmark } = await import('../bench/kv-bench.js');
+			await runBenchmark();
+		});
+
+	return program;
+}

@@ -1,0 +1,152 @@
+/**
+ * `./run logs`, `./run status`, `./run shell`, `./run down`: looking into
+ * and managing the target.
+ */
+import { formatKmsg } from '../kmsg.js';
+import { currentParams, daemonPid, isLoaded, stopLab } from '../lifecycle.js';
+import { UserError } from '../errors.js';
+import { MODULES, type ModuleName } from '../modules.js';
+import { chooseTarget, LabTarget, type TargetChoice } from '../targets.js';
+
+export interface LogsOptions extends TargetChoice {
+	follow?: boolean;
+	module?: string;
+	raw?: boolean;
+}
+
+export async function logsCommand(options: LogsOptions): Promise<void> {
+	const target = await chooseTarget(options);
+	const wanted = (text: string) => !options.module || text.startsWith(`${options.module}: `);
+	const print = (record: { text: string; usec: number; priority: number; sequence: number }) => {
+		if (wanted(record.text)) {
+			process.stdout.write(`${options.raw ? record.text : formatKmsg(record)}\n`);
+		}
+	};
+	if (target instanceof LabTarget && !(await target.lab.state()) && !options.follow) {
+		process.stderr.write('the lab is not running; this is the log of its last boot\n');
+	}
+	for (const record of await target.kernelLog()) {
+		print(record);
+	}
+	if (options.follow) {
+		await target.prepare();
+		const stop = new AbortController();
+		process.once('SIGINT', () => stop.abort());
+		await target.followKernelLog(print, stop.signal);
+	}
+}
+
+export interface StatusReport {
+	target: string;
+	reason: string;
+	kernel: string;
+	lab?: {
+		running: boolean;
+		name: string;
+		pid?: number;
+		bootedAt?: string;
+		bootSeconds?: number;
+		udpForwards?: Record<string, number>;
+		kernelLog: string;
+	};
+	modules: Record<string, { loaded: boolean; params?: Record<string, string> }>;
+	daemon?: { pid: number };
+}
+
+export async function statusCommand(options: TargetChoice & { json?: boolean }): Promise<void> {
+	const target = await chooseTarget(options);
+	const report: StatusReport = {
+		target: target.kind,
+		reason: target.reason,
+		kernel: await target.kernelRelease(),
+		modules: {},
+	};
+	let reachable = true;
+	if (target instanceof LabTarget) {
+		const state = await target.lab.state();
+		reachable = state !== undefined;
+		report.lab = state
+			? {
+					running: true,
+					name: target.lab.name,
+					pid: state.qemuPid,
+					bootedAt: state.bootedAt,
+					bootSeconds: state.bootSeconds,
+					udpForwards: state.udpForwards,
+					kernelLog: target.lab.kernelLog,
+				}
+			: { running: false, name: target.lab.name, kernelLog: target.lab.kernelLog };
+	}
+	for (const name of Object.keys(MODULES) as ModuleName[]) {
+		const loaded = reachable && (await isLoaded(target, name));
+		report.modules[name] = loaded ? { loaded, params: await currentParams(target, name) } : { loaded };
+	}
+	const kvd = reachable ? await daemonPid(target) : undefined;
+	if (kvd) {
+		report.daemon = { pid: kvd };
+	}
+	if (options.json) {
+		process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+		return;
+	}
+	const lines = [`target:  ${report.target} — ${report.reason}`, `kernel:  ${report.kernel}`];
+	if (report.lab) {
+		lines.push(
+			report.lab.running
+				? `lab:     "${report.lab.name}" running (QEMU pid ${report.lab.pid}, up since ${report.lab.bootedAt}, booted in ${report.lab.bootSeconds?.toFixed(1)} s)`
+				: `lab:     "${report.lab.name}" not running (it boots when a module is loaded)`,
+		);
+		for (const [hostPort, guestPort] of Object.entries(report.lab.udpForwards ?? {})) {
+			lines.push(`         UDP 127.0.0.1:${hostPort} → guest port ${guestPort}`);
+		}
+		lines.push(`         kernel log mirrored to ${report.lab.kernelLog}`);
+	}
+	for (const [name, module] of Object.entries(report.modules)) {
+		const params = Object.entries(module.params ?? {})
+			.map(([key, value]) => `${key}=${value}`)
+			.join(' ');
+		lines.push(`${name.padEnd(11)}${module.loaded ? `loaded  ${params}` : 'not loaded'}`);
+	}
+	lines.push(`kvd        ${report.daemon ? `running (pid ${report.daemon.pid}, log /var/log/kvd.log in the target)` : 'not running'}`);
+	process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+export async function shellCommand(command: string[], options: TargetChoice): Promise<void> {
+	const target = await chooseTarget(options);
+	await target.prepare();
+	const interactive = command.length === 0;
+	// No rc files: the host's ~/.bashrc is visible in the guest and may run
+	// things that crawl under emulation. The prompt says where you are.
+	const argv = interactive
+		? ['env', `PS1=${target.kind === 'lab' ? 'kudp-lab' : '\\h'}:\\w# `, 'bash', '--noprofile', '--norc', '-i']
+		: command;
+	const tty = interactive && process.stdin.isTTY ? { rows: process.stdout.rows || 24, cols: process.stdout.columns || 80 } : undefined;
+	if (tty) {
+		process.stdin.setRawMode(true);
+	}
+	try {
+		// A command given on a terminal gets no input, like `ssh host cmd` would wait for.
+		const forwardInput = interactive || !process.stdin.isTTY;
+		const result = await target.exec(argv, {
+			...(forwardInput ? { stdin: process.stdin } : {}),
+			...(tty ? { tty } : {}),
+			onStdout: chunk => process.stdout.write(chunk),
+			onStderr: chunk => process.stderr.write(chunk),
+		});
+		process.exitCode = result.exitCode ?? 1;
+	} finally {
+		if (tty) {
+			process.stdin.setRawMode(false);
+		}
+		process.stdin.pause();
+	}
+}
+
+export async function downCommand(options: TargetChoice): Promise<void> {
+	const target = await chooseTarget({ ...options, target: 'lab' });
+	if (!(target instanceof LabTarget)) {
+		throw new UserError('./run down stops the lab, and the lab is not in use here');
+	}
+	const wasRunning = await stopLab(target);
+	process.stdout.write(wasRunning ? `stopped the lab "${target.lab.name}"\n` : `the lab "${target.lab.name}" was not running\n`);
+}

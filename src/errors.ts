@@ -1,0 +1,21 @@
+/**
+ * Errors the user can act on. The top-level handler in bin/run.ts prints
+ * `message` (and `hint`, when there is one) without a stack trace and exits
+ * with `exitCode`; any other error is a bug and is printed in full.
+ */
+export class UserError extends Error {
+	readonly hint: string | undefined;
+	readonly exitCode: number;
+
+	constructor(message: string, options: { hint?: string; exitCode?: number; cause?: unknown } = {}) {
+		super(message, { cause: options.cause });
+		this.name = 'UserError';
+		this.hint = options.hint;
+		this.exitCode = options.exitCode ?? 1;
+	}
+}
+
+/** The message of whatever was thrown. */
+export function messageOf(error: unknown): string {
+	return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,127 @@
+/**
+ * The host side of the agent protocol: run one command in the lab guest.
+ */
+import net from 'node:net';
+import { UserError } from '../errors.js';
+import { encodeFrame, frameReader, type ExecRequest, type GuestFrame } from './agent-protocol.js';
+
+export interface ExecOptions {
+	/** Bytes for the command's stdin; it is closed after them. */
+	input?: string | Buffer;
+	/** Forward this stream to the command's stdin instead (interactive use). */
+	stdin?: NodeJS.ReadableStream;
+	timeoutMs?: number;
+	env?: Record<string, string>;
+	cwd?: string;
+	tty?: { rows: number; cols: number };
+	onStdout?: (chunk: Buffer) => void;
+	onStderr?: (chunk: Buffer) => void;
+}
+
+export interface ExecResult {
+	exitCode: number | null;
+	signal: string | null;
+	timedOut: boolean;
+	stdout: string;
+	stderr: string;
+}
+
+export interface AgentAddress {
+	port: number;
+	token: string;
+}
+
+export async function agentExec(
+	agent: AgentAddress,
+	argv: string[],
+	options: ExecOptions = {},
+): Promise<ExecResult> {
+	const socket = net.connect({ host: '127.0.0.1', port: agent.port });
+	const stdout: Buffer[] = [];
+	const stderr: Buffer[] = [];
+
+	return new Promise<ExecResult>((resolve, reject) => {
+		let settled = false;
+		const finish = (outcome: ExecResult | Error) => {
+			if (settled) {
+				return;
+			}
+			settled = true;
+			clearTimeout(watchdog);
+			socket.destroy();
+			if (options.stdin) {
+				options.stdin.removeListener('data', forwardInput);
+				options.stdin.removeListener('end', endInput);
+			}
+			if (outcome instanceof Error) {
+				reject(outcome);
+			} else {
+				resolve(outcome);
+			}
+		};
+		const forwardInput = (chunk: Buffer | string) =>
+			socket.write(encodeFrame({ stdin: Buffer.from(chunk).toString('base64') }));
+		const endInput = () => socket.write(encodeFrame({ stdinEnd: true }));
+
+		// The agent enforces timeoutMs; this catches a guest that stopped answering at all.
+		const watchdog =
+			options.timeoutMs === undefined
+				? undefined
+				: setTimeout(
+						() =>
+							finish(
+								new UserError(`the lab did not answer within ${Math.round(options.timeoutMs! / 1000) + 10} s`, {
+									hint: 'the guest kernel may be stuck; ./run down restarts the lab',
+								}),
+							),
+						options.timeoutMs + 10_000,
+					);
+		socket.on('connect', () => {
+			const request: ExecRequest = { token: agent.token, argv };
+			if (options.timeoutMs !== undefined) request.timeoutMs = options.timeoutMs;
+			if (options.env) request.env = options.env;
+			if (options.cwd) request.cwd = options.cwd;
+			if (options.tty) request.tty = options.tty;
+			socket.write(encodeFrame(request));
+			if (options.stdin) {
+				options.stdin.on('data', forwardInput);
+				options.stdin.on('end', endInput);
+			} else {
+				if (options.input !== undefined) {
+					forwardInput(options.input);
+				}
+				endInput();
+			}
+		});
+		socket.on(
+			'data',
+			frameReader<GuestFrame>(frame => {
+				if ('stdout' in frame) {
+					const chunk = Buffer.from(frame.stdout, 'base64');
+					stdout.push(chunk);
+					options.onStdout?.(chunk);
+				} else if ('stderr' in frame) {
+					const chunk = Buffer.from(frame.stderr, 'base64');
+					stderr.push(chunk);
+					options.onStderr?.(chunk);
+				} else if ('error' in frame) {
+					finish(new UserError(`the lab agent refused the command: ${frame.error}`));
+				} else {
+					finish({
+						exitCode: frame.exit,
+						signal: frame.signal,
+						timedOut: frame.timedOut,
+						stdout: Buffer.concat(stdout).toString('utf8'),
+						stderr: Buffer.concat(stderr).toString('utf8'),
+					});
+				}
+			}),
+		);
+		socket.on('error', error =>
+			finish(new UserError(`lost the connection to the lab agent: ${error.message}`, { cause: error })),
+		);
+		socket.on('close', () =>
+			finish(new UserError('the lab agent closed the connection before the command finished')),
+		);
+	});
+}

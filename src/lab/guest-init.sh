@@ -1,0 +1,103 @@
+#!/bin/busybox sh
+# /init of the lab guest's initramfs (runs as PID 1 inside QEMU).
+#
+# Stage 1 mounts the host's root file system read-only over virtiofs with a
+# tmpfs overlay on top, so the guest runs the host's own programs (insmod,
+# node, nc...) without an image to build or keep in sync. Stage 2, inside that
+# root, brings the network up with no route off the host, mirrors the kernel
+# log to the host, and starts the agent that `./run` talks to.
+#
+# Settings arrive on the kernel command line as kudp.NAME=VALUE.
+
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+
+fail() {
+	echo "kudp-init: $*" >&2
+	# Leave a trace on the host-side log, then stop the guest.
+	echo "kudp-init: $*" >/dev/kmsg 2>/dev/null
+	poweroff -f
+}
+
+stage1() {
+	/bin/busybox --install -s /bin
+	mkdir -p /proc /sys /dev
+	mount -t proc proc /proc
+	mount -t sysfs sys /sys
+	mount -t devtmpfs dev /dev
+
+	for m in $(cat /modules.order); do
+		insmod "/modules/$m.ko" || fail "cannot load $m"
+	done
+
+	mkdir -p /host /ovl /newroot
+	mount -t virtiofs -o ro hostroot /host || fail "cannot mount the host root (virtiofs)"
+	mount -t tmpfs -o mode=0755 tmpfs /ovl
+	mkdir -p /ovl/upper /ovl/work
+	mount -t overlay overlay \
+		-o lowerdir=/host,upperdir=/ovl/upper,workdir=/ovl/work /newroot ||
+		fail "cannot mount the overlay"
+
+	for d in proc sys dev; do
+		mount --move "/$d" "/newroot/$d"
+	done
+	# Fresh, empty /run and /var/log. /tmp and /root stay as on the host
+	# (a project cloned there must be visible); writes go to the overlay.
+	for d in run var/log; do
+		mount -t tmpfs -o mode=0755 tmpfs "/newroot/$d"
+	done
+	# /var/tmp lives on the host (.lab/NAME/var-tmp), so what the backup
+	# daemon writes there survives ./run down and a killed guest.
+	if grep -q 'kudp.state=1' /newroot/proc/cmdline; then
+		mount -t virtiofs kudpstate /newroot/var/tmp ||
+			fail "cannot mount the lab's /var/tmp"
+	else
+		mount -t tmpfs -o mode=1777 tmpfs /newroot/var/tmp
+	fi
+	cp /init /newroot/run/kudp-init
+	exec chroot /newroot /bin/sh /run/kudp-init stage2
+}
+
+arg() {
+	tr ' ' '\n' </proc/cmdline | sed -n "s/^kudp\.$1=//p"
+}
+
+stage2() {
+	# Pseudo-terminals, for an interactive ./run shell.
+	mkdir -p /dev/pts
+	mount -t devpts -o gid=5,mode=620 devpts /dev/pts
+	hostname kudp-lab
+
+	# Kernel log: live to the host through the virtio console, and to
+	# /var/log/kern.log like on a Debian host.
+	modprobe virtio_console
+	i=0
+	while [ ! -e /dev/hvc0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+	# Raw records, one per line: no "\r" added by the tty layer.
+	stty -F /dev/hvc0 raw -echo 2>/dev/null
+	cat /dev/kmsg >/dev/hvc0 &
+	busybox syslogd -O /var/log/kern.log
+	busybox klogd
+
+	# Network: loopback, and eth0 with a /32 address and a route to the
+	# host alias 10.0.2.2 only. No default route: anything else the guest
+	# sends is "Network is unreachable" and never leaves this machine.
+	modprobe virtio_net
+	ip link set lo up
+	ip link set eth0 up
+	ip addr add 10.0.2.15/32 dev eth0
+	ip route add 10.0.2.2/32 dev eth0
+
+	# This shell stays PID 1: it reaps orphans (daemons started through
+	# the agent) and restarts the agent should it ever die.
+	cd /
+	while :; do
+		"$(arg node)" "$(arg agent)" --port 7000 --token "$(arg token)"
+		echo "kudp-init: the agent exited ($?); restarting it" >/dev/kmsg
+		sleep 1
+	done
+}
+
+case "$1" in
+stage2) stage2 ;;
+*) stage1 ;;
+esac

@@ -1,0 +1,124 @@
+/**
+ * Which Debian kernel the lab boots, and the initramfs that boots it.
+ */
+import { execa } from 'execa';
+import { existsSync } from 'node:fs';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { UserError } from '../errors.js';
+
+/** Debian's meta-packages: image and headers installed as a pair so their versions match. */
+export const LAB_KERNEL_PACKAGES = ['linux-image-cloud-amd64', 'linux-headers-cloud-amd64'];
+
+/** Modules the initramfs loads, in order, to reach the host's root over virtiofs. */
+const INITRAMFS_MODULES = ['virtio_ring', 'virtio', 'virtio_mmio', 'fuse', 'virtiofs', 'overlay'];
+
+const GUEST_INIT = fileURLToPath(new URL('../../../src/lab/guest-init.sh', import.meta.url));
+
+export interface LabKernel {
+	release: string;
+	image: string;
+	headers: string;
+}
+
+/** Compares "6.1.0-56-cloud-amd64" style releases numerically. */
+export function compareReleases(a: string, b: string): number {
+	const parts = (release: string) => release.split(/[.-]/).map(part => Number.parseInt(part, 10) || 0);
+	const pa = parts(a);
+	const pb = parts(b);
+	for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+		const diff = (pa[i] ?? 0) - (pb[i] ?? 0);
+		if (diff !== 0) {
+			return diff;
+		}
+	}
+	return 0;
+}
+
+/**
+ * The newest installed cloud kernel that has its headers and modules, or the
+ * one named by KUDP_LAB_KERNEL (e.g. a 6.12 kernel for a second opinion).
+ */
+export async function findLabKernel(wanted = process.env['KUDP_LAB_KERNEL']): Promise<LabKernel> {
+	const boot = existsSync('/boot') ? await readdir('/boot') : [];
+	const releases = boot
+		.filter(name => name.startsWith('vmlinuz-') && name.endsWith('-cloud-amd64'))
+		.map(name => name.slice('vmlinuz-'.length))
+		.filter(release => existsSync(`/lib/modules/${release}/build/Makefile`))
+		.sort(compareReleases);
+	const release = wanted ?? releases.at(-1);
+	if (!release || !releases.includes(release)) {
+		throw new UserError(
+			wanted
+				? `the lab kernel ${wanted} is not installed with its headers`
+				: 'no Debian cloud kernel with matching headers is installed for the lab',
+			{ hint: `run ./run setup (it installs ${LAB_KERNEL_PACKAGES.join(' and ')})` },
+		);
+	}
+	return { release, image: `/boot/vmlinuz-${release}`, headers: `/lib/modules/${release}/build` };
+}
+
+/** True for a dynamically linked ELF64 file (one with a PT_INTERP header): the initramfs has no loader. */
+export function hasInterpreter(elf: Buffer): boolean {
+	const PT_INTERP = 3;
+	if (elf.length < 64 || elf.readUInt32BE(0) !== 0x7f454c46) {
+		return false;
+	}
+	const phoff = Number(elf.readBigUInt64LE(0x20));
+	const phentsize = elf.readUInt16LE(0x36);
+	const phnum = elf.readUInt16LE(0x38);
+	for (let i = 0; i < phnum; i++) {
+		const offset = phoff + i * phentsize;
+		if (offset + 4 <= elf.length && elf.readUInt32LE(offset) === PT_INTERP) {
+			return true;
+		}
+	}
+	return false;
+}
+
+async function moduleFile(release: string, name: string): Promise<string> {
+	const { stdout } = await execa('modinfo', ['-k', release, '-F', 'filename', name]);
+	return stdout.trim();
+}
+
+/**
+ * Builds (or reuses) the lab's initramfs for a kernel: a static busybox, the
+ * modules that reach virtiofs, and guest-init.sh as /init. Cached in `cacheDir`
+ * and rebuilt when guest-init.sh changes.
+ */
+export async function buildInitramfs(kernel: LabKernel, cacheDir: string): Promise<string> {
+	const output = path.join(cacheDir, `initramfs-${kernel.release}.cpio.gz`);
+	if (existsSync(output) && (await stat(output)).mtimeMs >= (await stat(GUEST_INIT)).mtimeMs) {
+		return output;
+	}
+	const busybox = '/bin/busybox';
+	if (!existsSync(busybox) || hasInterpreter(await readFile(busybox))) {
+		throw new UserError('the lab needs a static busybox at /bin/busybox', {
+			hint: 'run ./run setup (it installs busybox-static)',
+		});
+	}
+
+	await mkdir(cacheDir, { recursive: true });
+	const staging = await mkdtemp(path.join(tmpdir(), 'kudp-initramfs-'));
+	try {
+		await mkdir(path.join(staging, 'bin'));
+		await mkdir(path.join(staging, 'modules'));
+		await copyFile(busybox, path.join(staging, 'bin/busybox'));
+		await copyFile(GUEST_INIT, path.join(staging, 'init'));
+		for (const name of INITRAMFS_MODULES) {
+			await copyFile(await moduleFile(kernel.release, name), path.join(staging, 'modules', `${name}.ko`));
+		}
+		await writeFile(path.join(staging, 'modules.order'), `${INITRAMFS_MODULES.join('\n')}\n`);
+		await execa('chmod', ['0755', path.join(staging, 'init'), path.join(staging, 'bin/busybox')]);
+		const partial = `${output}.partial`;
+		await execa('sh', ['-c', `find . | cpio --quiet -o -H newc -R 0:0 | gzip -1 > '${partial}'`], {
+			cwd: staging,
+		});
+		await execa('mv', ['-f', partial, output]);
+		return output;
+	} finally {
+		await rm(staging, { recursive: true, force: true });
+	}
+}

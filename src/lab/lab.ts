@@ -1,0 +1,398 @@
+/**
+ * The lab: a QEMU guest booting a real Debian kernel, where our modules are
+ * loaded when this machine cannot (or should not) load them itself. A module
+ * that crashes or hangs takes down the guest, never the host.
+ *
+ * The guest runs the host's own programs: the host's root is shared read-only
+ * over virtiofs with a tmpfs overlay on top (see guest-init.sh). An agent in
+ * the guest runs commands for us (agent.ts). The guest stays up between
+ * `./run` calls, until `./run down`; its state lives in `.lab/<name>/`.
+ *
+ * Safety: the guest gets a /32 address and a route to the host alias
+ * 10.0.2.2 only, so nothing it sends can leave this machine; the host side of
+ * every port forward listens on 127.0.0.1 only.
+ */
+import { execa } from 'execa';
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { UserError, messageOf } from '../errors.js';
+import { isAlive, withFileLock } from '../lock.js';
+import { log } from '../log.js';
+import { agentExec, type ExecOptions, type ExecResult } from './agent-client.js';
+import { AGENT_GUEST_PORT } from './agent-protocol.js';
+import { buildInitramfs, findLabKernel, type LabKernel } from './kernel.js';
+import { hmp } from './monitor.js';
+
+export interface LabState {
+	qemuPid: number;
+	virtiofsdPids: number[];
+	agentPort: number;
+	token: string;
+	kernel: LabKernel;
+	bootedAt: string;
+	bootSeconds: number;
+	/** Host port → guest port, UDP, on 127.0.0.1. */
+	udpForwards: Record<string, number>;
+}
+
+export interface LabOptions {
+	/** Project root: the lab lives in `<root>/.lab/<name>`. */
+	root: string;
+	name?: string;
+	memoryMb?: number;
+	cpus?: number;
+	bootTimeoutMs?: number;
+}
+
+const NODE_BINARY = process.execPath;
+const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
+
+function onPath(command: string): string | undefined {
+	return (process.env['PATH'] ?? '')
+		.split(':')
+		.map(dir => path.join(dir, command))
+		.find(candidate => existsSync(candidate));
+}
+const AGENT_SCRIPT = new URL('./agent.js', import.meta.url).pathname;
+
+
+/** A free TCP or UDP port on 127.0.0.1, as the kernel hands them out. */
+export async function freePort(type: 'tcp' | 'udp' = 'tcp'): Promise<number> {
+	if (type === 'udp') {
+		const dgram = await import('node:dgram');
+		const socket = dgram.createSocket('udp4');
+		await new Promise<void>(resolve => socket.bind(0, '127.0.0.1', resolve));
+		const { port } = socket.address();
+		socket.close();
+		return port;
+	}
+	const server = net.createServer();
+	await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));
+	const address = server.address() as net.AddressInfo;
+	await new Promise(resolve => server.close(resolve));
+	return address.port;
+}
+
+/** The host's CPU clock in kHz: microvm guests need it (tsc_early_khz) to boot reliably. */
+async function cpuKhz(): Promise<number | undefined> {
+	const cpuinfo = await readFile('/proc/cpuinfo', 'utf8').catch(() => '');
+	const mhz = /^cpu MHz\s*:\s*([\d.]+)/m.exec(cpuinfo)?.[1];
+	return mhz ? Math.round(Number(mhz) * 1000) : undefined;
+}
+
+function agentOf(state: LabState): { port: number; token: string } {
+	return { port: state.agentPort, token: state.token };
+}
+
+export class Lab {
+	readonly name: string;
+	readonly dir: string;
+	/** Host directory mounted at /var/tmp in the guest; survives `./run down`. */
+	readonly persistentDir: string;
+	/** The guest's kernel log, mirrored live (raw /dev/kmsg records). */
+	readonly kernelLog: string;
+	readonly serialLog: string;
+	private readonly socketDir: string;
+	private readonly options: Required<Omit<LabOptions, 'name'>>;
+
+	constructor(options: LabOptions) {
+		this.name = options.name ?? process.env['KUDP_LAB'] ?? 'default';
+		if (!/^[\w.-]+$/.test(this.name)) {
+			throw new UserError(`bad lab name "${this.name}": use letters, digits, dot, dash, underscore`);
+		}
+		this.options = {
+			root: options.root,
+			memoryMb: options.memoryMb ?? 256,
+			cpus: options.cpus ?? (Number(process.env['KUDP_LAB_CPUS']) || 2),
+			bootTimeoutMs: options.bootTimeoutMs ?? 180_000,
+		};
+		this.dir = path.join(options.root, '.lab', this.name);
+		this.persistentDir = path.join(this.dir, 'var-tmp');
+		this.kernelLog = path.join(this.dir, 'kern.log');
+		this.serialLog = path.join(this.dir, 'console.log');
+		// Unix socket paths are limited to 108 bytes: keep them short.
+		const hash = createHash('sha256').update(this.dir).digest('hex').slice(0, 12);
+		this.socketDir = path.join(tmpdir(), `kudp-${hash}`);
+	}
+
+	private get statePath(): string {
+		return path.join(this.dir, 'state.json');
+	}
+
+	private get monitorSocket(): string {
+		return path.join(this.socketDir, 'monitor.sock');
+	}
+
+	/** The running lab's state, or undefined when it is down. */
+	async state(): Promise<LabState | undefined> {
+		const state = await this.savedState();
+		return state && isAlive(state.qemuPid) ? state : undefined;
+	}
+
+	/** What the last boot recorded, whether or not QEMU still runs. */
+	private async savedState(): Promise<LabState | undefined> {
+		const text = await readFile(this.statePath, 'utf8').catch(() => undefined);
+		return text === undefined ? undefined : (JSON.parse(text) as LabState);
+	}
+
+	private async saveState(state: LabState): Promise<void> {
+		const partial = `${this.statePath}.partial`;
+		await writeFile(partial, JSON.stringify(state, null, 2), { mode: 0o600 });
+		await execa('mv', ['-f', partial, this.statePath]);
+	}
+
+	/** Boots the guest unless it is already up; returns its state. */
+	async up(): Promise<LabState> {
+		const running = await this.state();
+		if (running) {
+			return running;
+		}
+		await mkdir(this.dir, { recursive: true });
+		// One boot at a time per lab: parallel tests or two terminals may ask at once.
+		const lockPath = path.join(this.dir, 'boot.lock');
+		return withFileLock(lockPath, this.options.bootTimeoutMs + 30_000, async () => (await this.state()) ?? this.boot());
+	}
+
+	private async boot(): Promise<LabState> {
+		await this.checkTools();
+		const kernel = await findLabKernel();
+		const initramfs = await buildInitramfs(kernel, path.join(this.options.root, '.lab', 'cache'));
+		await mkdir(this.socketDir, { recursive: true, mode: 0o700 });
+		await mkdir(this.persistentDir, { recursive: true, mode: 0o700 });
+		await rm(this.kernelLog, { force: true });
+		await rm(this.serialLog, { force: true });
+
+		log.info(`booting the lab: Debian kernel ${kernel.release} under QEMU (software emulation, ~10-30 s)`);
+		const started = Date.now();
+		const virtiofsdPids = [
+			// The guest mounts the host's root read-only, writing to a RAM overlay.
+			await this.startVirtiofsd('hostroot', '/'),
+			await this.startVirtiofsd('kudpstate', this.persistentDir),
+		];
+		const agentPort = await freePort();
+		const token = randomBytes(16).toString('hex');
+		const state: LabState = {
+			qemuPid: 0,
+			virtiofsdPids,
+			agentPort,
+			token,
+			kernel,
+			bootedAt: new Date().toISOString(),
+			bootSeconds: 0,
+			udpForwards: {},
+		};
+		try {
+			state.qemuPid = await this.startQemu(kernel, initramfs, agentPort, token);
+			await this.saveState(state);
+			await this.waitForAgent(state);
+		} catch (error) {
+			await this.kill(state);
+			throw error;
+		}
+		state.bootSeconds = (Date.now() - started) / 1000;
+		await this.saveState(state);
+		log.info(`the lab is up (${state.bootSeconds.toFixed(1)} s)`);
+		return state;
+	}
+
+	private async checkTools(): Promise<void> {
+		const missing = [onPath('qemu-system-x86_64') ?? 'qemu-system-x86_64', VIRTIOFSD].filter(tool => !existsSync(tool));
+		if (missing.length > 0) {
+			throw new UserError(`the lab needs ${missing.join(' and ')}, which is not installed`, {
+				hint: 'run ./run setup (it installs qemu-system-x86)',
+			});
+		}
+	}
+
+	private async startVirtiofsd(tag: string, source: string): Promise<number> {
+		const socket = path.join(this.socketDir, `${tag}.sock`);
+		await rm(socket, { force: true });
+		const logFile = await open(path.join(this.dir, `virtiofsd-${tag}.log`), 'w');
+		const args = [`--socket-path=${socket}`, '-o', `source=${source}`, '-o', 'cache=auto', '-o', 'sandbox=chroot'];
+		// Detached: it must outlive this `./run` and serve the guest until `./run down`.
+		const child = spawn(VIRTIOFSD, args, {
+			detached: true,
+			stdio: ['ignore', logFile.fd, logFile.fd],
+		});
+		child.unref();
+		await logFile.close();
+		for (let i = 0; i < 100 && !existsSync(socket); i++) {
+			await sleep(20);
+		}
+		if (!existsSync(socket) || child.pid === undefined) {
+			throw new UserError(`virtiofsd did not start for ${source}`, {
+				hint: `see ${path.join(this.dir, `virtiofsd-${tag}.log`)}`,
+			});
+		}
+		return child.pid;
+	}
+
+	private async startQemu(kernel: LabKernel, initramfs: string, agentPort: number, token: string): Promise<number> {
+		const khz = await cpuKhz();
+		const memory = `${this.options.memoryMb}M`;
+		const append = [
+			'console=ttyS0',
+			'quiet',
+			'panic=-1',
+			// A hung task or a soft lockup in our module should be loud.
+			'hung_task_panic=0',
+			khz ? `tsc_early_khz=${khz}` : '',
+			`kudp.node=${NODE_BINARY}`,
+			`kudp.agent=${AGENT_SCRIPT}`,
+			`kudp.token=${token}`,
+			'kudp.state=1',
+		].filter(Boolean);
+		const pidFile = path.join(this.dir, 'qemu.pid');
+		await rm(pidFile, { force: true });
+		const args = [
+			'-M', 'microvm,memory-backend=mem,acpi=on',
+			'-accel', 'tcg',
+			'-cpu', 'max',
+			'-smp', String(this.options.cpus),
+			'-m', memory,
+			'-nodefaults', '-no-user-config', '-display', 'none',
+			'-object', `memory-backend-memfd,id=mem,size=${memory},share=on`,
+			'-global', 'virtio-mmio.force-legacy=false',
+			'-kernel', kernel.image,
+			'-initrd', initramfs,
+			'-append', append.join(' '),
+			'-serial', `file:${this.serialLog}`,
+			'-chardev', `socket,id=hostroot,path=${path.join(this.socketDir, 'hostroot.sock')}`,
+			'-device', 'vhost-user-fs-device,chardev=hostroot,tag=hostroot',
+			'-chardev', `socket,id=kudpstate,path=${path.join(this.socketDir, 'kudpstate.sock')}`,
+			'-device', 'vhost-user-fs-device,chardev=kudpstate,tag=kudpstate',
+			'-netdev', `user,id=n0,hostfwd=tcp:127.0.0.1:${agentPort}-:${AGENT_GUEST_PORT}`,
+			'-device', 'virtio-net-device,netdev=n0',
+			'-device', 'virtio-serial-device',
+			'-chardev', `file,id=klog,path=${this.kernelLog}`,
+			'-device', 'virtconsole,chardev=klog',
+			'-monitor', `unix:${this.monitorSocket},server=on,wait=off`,
+			'-pidfile', pidFile,
+			'-daemonize',
+		];
+		const result = await execa('qemu-system-x86_64', args, { reject: false, all: true });
+		if (result.exitCode !== 0) {
+			throw new UserError(`QEMU did not start: ${result.all?.trim() || `exit code ${result.exitCode}`}`);
+		}
+		return Number((await readFile(pidFile, 'utf8')).trim());
+	}
+
+	private async waitForAgent(state: LabState): Promise<void> {
+		const deadline = Date.now() + this.options.bootTimeoutMs;
+		while (Date.now() < deadline) {
+			if (!isAlive(state.qemuPid)) {
+				throw new UserError('the lab guest stopped while booting', { hint: await this.consoleTail() });
+			}
+			// guest-init.sh restarts an agent that dies; one that cannot start is fatal.
+			const kernelLog = await readFile(this.kernelLog, 'utf8').catch(() => '');
+			if (kernelLog.includes('kudp-init: the agent exited')) {
+				throw new UserError('the lab agent cannot start in the guest', { hint: await this.consoleTail() });
+			}
+			try {
+				const result = await agentExec(agentOf(state), ['true'], { timeoutMs: 5000 });
+				if (result.exitCode === 0) {
+					return;
+				}
+			} catch {
+				// Not up yet: slirp accepts the connection and drops it until the agent listens.
+			}
+			await sleep(250);
+		}
+		throw new UserError(`the lab did not come up within ${this.options.bootTimeoutMs / 1000} s`, {
+			hint: await this.consoleTail(),
+		});
+	}
+
+	private async consoleTail(): Promise<string> {
+		const text = await readFile(this.serialLog, 'utf8').catch(() => '');
+		const tail = text.trim().split('\n').slice(-15).join('\n');
+		return tail ? `last lines of the guest console (${this.serialLog}):\n${tail}` : `see ${this.serialLog}`;
+	}
+
+	/** Stops the guest: a clean power-off if it answers, a kill otherwise. */
+	async down(): Promise<boolean> {
+		const state = await this.savedState();
+		if (!state) {
+			return false;
+		}
+		if (!isAlive(state.qemuPid)) {
+			// QEMU died (or was killed): clean up what it left behind.
+			await this.kill(state);
+			return false;
+		}
+		// Flush the backup directory before the guest goes away.
+		await agentExec(agentOf(state), ['sync'], { timeoutMs: 5000 }).catch(() => undefined);
+		await hmp(this.monitorSocket, 'quit').catch(() => undefined);
+		await this.kill(state);
+		return true;
+	}
+
+	private async kill(state: LabState): Promise<void> {
+		const pids = [state.qemuPid, ...state.virtiofsdPids].filter(pid => pid > 0);
+		for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+			for (const pid of pids.filter(isAlive)) {
+				try {
+					process.kill(pid, signal);
+				} catch {
+					// Already gone.
+				}
+			}
+			for (let i = 0; i < 50 && pids.some(isAlive); i++) {
+				await sleep(40);
+			}
+		}
+		await rm(this.statePath, { force: true });
+		await rm(this.socketDir, { recursive: true, force: true });
+	}
+
+	/** Runs a command as root in the guest. */
+	async exec(argv: string[], options: ExecOptions = {}): Promise<ExecResult> {
+		const state = await this.state();
+		if (!state) {
+			throw new UserError('the lab is not running', { hint: 'it boots on demand: ./run status, or load a module' });
+		}
+		return agentExec(agentOf(state), argv, options);
+	}
+
+	/** Forwards UDP on the host's 127.0.0.1:hostPort to guestPort in the guest. */
+	async forwardUdp(hostPort: number, guestPort: number): Promise<void> {
+		const state = await this.up();
+		if (state.udpForwards[String(hostPort)] === guestPort) {
+			return;
+		}
+		// slirp sends a guest port's replies out through the first forward to
+		// it, so a guest port gets one forward: drop older ones to the same port.
+		for (const [otherHost, otherGuest] of Object.entries(state.udpForwards)) {
+			if (Number(otherHost) === hostPort || otherGuest === guestPort) {
+				await this.unforwardUdp(Number(otherHost));
+			}
+		}
+		const reply = await hmp(this.monitorSocket, `hostfwd_add n0 udp:127.0.0.1:${hostPort}-:${guestPort}`);
+		if (/could not|error|invalid/i.test(reply)) {
+			throw new UserError(`cannot forward UDP port ${hostPort} from the host to the lab: ${reply.trim()}`, {
+				hint: `is something on this machine already using UDP port ${hostPort}? (ss -ulpn 'sport = :${hostPort}')`,
+			});
+		}
+		const fresh = (await this.state()) ?? state;
+		fresh.udpForwards[String(hostPort)] = guestPort;
+		await this.saveState(fresh);
+	}
+
+	async unforwardUdp(hostPort: number): Promise<void> {
+		const state = await this.state();
+		if (!state || state.udpForwards[String(hostPort)] === undefined) {
+			return;
+		}
+		await hmp(this.monitorSocket, `hostfwd_remove n0 udp:127.0.0.1:${hostPort}`).catch(error => {
+			log.warn(`could not remove the forward of UDP port ${hostPort}: ${messageOf(error)}`);
+		});
+		delete state.udpForwards[String(hostPort)];
+		await this.saveState(state);
+	}
+}

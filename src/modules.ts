@@ -1,0 +1,98 @@
+/**
+ * Our kernel modules: where their sources are, how to build them, and what
+ * parameters the built `.ko` declares.
+ */
+import { execa } from 'execa';
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { UserError } from './errors.js';
+import { withFileLock } from './lock.js';
+import { log } from './log.js';
+import { parseModinfoParams, type ParamSpec } from './params.js';
+
+/** The project root (this file is dist/src/modules.js once compiled). */
+export const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url)).replace(/\/$/, '');
+
+export const MODULES = {
+	udp_server: { dir: 'server-module', summary: 'the key-value UDP server' },
+	udp_client: { dir: 'client-module', summary: 'the UDP client that says HELLO' },
+} as const;
+
+export type ModuleName = keyof typeof MODULES;
+
+export function isModuleName(name: string): name is ModuleName {
+	return Object.hasOwn(MODULES, name);
+}
+
+export function moduleNames(): string {
+	return Object.keys(MODULES).join(', ');
+}
+
+export function checkModuleName(name: string): ModuleName {
+	if (!isModuleName(name)) {
+		throw new UserError(`unknown module "${name}"`, { hint: `the modules are: ${moduleNames()}`, exitCode: 2 });
+	}
+	return name;
+}
+
+export function moduleDir(name: ModuleName): string {
+	return path.join(PROJECT_ROOT, MODULES[name].dir);
+}
+
+/**
+ * Builds a module against the given kernel headers and returns the `.ko`
+ * path. Compiler output goes to stderr as it comes.
+ */
+export async function buildModule(name: ModuleName, headersDir: string): Promise<string> {
+	const dir = moduleDir(name);
+	log.info(`building ${name} against ${path.basename(path.dirname(headersDir))} headers`);
+	// Kbuild writes its outputs next to the sources: one build per directory at a time.
+	const result = await withFileLock(path.join(dir, '.build.lock'), 300_000, () =>
+		execa('make', ['-C', dir, `KDIR=${headersDir}`], { reject: false, all: true, env: { LC_ALL: 'C' } }),
+	);
+	const output = result.all ?? '';
+	const diagnostics = output
+		.split('\n')
+		.filter(line => /\b(error|warning|note):|Error \d/.test(line) || /^\s+\|/.test(line) || /^\s*\d+ \|/.test(line));
+	if (result.exitCode !== 0) {
+		process.stderr.write(`${output}\n`);
+		throw new UserError(`${name} did not build (make exited with ${result.exitCode})`, {
+			hint: 'the compiler output is above',
+		});
+	}
+	if (diagnostics.length > 0) {
+		process.stderr.write(`${diagnostics.join('\n')}\n`);
+	}
+	const ko = path.join(dir, `${name}.ko`);
+	if (!existsSync(ko)) {
+		throw new UserError(`make succeeded but ${ko} is missing`);
+	}
+	return snapshot(ko, name);
+}
+
+/**
+ * A copy of the built module named after its content, so that a later build
+ * (another terminal, a parallel test) cannot change or remove the file that
+ * is about to be loaded.
+ */
+async function snapshot(ko: string, name: ModuleName): Promise<string> {
+	const bytes = await readFile(ko);
+	const digest = createHash('sha256').update(bytes).digest('hex').slice(0, 16);
+	const dir = path.join(PROJECT_ROOT, '.lab', 'cache', 'modules');
+	const copy = path.join(dir, `${name}-${digest}.ko`);
+	if (!existsSync(copy)) {
+		await mkdir(dir, { recursive: true });
+		await writeFile(`${copy}.partial`, bytes);
+		await rename(`${copy}.partial`, copy);
+	}
+	return copy;
+}
+
+/** The parameters a built module declares, from `modinfo -p`. */
+export async function moduleParams(ko: string): Promise<ParamSpec[]> {
+	const { stdout } = await execa('modinfo', ['-p', ko]);
+	return parseModinfoParams(stdout);
+}

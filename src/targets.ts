@@ -1,0 +1,264 @@
+/**
+ * Where modules run: `local` (this machine's own kernel) or `lab` (a QEMU
+ * guest, see lab/lab.ts). Both look the same to the commands.
+ */
+import { execa } from 'execa';
+import { createReadStream, existsSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { UserError } from './errors.js';
+import type { ExecOptions, ExecResult } from './lab/agent-client.js';
+import { findLabKernel } from './lab/kernel.js';
+import { Lab } from './lab/lab.js';
+import { parseKmsg, type KmsgRecord } from './kmsg.js';
+import { PROJECT_ROOT } from './modules.js';
+
+export type TargetKind = 'local' | 'lab';
+
+export interface Target {
+	readonly kind: TargetKind;
+	/** One line: what the target is and why it was chosen. */
+	readonly reason: string;
+	/** Kernel headers the modules must be built against. */
+	headersDir(): Promise<string>;
+	kernelRelease(): Promise<string>;
+	/** Makes the target ready (boots the lab). */
+	prepare(): Promise<void>;
+	/** Runs a command as root in the target. */
+	exec(argv: string[], options?: ExecOptions): Promise<ExecResult>;
+	/** Makes a built `.ko` loadable in the target; returns its path there. */
+	stage(ko: string): Promise<string>;
+	/** Makes UDP guestPort reachable at 127.0.0.1:hostPort on this machine. */
+	exposeUdp(hostPort: number, guestPort: number): Promise<void>;
+	unexposeUdp(hostPort: number): Promise<void>;
+	/** Kernel log records so far (all of them, oldest first). */
+	kernelLog(): Promise<KmsgRecord[]>;
+	/** Calls onRecord for every new kernel log record until `signal` aborts. */
+	followKernelLog(onRecord: (record: KmsgRecord) => void, signal: AbortSignal): Promise<void>;
+}
+
+/** Why this machine's own kernel cannot take our modules, or undefined if it can. */
+export async function localUnfitness(): Promise<string | undefined> {
+	const release = os.release();
+	if (process.getuid?.() !== 0) {
+		return 'loading modules needs root';
+	}
+	if (!existsSync('/proc/modules')) {
+		return `the running kernel (${release}) has no module support`;
+	}
+	if ((await readFile('/proc/sys/kernel/modules_disabled', 'utf8').catch(() => '0')).trim() === '1') {
+		return 'module loading is disabled (kernel.modules_disabled=1)';
+	}
+	if (!existsSync(`/lib/modules/${release}/build/Makefile`)) {
+		return `there are no kernel headers for the running kernel (/lib/modules/${release}/build)`;
+	}
+	return undefined;
+}
+
+class LocalTarget implements Target {
+	readonly kind = 'local';
+	constructor(readonly reason: string) {}
+
+	async headersDir(): Promise<string> {
+		return `/lib/modules/${os.release()}/build`;
+	}
+
+	async kernelRelease(): Promise<string> {
+		return os.release();
+	}
+
+	async prepare(): Promise<void> {}
+
+	async exec(argv: string[], options: ExecOptions = {}): Promise<ExecResult> {
+		const [file = 'true', ...args] = argv;
+		const child = execa(file, args, {
+			reject: false,
+			input: options.input,
+			stdin: options.stdin ? 'inherit' : options.input === undefined ? 'ignore' : 'pipe',
+			timeout: options.timeoutMs,
+			env: options.env,
+			cwd: options.cwd,
+		});
+		child.stdout?.on('data', (chunk: Buffer) => options.onStdout?.(chunk));
+		child.stderr?.on('data', (chunk: Buffer) => options.onStderr?.(chunk));
+		const result = await child;
+		return {
+			exitCode: result.exitCode ?? null,
+			signal: result.signal ?? null,
+			timedOut: result.timedOut,
+			stdout: String(result.stdout ?? ''),
+			stderr: String(result.stderr ?? ''),
+		};
+	}
+
+	async stage(ko: string): Promise<string> {
+		return ko;
+	}
+
+	async exposeUdp(): Promise<void> {}
+	async unexposeUdp(): Promise<void> {}
+
+	kernelLog(): Promise<KmsgRecord[]> {
+		return readKmsgSnapshot();
+	}
+
+	async followKernelLog(onRecord: (record: KmsgRecord) => void, signal: AbortSignal): Promise<void> {
+		const since = (await readKmsgSnapshot()).at(-1)?.sequence ?? -1;
+		const stream = createReadStream('/dev/kmsg', { encoding: 'utf8' });
+		signal.addEventListener('abort', () => stream.destroy(), { once: true });
+		const lines = createInterface({ input: stream });
+		try {
+			for await (const line of lines) {
+				const record = parseKmsg(line);
+				if (record && record.sequence > since) {
+					onRecord(record);
+				}
+			}
+		} catch (error) {
+			if (!signal.aborted) {
+				throw error;
+			}
+		}
+	}
+}
+
+/** Reads /dev/kmsg up to its current end (reads return EAGAIN there when opened non-blocking). */
+async function readKmsgSnapshot(): Promise<KmsgRecord[]> {
+	const { stdout } = await execa('sh', ['-c', 'dd if=/dev/kmsg iflag=nonblock bs=8192 2>/dev/null; true'], {
+		reject: false,
+	});
+	return stdout
+		.split('\n')
+		.map(parseKmsg)
+		.filter((record): record is KmsgRecord => record !== undefined);
+}
+
+class LabTarget implements Target {
+	readonly kind = 'lab';
+	readonly lab: Lab;
+
+	constructor(
+		readonly reason: string,
+		labName?: string,
+	) {
+		this.lab = new Lab(labName === undefined ? { root: PROJECT_ROOT } : { root: PROJECT_ROOT, name: labName });
+	}
+
+	async headersDir(): Promise<string> {
+		return (await this.kernel()).headers;
+	}
+
+	async kernelRelease(): Promise<string> {
+		return (await this.kernel()).release;
+	}
+
+	private async kernel() {
+		return (await this.lab.state())?.kernel ?? findLabKernel();
+	}
+
+	async prepare(): Promise<void> {
+		await this.lab.up();
+	}
+
+	exec(argv: string[], options?: ExecOptions): Promise<ExecResult> {
+		return this.lab.exec(argv, options);
+	}
+
+	/**
+	 * Copies the `.ko` into the guest's RAM rather than loading it through the
+	 * shared file system, whose caches could hand the guest a stale build.
+	 */
+	async stage(ko: string): Promise<string> {
+		const target = `/run/kudp/${path.basename(ko)}`;
+		const result = await this.lab.exec(['sh', '-c', 'mkdir -p /run/kudp && cat > "$1"', 'stage', target], {
+			input: await readFile(ko),
+			timeoutMs: 30_000,
+		});
+		if (result.exitCode !== 0) {
+			throw new UserError(`could not copy ${path.basename(ko)} into the lab: ${result.stderr.trim()}`);
+		}
+		return target;
+	}
+
+	exposeUdp(hostPort: number, guestPort: number): Promise<void> {
+		return this.lab.forwardUdp(hostPort, guestPort);
+	}
+
+	unexposeUdp(hostPort: number): Promise<void> {
+		return this.lab.unforwardUdp(hostPort);
+	}
+
+	async kernelLog(): Promise<KmsgRecord[]> {
+		const text = await readFile(this.lab.kernelLog, 'utf8').catch(() => '');
+		return text
+			.split('\n')
+			.map(parseKmsg)
+			.filter((record): record is KmsgRecord => record !== undefined);
+	}
+
+	/** Tails the host-side mirror of the guest's /dev/kmsg. */
+	async followKernelLog(onRecord: (record: KmsgRecord) => void, signal: AbortSignal): Promise<void> {
+		let offset = existsSync(this.lab.kernelLog) ? (await stat(this.lab.kernelLog)).size : 0;
+		let partial = '';
+		while (!signal.aborted) {
+			const size = existsSync(this.lab.kernelLog) ? (await stat(this.lab.kernelLog)).size : 0;
+			if (size < offset) {
+				offset = 0; // The lab rebooted: a new log.
+			}
+			if (size > offset) {
+				const chunk = await readRange(this.lab.kernelLog, offset, size);
+				offset = size;
+				const lines = (partial + chunk).split('\n');
+				partial = lines.pop() ?? '';
+				for (const line of lines) {
+					const record = parseKmsg(line);
+					if (record) {
+						onRecord(record);
+					}
+				}
+			}
+			await sleep(50, undefined, { signal }).catch(() => undefined);
+		}
+	}
+}
+
+async function readRange(file: string, start: number, end: number): Promise<string> {
+	const chunks: Buffer[] = [];
+	for await (const chunk of createReadStream(file, { start, end: end - 1 })) {
+		chunks.push(chunk as Buffer);
+	}
+	return Buffer.concat(chunks).toString('utf8');
+}
+
+export interface TargetChoice {
+	target?: string;
+	lab?: string;
+}
+
+/** The target asked for, or local where this machine can load modules, else the lab. */
+export async function chooseTarget(choice: TargetChoice = {}): Promise<Target> {
+	const wanted = choice.target ?? process.env['KUDP_TARGET'] ?? 'auto';
+	if (wanted === 'lab') {
+		return new LabTarget('the lab (asked for with --target lab)', choice.lab);
+	}
+	const unfit = await localUnfitness();
+	if (wanted === 'local') {
+		if (unfit) {
+			throw new UserError(`cannot use this machine's kernel: ${unfit}`, {
+				hint: 'use --target lab to run the modules in a QEMU guest instead',
+			});
+		}
+		return new LocalTarget(`this machine's kernel ${os.release()} (asked for with --target local)`);
+	}
+	if (wanted !== 'auto') {
+		throw new UserError(`unknown target "${wanted}"`, { hint: 'use --target local, lab or auto', exitCode: 2 });
+	}
+	return unfit
+		? new LabTarget(`the lab, because ${unfit}`, choice.lab)
+		: new LocalTarget(`this machine's kernel ${os.release()}`);
+}
+
+export { LabTarget };

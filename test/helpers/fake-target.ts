@@ -1,0 +1,53 @@
+/**
+ * A scripted Target for unit tests of the orchestrator: records every
+ * command and answers from a table, so no kernel or lab is needed.
+ */
+import type { ExecOptions, ExecResult } from '../../src/lab/agent-client.js';
+import type { KmsgRecord } from '../../src/kmsg.js';
+import type { Target } from '../../src/targets.js';
+
+export type Responder = (argv: string[], options: ExecOptions) => Partial<ExecResult> | undefined;
+
+export class FakeTarget implements Target {
+	readonly kind = 'lab';
+	readonly reason = 'a fake target for unit tests';
+	readonly commands: string[][] = [];
+	readonly exposed: Array<[number, number]> = [];
+	log: KmsgRecord[] = [];
+
+	constructor(private readonly respond: Responder) {}
+
+	async headersDir(): Promise<string> {
+		return '/nonexistent/headers';
+	}
+
+	async kernelRelease(): Promise<string> {
+		return '6.1.0-fake';
+	}
+
+	async prepare(): Promise<void> {}
+
+	async exec(argv: string[], options: ExecOptions = {}): Promise<ExecResult> {
+		this.commands.push(argv);
+		return { exitCode: 0, signal: null, timedOut: false, stdout: '', stderr: '', ...this.respond(argv, options) };
+	}
+
+	async stage(ko: string): Promise<string> {
+		return `/run/kudp/${ko.split('/').at(-1)}`;
+	}
+
+	async exposeUdp(hostPort: number, guestPort: number): Promise<void> {
+		this.exposed.push([hostPort, guestPort]);
+	}
+
+	async unexposeUdp(hostPort: number): Promise<void> {
+		const index = this.exposed.findIndex(([port]) => port === hostPort);
+		if (index >= 0) this.exposed.splice(index, 1);
+	}
+
+	async kernelLog(): Promise<KmsgRecord[]> {
+		return this.log;
+	}
+
+	async followKernelLog(): Promise<void> {}
+}

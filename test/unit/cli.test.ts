@@ -1,0 +1,64 @@
+/**
+ * The `run` command line as a user meets it: help, usage errors, and clear
+ * messages (no stack traces) when a tool fails. Fake tools come first on
+ * PATH (test/fixtures/bin), as in execa's own tests.
+ */
+import test from 'ava';
+import { execa } from 'execa';
+import path from 'node:path';
+import { PROJECT_ROOT } from '../../src/modules.js';
+
+const RUN = path.join(PROJECT_ROOT, 'dist/src/bin/run.js');
+const FIXTURES = path.join(PROJECT_ROOT, 'test/fixtures/bin');
+
+function run(args: string[], env: Record<string, string> = {}) {
+	return execa(process.execPath, [RUN, ...args], { reject: false, env: { KUDP_LAB: `unit-${process.pid}`, ...env } });
+}
+
+test('--help lists the commands and shows how to load a module', async t => {
+	const { stdout, exitCode } = await run(['--help']);
+	t.is(exitCode, 0);
+	for (const text of ['Usage: run [options] MODULE [name=value ...] | COMMAND', 'unload', 'logs', 'status', 'shell', 'down', 'setup', 'demo', 'udp_server', 'udp_client']) {
+		t.true(stdout.includes(text), text);
+	}
+});
+
+test('an unknown module is refused with the list of modules', async t => {
+	const { stderr, exitCode } = await run(['udp_sever', 'port=3000']);
+	t.is(exitCode, 2);
+	t.regex(stderr, /run: unknown module "udp_sever"\nthe modules are: udp_server, udp_client/);
+});
+
+test('an unknown target is a usage error', async t => {
+	const { stderr, exitCode } = await run(['udp_server', '--target', 'moon']);
+	t.not(exitCode, 0);
+	t.regex(stderr, /--target <target>' argument 'moon' is invalid/);
+});
+
+test('a module that does not compile shows the compiler error and exits non-zero', async t => {
+	const { stderr, exitCode } = await run(['udp_server', '--target', 'lab'], {
+		PATH: `${FIXTURES}:${process.env['PATH']}`,
+	});
+	t.is(exitCode, 1);
+	t.regex(stderr, /error: 'sock' undeclared/);
+	t.regex(stderr, /run: udp_server did not build \(make exited with 2\)/);
+	t.notRegex(stderr, /\n\s+at /, 'no stack trace');
+});
+
+test('a lab that cannot boot because QEMU fails says so', async t => {
+	const { stderr, exitCode } = await run(['shell', '--', 'true'], { PATH: `${FIXTURES}:${process.env['PATH']}` });
+	t.is(exitCode, 1);
+	t.regex(stderr, /run: QEMU did not start: qemu-system-x86_64: -accel tcg: failed to initialize tcg/);
+});
+
+test('a machine without QEMU is told how to install it', async t => {
+	const { stderr, exitCode } = await run(['shell', '--', 'true'], { PATH: '/nonexistent' });
+	t.is(exitCode, 1);
+	t.regex(stderr, /the lab needs qemu-system-x86_64, which is not installed\nrun \.\/run setup/);
+});
+
+test('./run down on a lab that is not running is harmless', async t => {
+	const { stdout, exitCode } = await run(['down']);
+	t.is(exitCode, 0);
+	t.regex(stdout, /was not running/);
+});
