@@ -1,0 +1,338 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The files of udp_server in /proc.
+ *
+ *   /proc/ht         0600  write: run one command, like a datagram;
+ *                          read: the history of changing commands
+ *   /proc/hashtable  0400  read: the whole table, "KEY VALUE" per line
+ *   /proc/daemonpid  0600  the backup daemon registers itself here and gets
+ *                          SIGUSR1 after every change to the table
+ *
+ * Only root can open them at all, except /proc/hashtable, which root can only
+ * read. The module signals no process but the one that registered itself.
+ */
+
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/kernel.h>
+#include <linux/pid.h>
+#include <linux/proc_fs.h>
+#include <linux/sched.h>
+#include <linux/sched/signal.h>
+#include <linux/seq_file.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <linux/string.h>
+#include <linux/uaccess.h>
+
+#include "kudp_protocol.h"
+#include "udp_server.h"
+
+/*
+ * The history: a ring of the last `history` changing commands. Line number
+ * n (counting from 0 since load) lives in ring[n % history]; lines are added
+ * under kv_mutex, so they are in the order the table changed, and ring_lock
+ * guards the ring itself, so a reader never sees a line being replaced.
+ */
+static char **ring;
+static u64 ring_added;	/* lines added since load; the next one's number */
+static DEFINE_SPINLOCK(ring_lock);
+
+/**
+ * kudp_history_add() - remember a command that changed the table
+ * @fmt: printf-style format of the normalised command, without "\n"
+ *
+ * Context: process context; the caller holds kv_mutex.
+ */
+void kudp_history_add(const char *fmt, ...)
+{
+	char *line, *old;
+	va_list args;
+
+	va_start(args, fmt);
+	line = kvasprintf(GFP_KERNEL, fmt, args);
+	va_end(args);
+	if (!line)
+		return;	/* the history is best effort; the table is not */
+
+	spin_lock(&ring_lock);
+	old = ring[ring_added % history];
+	ring[ring_added % history] = line;
+	ring_added++;
+	spin_unlock(&ring_lock);
+	kfree(old);
+}
+
+/*
+ * /proc/ht reads: *pos is a line number. ring_lock is held from start to
+ * stop, which seq_file never sleeps between; between two read()s the ring
+ * may move on, and a reader that fell behind skips to the oldest line kept.
+ */
+static void *history_start(struct seq_file *m, loff_t *pos)
+	__acquires(&ring_lock)
+{
+	u64 oldest;
+
+	spin_lock(&ring_lock);
+	oldest = ring_added > history ? ring_added - history : 0;
+	if (*pos < oldest)
+		*pos = oldest;
+	return *pos < ring_added ? ring[*pos % history] : NULL;
+}
+
+static void *history_next(struct seq_file *m, void *v, loff_t *pos)
+{
+	++*pos;
+	return *pos < ring_added ? ring[*pos % history] : NULL;
+}
+
+static void history_stop(struct seq_file *m, void *v)
+	__releases(&ring_lock)
+{
+	spin_unlock(&ring_lock);
+}
+
+static int history_show(struct seq_file *m, void *v)
+{
+	seq_printf(m, "%s\n", (const char *)v);
+	return 0;
+}
+
+static const struct seq_operations history_ops = {
+	.start = history_start,
+	.next = history_next,
+	.stop = history_stop,
+	.show = history_show,
+};
+
+static int ht_open(struct inode *inode, struct file *file)
+{
+	return seq_open(file, &history_ops);
+}
+
+/**
+ * ht_write() - run one command written to /proc/ht
+ * @file: unused
+ * @ubuf: the command, exactly as it would arrive in a datagram
+ * @count: its length; more than len is refused whole
+ * @ppos: unused: every write is a command of its own
+ *
+ * Return: @count for OK or GOT IT; otherwise the errno PROTOCOL.md lists:
+ * -ENOENT for NOT FOUND, -ENOSPC for ERR full, -EMSGSIZE for ERR too long
+ * (or a write longer than len), -EINVAL for every other ERR.
+ */
+static ssize_t ht_write(struct file *file, const char __user *ubuf,
+			size_t count, loff_t *ppos)
+{
+	char *req, *reply;
+	int status;
+
+	if (count > len)
+		return -EMSGSIZE;
+	req = vmemdup_user(ubuf, count);
+	if (IS_ERR(req))
+		return PTR_ERR(req);
+	reply = kvmalloc(len + 1, GFP_KERNEL);
+	if (!reply) {
+		kvfree(req);
+		return -ENOMEM;
+	}
+	kudp_execute(req, count, reply, &status);
+	kvfree(reply);
+	kvfree(req);
+	return status ? status : count;
+}
+
+static const struct proc_ops ht_ops = {
+	.proc_open = ht_open,
+	.proc_read = seq_read,
+	.proc_lseek = seq_lseek,
+	.proc_release = seq_release,
+	.proc_write = ht_write,
+};
+
+static int hashtable_open(struct inode *inode, struct file *file)
+{
+	return kv_seq_open(file);
+}
+
+static const struct proc_ops hashtable_ops = {
+	.proc_open = hashtable_open,
+	.proc_read = seq_read,
+	.proc_lseek = seq_lseek,
+	.proc_release = kv_seq_release,
+};
+
+/*
+ * The registered daemon. Holding its struct pid (not the number) makes PID
+ * reuse harmless: a new process with the same number has a different struct
+ * pid, which nobody registered. daemon_lock guards the pointer; whoever
+ * clears or replaces it puts the registration's reference.
+ */
+static struct pid *daemon;
+static DEFINE_SPINLOCK(daemon_lock);
+
+static void daemon_set(struct pid *pid)
+{
+	struct pid *old;
+
+	spin_lock(&daemon_lock);
+	old = daemon;
+	daemon = pid;
+	spin_unlock(&daemon_lock);
+	put_pid(old);
+}
+
+static bool daemon_alive(struct pid *pid)
+{
+	bool alive;
+
+	rcu_read_lock();
+	alive = pid_task(pid, PIDTYPE_PID);
+	rcu_read_unlock();
+	return alive;
+}
+
+/**
+ * daemon_get() - the registered daemon, if it is still running
+ *
+ * A daemon that exited without unregistering is forgotten here.
+ *
+ * Return: the daemon's struct pid with a reference for the caller, or NULL.
+ */
+static struct pid *daemon_get(void)
+{
+	struct pid *pid;
+	bool cleared = false;
+
+	spin_lock(&daemon_lock);
+	pid = get_pid(daemon);
+	spin_unlock(&daemon_lock);
+	if (!pid || daemon_alive(pid))
+		return pid;
+
+	spin_lock(&daemon_lock);
+	if (daemon == pid) {	/* not replaced meanwhile */
+		daemon = NULL;
+		cleared = true;
+	}
+	spin_unlock(&daemon_lock);
+	if (cleared)
+		put_pid(pid);	/* the registration's reference */
+	put_pid(pid);		/* ours */
+	return NULL;
+}
+
+/*
+ * One SIGUSR1 per change: cheap, and the daemon coalesces them. Only the
+ * registered process is ever signalled.
+ */
+void kudp_notify_daemon(void)
+{
+	struct pid *pid = daemon_get();
+
+	if (pid) {
+		kill_pid(pid, SIGUSR1, 1);
+		put_pid(pid);
+	}
+}
+
+static int daemonpid_show(struct seq_file *m, void *v)
+{
+	struct pid *pid = daemon_get();
+
+	seq_printf(m, "%d\n", pid ? pid_vnr(pid) : 0);
+	put_pid(pid);
+	return 0;
+}
+
+static int daemonpid_open(struct inode *inode, struct file *file)
+{
+	return single_open(file, daemonpid_show, NULL);
+}
+
+/**
+ * daemonpid_write() - register the backup daemon, or unregister it
+ * @file: unused
+ * @ubuf: a decimal PID, as seen from the writer's PID namespace; 0
+ *        unregisters
+ * @count: its length
+ * @ppos: unused
+ *
+ * The file is root's alone (0600), and root may signal any process anyway.
+ *
+ * Return: @count; -EINVAL or -ERANGE for text that is not a PID, -ESRCH for
+ * a PID no process has.
+ */
+static ssize_t daemonpid_write(struct file *file, const char __user *ubuf,
+			       size_t count, loff_t *ppos)
+{
+	int nr, ret;
+
+	ret = kstrtoint_from_user(ubuf, count, 10, &nr);
+	if (ret)
+		return ret;
+	if (nr < 0)
+		return -EINVAL;
+	if (nr == 0) {
+		daemon_set(NULL);
+		return count;
+	}
+	/*
+	 * Only the writer itself may register: any datagram can make the
+	 * module send SIGUSR1, whose default action kills, so registering
+	 * some other process would hand the network a way to kill it.
+	 */
+	if (nr != task_tgid_vnr(current))
+		return -EPERM;
+	daemon_set(get_task_pid(current, PIDTYPE_TGID));
+	return count;
+}
+
+static const struct proc_ops daemonpid_ops = {
+	.proc_open = daemonpid_open,
+	.proc_read = seq_read,
+	.proc_lseek = seq_lseek,
+	.proc_release = single_release,
+	.proc_write = daemonpid_write,
+};
+
+int kudp_proc_init(void)
+{
+	ring = kvcalloc(history, sizeof(*ring), GFP_KERNEL);
+	if (!ring)
+		return -ENOMEM;
+	if (!proc_create("ht", 0600, NULL, &ht_ops))
+		goto out_free_ring;
+	if (!proc_create("hashtable", 0400, NULL, &hashtable_ops))
+		goto out_remove_ht;
+	if (!proc_create("daemonpid", 0600, NULL, &daemonpid_ops))
+		goto out_remove_hashtable;
+	return 0;
+
+out_remove_hashtable:
+	remove_proc_entry("hashtable", NULL);
+out_remove_ht:
+	remove_proc_entry("ht", NULL);
+out_free_ring:
+	kvfree(ring);
+	pr_err("cannot create the /proc files (another udp_server loaded?)\n");
+	return -EEXIST;
+}
+
+/*
+ * remove_proc_entry() waits for readers and writers that are inside, so the
+ * ring and the registration are nobody's once the files are gone.
+ */
+void kudp_proc_exit(void)
+{
+	unsigned int i;
+
+	remove_proc_entry("daemonpid", NULL);
+	remove_proc_entry("hashtable", NULL);
+	remove_proc_entry("ht", NULL);
+	daemon_set(NULL);
+	for (i = 0; i < history; i++)
+		kfree(ring[i]);
+	kvfree(ring);
+}
