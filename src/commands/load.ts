@@ -84,7 +84,6 @@ export async function loadCommand(moduleName: string, params: string[], options:
 
 /** Resolves 'enter' on a line (or end of input, like run.sh's `read`), 'interrupt' on Ctrl-C. */
 function waitForEnterOrInterrupt(): Promise<'enter' | 'interrupt'> {
-	process.stdout.write('Press Enter to remove the module or Ctrl+C to exit...\n');
 	return new Promise(resolve => {
 		const lines = createInterface({ input: process.stdin });
 		const finish = (choice: 'enter' | 'interrupt') => {
@@ -99,6 +98,9 @@ function waitForEnterOrInterrupt(): Promise<'enter' | 'interrupt'> {
 		lines.once('SIGINT', onInterrupt);
 		lines.once('line', () => finish('enter'));
 		lines.once('close', () => finish('enter'));
+		// Only now, with the handlers in place: a Ctrl-C that follows the
+		// prompt must never meet Node's default action (death by SIGINT).
+		process.stdout.write('Press Enter to remove the module or Ctrl+C to exit...\n');
 	});
 }
 
