@@ -30,7 +30,6 @@
 #include <linux/slab.h>
 #include <linux/socket.h>
 #include <linux/string.h>
-#include <linux/stringify.h>
 #include <linux/uio.h>
 #include <net/net_namespace.h>
 #include <net/sock.h>
@@ -60,26 +59,23 @@ MODULE_PARM_DESC(destip, "Server to say HELLO to (IPv4 address, default 127.0.0.
 
 static unsigned int port = KUDP_DEFAULT_PORT;
 KUDP_PARAM_UINT_RANGE(port, 1, 65535);
-MODULE_PARM_DESC(port, "Server UDP port (range 1-65535, default "
-		 __stringify(KUDP_DEFAULT_PORT) ")");
+MODULE_PARM_DESC(port, "Server UDP port "
+		 KUDP_RANGE(1, 65535, KUDP_DEFAULT_PORT));
 
 static unsigned int len = KUDP_DEFAULT_LEN;
 KUDP_PARAM_UINT_RANGE(len, KUDP_MIN_LEN, KUDP_MAX_LEN);
-MODULE_PARM_DESC(len, "Largest reply accepted, in bytes (range "
-		 __stringify(KUDP_MIN_LEN) "-" __stringify(KUDP_MAX_LEN)
-		 ", default " __stringify(KUDP_DEFAULT_LEN) ")");
+MODULE_PARM_DESC(len, "Largest reply accepted, in bytes "
+		 KUDP_RANGE(KUDP_MIN_LEN, KUDP_MAX_LEN, KUDP_DEFAULT_LEN));
 
 static unsigned int timeout_ms = TIMEOUT_MS_DEFAULT;
 KUDP_PARAM_UINT_RANGE(timeout_ms, TIMEOUT_MS_MIN, TIMEOUT_MS_MAX);
-MODULE_PARM_DESC(timeout_ms, "How long to wait for each reply, in ms (range "
-		 __stringify(TIMEOUT_MS_MIN) "-" __stringify(TIMEOUT_MS_MAX)
-		 ", default " __stringify(TIMEOUT_MS_DEFAULT) ")");
+MODULE_PARM_DESC(timeout_ms, "How long to wait for each reply, in ms "
+		 KUDP_RANGE(TIMEOUT_MS_MIN, TIMEOUT_MS_MAX, TIMEOUT_MS_DEFAULT));
 
 static unsigned int retries = RETRIES_DEFAULT;
 KUDP_PARAM_UINT_RANGE(retries, 0, RETRIES_MAX);
-MODULE_PARM_DESC(retries, "Tries after the first when no reply comes (range 0-"
-		 __stringify(RETRIES_MAX) ", default "
-		 __stringify(RETRIES_DEFAULT) ")");
+MODULE_PARM_DESC(retries, "Tries after the first when no reply comes "
+		 KUDP_RANGE(0, RETRIES_MAX, RETRIES_DEFAULT));
 
 static struct socket *sock;
 static struct task_struct *thread;

@@ -15,6 +15,16 @@
 #define KUDP_PARAMS_H
 
 #include <linux/moduleparam.h>
+#include <linux/stringify.h>
+
+/*
+ * "(range MIN-MAX, default D)": the form ./run reads from modinfo -p to check
+ * values before insmod. MIN, MAX and D must be plain literals (or macros that
+ * expand to them) so that they are pasted as numbers.
+ */
+#define KUDP_RANGE(min, max, def)					\
+	"(range " __stringify(min) "-" __stringify(max)			\
+	", default " __stringify(def) ")"
 
 #define KUDP_PARAM_UINT_RANGE(name, min, max)				\
 static int name##_set(const char *val, const struct kernel_param *kp)	\

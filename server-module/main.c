@@ -78,8 +78,29 @@ static struct task_struct *thread;
 static char *request;
 static char *reply;
 
-/* Per-datagram lines share one budget so a flood cannot fill the log. */
+/*
+ * Per-datagram lines share one budget so a flood cannot fill the log. The
+ * kernel's own "serve: N callbacks suppressed" line would carry no module
+ * prefix, so it is turned off (RATELIMIT_MSG_ON_RELEASE) and the server
+ * counts what it left out itself. Only the server thread touches either.
+ */
 static DEFINE_RATELIMIT_STATE(packet_log, 5 * HZ, 10);
+static unsigned int packet_log_missed;
+
+/* Whether to log this greeting; says how many were left out before it. */
+static bool log_greeting(void)
+{
+	if (!__ratelimit(&packet_log)) {
+		packet_log_missed++;
+		return false;
+	}
+	if (packet_log_missed) {
+		pr_info("%u greetings not logged (rate limit)\n",
+			packet_log_missed);
+		packet_log_missed = 0;
+	}
+	return true;
+}
 
 static void send_reply(struct sockaddr_in *to, size_t size)
 {
@@ -123,8 +144,7 @@ static void serve(struct sockaddr_in *from, size_t size)
 		n = kudp_execute(request, size, reply, &status);
 		/* Only the greeting is logged at info level, and not always. */
 		log = n == sizeof(KUDP_GOT_IT) && !status &&
-		      !memcmp(reply, KUDP_GOT_IT, n - 1) &&
-		      __ratelimit(&packet_log);
+		      !memcmp(reply, KUDP_GOT_IT, n - 1) && log_greeting();
 	}
 	if (log)
 		pr_info("received " KUDP_HELLO " from %pI4:%u\n",
@@ -262,6 +282,7 @@ static int __init udp_server_init(void)
 	ret = parse_bind();
 	if (ret)
 		return ret;
+	ratelimit_set_flags(&packet_log, RATELIMIT_MSG_ON_RELEASE);
 
 	/* Up to 64 KiB each: kvmalloc() does not need contiguous pages. */
 	request = kvmalloc(len + 1, GFP_KERNEL);
@@ -315,6 +336,9 @@ static void __exit udp_server_exit(void)
 
 	kernel_sock_shutdown(sock, SHUT_RDWR);
 	kthread_stop(thread);
+	if (packet_log_missed)
+		pr_info("%u greetings not logged (rate limit)\n",
+			packet_log_missed);
 	sock_release(sock);
 	kudp_proc_exit();
 	kv_destroy();

@@ -13,22 +13,16 @@
 #include <linux/atomic.h>
 #include <linux/mutex.h>
 #include <linux/seq_file.h>
-#include <linux/stringify.h>
 #include <linux/types.h>
 
 /*
  * Defaults of the server-only parameters. Plain literals, because
- * KUDP_RANGE() pastes them into the parameter descriptions that modinfo
+ * KUDP_RANGE() (kudp_params.h) pastes them into the parameter descriptions that modinfo
  * shows and ./run parses.
  */
 #define KUDP_DEFAULT_MAX_ENTRIES	131072
 #define KUDP_DEFAULT_MAX_BYTES		16777216
 #define KUDP_DEFAULT_HISTORY		128
-
-/* "(range MIN-MAX, default D)", the form ./run reads from modinfo -p. */
-#define KUDP_RANGE(min, max, def)					\
-	"(range " __stringify(min) "-" __stringify(max)			\
-	", default " __stringify(def) ")"
 
 /* Module parameters (main.c). */
 extern unsigned int len;
