@@ -17,8 +17,8 @@
 
 /*
  * Defaults of the server-only parameters. Plain literals, because
- * KUDP_RANGE() (kudp_params.h) pastes them into the parameter descriptions that modinfo
- * shows and ./run parses.
+ * KUDP_RANGE() (kudp_params.h) pastes them into the parameter
+ * descriptions that modinfo shows and ./run parses.
  */
 #define KUDP_DEFAULT_MAX_ENTRIES	131072
 #define KUDP_DEFAULT_MAX_BYTES		16777216
