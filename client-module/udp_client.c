@@ -80,7 +80,7 @@ MODULE_PARM_DESC(retries, "Tries after the first when no reply comes "
 static struct socket *sock;
 static struct task_struct *thread;
 static struct sockaddr_in server;
-/* len + 1 bytes: a reply of exactly len bytes still gets its terminating NUL. */
+/* len + 1 bytes: a reply of exactly len bytes still gets its NUL. */
 static char *buf;
 
 /* How one try ended. */

@@ -31,7 +31,7 @@ static bool span_is(const struct span *s, const char *word)
 	return s->n == strlen(word) && !memcmp(s->p, word, s->n);
 }
 
-/* Moves past the spaces, then returns the word that follows (n == 0 at the end). */
+/* Skips spaces, then returns the word that follows (n == 0 at the end). */
 static struct span next_word(struct span *rest)
 {
 	struct span word;
