@@ -5,10 +5,11 @@
 import { execa } from 'execa';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError } from './errors.js';
+import { writeFileAtomically } from './files.js';
 import { withFileLock } from './lock.js';
 import { log } from './log.js';
 import { parseModinfoParams, type ParamSpec } from './params.js';
@@ -85,8 +86,7 @@ async function snapshot(ko: string, name: ModuleName): Promise<string> {
 	const copy = path.join(dir, `${name}-${digest}.ko`);
 	if (!existsSync(copy)) {
 		await mkdir(dir, { recursive: true });
-		await writeFile(`${copy}.partial`, bytes);
-		await rename(`${copy}.partial`, copy);
+		await writeFileAtomically(copy, bytes);
 	}
 	return copy;
 }

@@ -3,11 +3,12 @@
  */
 import { execa } from 'execa';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
+import { partialPath } from '../files.js';
 
 /** Debian's meta-packages: image and headers installed as a pair so their versions match. */
 export const LAB_KERNEL_PACKAGES = ['linux-image-cloud-amd64', 'linux-headers-cloud-amd64'];
@@ -112,11 +113,17 @@ export async function buildInitramfs(kernel: LabKernel, cacheDir: string): Promi
 		}
 		await writeFile(path.join(staging, 'modules.order'), `${INITRAMFS_MODULES.join('\n')}\n`);
 		await execa('chmod', ['0755', path.join(staging, 'init'), path.join(staging, 'bin/busybox')]);
-		const partial = `${output}.partial`;
-		await execa('sh', ['-c', `find . | cpio --quiet -o -H newc -R 0:0 | gzip -1 > '${partial}'`], {
-			cwd: staging,
-		});
-		await execa('mv', ['-f', partial, output]);
+		// Two processes may build it at once (parallel test files on a fresh
+		// checkout): each writes its own temporary, and either rename wins.
+		const partial = partialPath(output);
+		try {
+			await execa('sh', ['-c', `find . | cpio --quiet -o -H newc -R 0:0 | gzip -1 > '${partial}'`], {
+				cwd: staging,
+			});
+			await rename(partial, output);
+		} finally {
+			await rm(partial, { force: true });
+		}
 		return output;
 	} finally {
 		await rm(staging, { recursive: true, force: true });

@@ -16,12 +16,13 @@ import { execa } from 'execa';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UserError, messageOf } from '../errors.js';
+import { writeFileAtomically } from '../files.js';
 import { isAlive, withFileLock } from '../lock.js';
 import { log } from '../log.js';
 import { agentExec, type ExecOptions, type ExecResult } from './agent-client.js';
@@ -142,9 +143,7 @@ export class Lab {
 	}
 
 	private async saveState(state: LabState): Promise<void> {
-		const partial = `${this.statePath}.partial`;
-		await writeFile(partial, JSON.stringify(state, null, 2), { mode: 0o600 });
-		await execa('mv', ['-f', partial, this.statePath]);
+		await writeFileAtomically(this.statePath, JSON.stringify(state, null, 2), 0o600);
 	}
 
 	/** Boots the guest unless it is already up; returns its state. */
