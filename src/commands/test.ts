@@ -9,6 +9,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { Lab } from '../lab/lab.js';
 import { PROJECT_ROOT } from '../modules.js';
+import { TapTally } from '../tap.js';
 import { ensureSystemPackages } from './setup.js';
 
 /**
@@ -34,30 +35,21 @@ export async function testCommand(files: string[]): Promise<void> {
 		stderr: 'inherit',
 		stdin: 'ignore',
 	});
-	let passed = 0;
-	let failed = 0;
-	let skipped = 0;
+	const tally = new TapTally();
 	for await (const line of createInterface({ input: child.stdout! })) {
 		process.stdout.write(`${line}\n`);
-		if (/^ok \d+/.test(line)) {
-			if (/# (SKIP|TODO)/i.test(line)) {
-				skipped++;
-			} else {
-				passed++;
-			}
-		} else if (/^not ok \d+/.test(line)) {
-			failed++;
-		}
+		tally.add(line);
 	}
 	const result = await child;
-	if (result.exitCode !== 0 && failed === 0) {
+	const { passed, skipped, ...counts } = tally.result();
+	if (result.exitCode !== 0 && counts.failed === 0) {
 		// ava stopped without reporting a failure (a timeout, a crash): still a failure.
-		failed = 1;
+		counts.failed = 1;
 		process.stdout.write(`not ok - the test runner exited with ${result.exitCode} before reporting every test\n`);
 	}
 	await removeTestLabs();
 	const minutes = ((Date.now() - started) / 60_000).toFixed(1);
 	process.stdout.write(`\nsuite time: ${minutes} min\n`);
-	process.stdout.write(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}\n`);
-	process.exitCode = result.exitCode === 0 && failed === 0 && passed > 0 ? 0 : 1;
+	process.stdout.write(`${passed} passed, ${counts.failed} failed${skipped ? `, ${skipped} skipped` : ''}\n`);
+	process.exitCode = result.exitCode === 0 && counts.failed === 0 && passed > 0 ? 0 : 1;
 }
