@@ -10,7 +10,7 @@ import { formatKmsg, isProblem, type KmsgRecord } from '../kmsg.js';
 import { build, lastLogSequence, load, moduleLines, unload } from '../lifecycle.js';
 import { log } from '../log.js';
 import { chooseTarget, LabTarget, type TargetChoice } from '../targets.js';
-import { ensureSystemPackages } from './setup.js';
+import { ensureSystemPackages, putCommandsOnPath } from './setup.js';
 
 const DEMO_PORT = 3000;
 
@@ -35,6 +35,8 @@ async function waitForLine(target: { kernelLog(): Promise<KmsgRecord[]> }, patte
 
 export async function demoCommand(options: TargetChoice): Promise<void> {
 	await ensureSystemPackages();
+	// What the demo shows, the user tries next: run and kvclient on PATH.
+	await putCommandsOnPath();
 	const target = await chooseTarget(options);
 	log.info(`target: ${target.reason}`);
 	const labWasUp = target instanceof LabTarget && (await target.lab.state()) !== undefined;
@@ -69,7 +71,10 @@ export async function demoCommand(options: TargetChoice): Promise<void> {
 				hint: problems.map(record => formatKmsg(record)).join('\n') || 'see ./run logs',
 			});
 		}
-		process.stdout.write('\nThe demo worked: the server answered HELLO from this machine and from the kernel client.\n');
+		process.stdout.write(
+			'\nThe demo worked: the server answered HELLO from this machine and from the kernel client.\n' +
+				`Try it yourself: ./run udp_server port=${DEMO_PORT}, then from another terminal: kvclient send HELLO\n\n`,
+		);
 	} finally {
 		for (const name of ['udp_client', 'udp_server'] as const) {
 			const elapsed = await unload(target, name).catch(() => undefined);

@@ -79,8 +79,15 @@ export async function ensureSystemPackages(): Promise<void> {
 	log.info('Debian packages installed');
 }
 
-/** Links bin/run and bin/kvclient into /usr/local/bin, replacing only our own links. */
-async function linkCommands(): Promise<void> {
+/**
+ * Links bin/run and bin/kvclient into /usr/local/bin, replacing only our own
+ * links. Needs root; without it, says how to reach them instead.
+ */
+export async function putCommandsOnPath(): Promise<void> {
+	if (process.getuid?.() !== 0) {
+		log.info(`not root: use ${path.join(PROJECT_ROOT, 'bin')}/run and .../kvclient, or ./run setup as root`);
+		return;
+	}
 	for (const command of ['run', 'kvclient']) {
 		const link = path.join('/usr/local/bin', command);
 		const target = path.join(PROJECT_ROOT, 'bin', command);
@@ -103,8 +110,6 @@ async function linkCommands(): Promise<void> {
 
 export async function setupCommand(): Promise<void> {
 	await ensureSystemPackages();
-	if (process.getuid?.() === 0) {
-		await linkCommands();
-	}
+	await putCommandsOnPath();
 	process.stdout.write('set-up complete: ./run demo shows the modules at work\n');
 }
