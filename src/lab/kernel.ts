@@ -79,9 +79,28 @@ export function hasInterpreter(elf: Buffer): boolean {
 	return false;
 }
 
-async function moduleFile(release: string, name: string): Promise<string> {
+/**
+ * Where a kernel's module lives, or undefined when it is built into the
+ * kernel (6.12's cloud kernel builds in virtio, fuse and virtiofs).
+ */
+async function moduleFile(release: string, name: string): Promise<string | undefined> {
 	const { stdout } = await execa('modinfo', ['-k', release, '-F', 'filename', name]);
-	return stdout.trim();
+	const file = stdout.trim();
+	return file === '(builtin)' ? undefined : file;
+}
+
+/** Decompressors for the forms Debian ships modules in (6.12: .ko.xz). */
+const DECOMPRESS: Record<string, string[]> = { '.xz': ['xz', '-dc'], '.zst': ['zstd', '-dcq'], '.gz': ['gzip', '-dc'] };
+
+/** Copies a module as a plain .ko, which busybox insmod can load. */
+async function copyModule(source: string, destination: string): Promise<void> {
+	const decompress = DECOMPRESS[path.extname(source)];
+	if (!decompress) {
+		await copyFile(source, destination);
+		return;
+	}
+	const [command, ...args] = decompress as [string, ...string[]];
+	await execa(command, [...args, source], { stdout: { file: destination } });
 }
 
 /**
@@ -108,10 +127,15 @@ export async function buildInitramfs(kernel: LabKernel, cacheDir: string): Promi
 		await mkdir(path.join(staging, 'modules'));
 		await copyFile(busybox, path.join(staging, 'bin/busybox'));
 		await copyFile(GUEST_INIT, path.join(staging, 'init'));
+		const loadable: string[] = [];
 		for (const name of INITRAMFS_MODULES) {
-			await copyFile(await moduleFile(kernel.release, name), path.join(staging, 'modules', `${name}.ko`));
+			const file = await moduleFile(kernel.release, name);
+			if (file) {
+				await copyModule(file, path.join(staging, 'modules', `${name}.ko`));
+				loadable.push(name);
+			}
 		}
-		await writeFile(path.join(staging, 'modules.order'), `${INITRAMFS_MODULES.join('\n')}\n`);
+		await writeFile(path.join(staging, 'modules.order'), loadable.map(name => `${name}\n`).join(''));
 		await execa('chmod', ['0755', path.join(staging, 'init'), path.join(staging, 'bin/busybox')]);
 		// Two processes may build it at once (parallel test files on a fresh
 		// checkout): each writes its own temporary, and either rename wins.
