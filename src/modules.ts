@@ -50,10 +50,14 @@ export function moduleDir(name: ModuleName): string {
 export async function buildModule(name: ModuleName, headersDir: string): Promise<string> {
 	const dir = moduleDir(name);
 	log.info(`building ${name} against ${path.basename(path.dirname(headersDir))} headers`);
-	// Kbuild writes its outputs next to the sources: one build per directory at a time.
-	const result = await withFileLock(path.join(dir, '.build.lock'), 300_000, () =>
-		execa('make', ['-C', dir, `KDIR=${headersDir}`], { reject: false, all: true, env: { LC_ALL: 'C' } }),
-	);
+	const ko = path.join(dir, `${name}.ko`);
+	// Kbuild writes its outputs next to the sources: one build per directory
+	// at a time, and the snapshot is taken before the lock goes, since the
+	// next build (perhaps for another kernel) overwrites the .ko.
+	const { result, copy } = await withFileLock(path.join(dir, '.build.lock'), 300_000, async () => {
+		const made = await execa('make', ['-C', dir, `KDIR=${headersDir}`], { reject: false, all: true, env: { LC_ALL: 'C' } });
+		return { result: made, copy: made.exitCode === 0 && existsSync(ko) ? await snapshot(ko, name) : undefined };
+	});
 	const output = result.all ?? '';
 	const diagnostics = output
 		.split('\n')
@@ -67,11 +71,10 @@ export async function buildModule(name: ModuleName, headersDir: string): Promise
 	if (diagnostics.length > 0) {
 		process.stderr.write(`${diagnostics.join('\n')}\n`);
 	}
-	const ko = path.join(dir, `${name}.ko`);
-	if (!existsSync(ko)) {
+	if (!copy) {
 		throw new UserError(`make succeeded but ${ko} is missing`);
 	}
-	return snapshot(ko, name);
+	return copy;
 }
 
 /**
