@@ -21,6 +21,9 @@ export const SYSTEM_PACKAGES: Record<string, string> = {
 	'qemu-system-x86': 'runs the lab guest',
 	[LAB_KERNEL_PACKAGES[0]!]: 'the kernel the lab boots',
 	[LAB_KERNEL_PACKAGES[1]!]: 'the headers the modules are built against',
+	// Debian 12's newer kernel series, from its security archive.
+	'linux-image-6.12-cloud-amd64': 'a second kernel the tests run the modules on',
+	'linux-headers-6.12-cloud-amd64': "the second kernel's headers",
 	'busybox-static': "the lab guest's initramfs",
 	cpio: "packs the lab guest's initramfs",
 	'netcat-openbsd': 'nc -u: the interoperability tests and examples',

@@ -38,24 +38,48 @@ export function compareReleases(a: string, b: string): number {
 	return 0;
 }
 
-/**
- * The newest installed cloud kernel that has its headers and modules, or the
- * one named by KUDP_LAB_KERNEL (e.g. a 6.12 kernel for a second opinion).
- */
-export async function findLabKernel(wanted = process.env['KUDP_LAB_KERNEL']): Promise<LabKernel> {
+/** The installed cloud kernels that have their headers, oldest first. */
+export async function installedLabKernels(): Promise<LabKernel[]> {
 	const boot = existsSync('/boot') ? await readdir('/boot') : [];
-	const releases = boot
+	return boot
 		.filter(name => name.startsWith('vmlinuz-') && name.endsWith('-cloud-amd64'))
 		.map(name => name.slice('vmlinuz-'.length))
 		.filter(release => existsSync(`/lib/modules/${release}/build/Makefile`))
-		.sort(compareReleases);
-	const release = wanted ?? releases.at(-1);
+		.sort(compareReleases)
+		.map(release => ({ release, image: `/boot/vmlinuz-${release}`, headers: `/lib/modules/${release}/build` }));
+}
+
+/** The release Debian's linux-image-cloud-amd64 stands for: the distribution's own kernel. */
+async function distributionKernel(): Promise<string | undefined> {
+	const { stdout } = await execa('dpkg-query', ['-W', '-f', '${Depends}', LAB_KERNEL_PACKAGES[0]!], { reject: false });
+	return /linux-image-(\S+-cloud-amd64)/.exec(stdout)?.[1];
+}
+
+/** The kernel the lab boots unless KUDP_LAB_KERNEL names another. */
+export async function usualLabKernel(releases?: string[]): Promise<string | undefined> {
+	const installed = releases ?? (await installedLabKernels()).map(kernel => kernel.release);
+	const preferred = await distributionKernel();
+	return preferred && installed.includes(preferred) ? preferred : installed.at(-1);
+}
+
+/**
+ * The kernel the lab boots: the one named by KUDP_LAB_KERNEL (e.g. the 6.12
+ * kernel, for a second opinion), else the distribution's own cloud kernel,
+ * else the newest installed one.
+ */
+export async function findLabKernel(wanted = process.env['KUDP_LAB_KERNEL']): Promise<LabKernel> {
+	const releases = (await installedLabKernels()).map(kernel => kernel.release);
+	const release = wanted ?? (await usualLabKernel(releases));
 	if (!release || !releases.includes(release)) {
 		throw new UserError(
 			wanted
 				? `the lab kernel ${wanted} is not installed with its headers`
 				: 'no Debian cloud kernel with matching headers is installed for the lab',
-			{ hint: `run ./run setup (it installs ${LAB_KERNEL_PACKAGES.join(' and ')})` },
+			{
+				hint: wanted
+					? `installed: ${releases.join(', ') || 'none'}`
+					: `run ./run setup (it installs ${LAB_KERNEL_PACKAGES.join(' and ')})`,
+			},
 		);
 	}
 	return { release, image: `/boot/vmlinuz-${release}`, headers: `/lib/modules/${release}/build` };

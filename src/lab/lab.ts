@@ -150,6 +150,10 @@ export class Lab {
 	async up(): Promise<LabState> {
 		const running = await this.state();
 		if (running) {
+			const wanted = process.env['KUDP_LAB_KERNEL'];
+			if (wanted && wanted !== running.kernel.release) {
+				log.warn(`the lab is already running ${running.kernel.release}, not KUDP_LAB_KERNEL=${wanted}: ./run down first to switch`);
+			}
 			return running;
 		}
 		await mkdir(this.dir, { recursive: true });

@@ -20,12 +20,19 @@ export interface LabContext {
 
 export const test = anyTest as TestFn<LabContext>;
 
-/** Boots a lab of its own for the calling test file. */
-export function useLab(testFile: string): void {
+/**
+ * Boots a lab of its own for the calling test file; `kernel` picks the
+ * guest's kernel release the way a user would, with KUDP_LAB_KERNEL (each
+ * test file runs in a process of its own).
+ */
+export function useLab(testFile: string, options: { kernel?: () => Promise<string> } = {}): void {
 	const name = `test-${path.basename(testFile, '.test.js')}-${process.pid}`;
 	test.before(async t => {
 		// Two test files run at once on a 2-core machine: one emulated CPU each.
 		process.env['KUDP_LAB_CPUS'] ??= '1';
+		if (options.kernel) {
+			process.env['KUDP_LAB_KERNEL'] = await options.kernel();
+		}
 		const target = await chooseTarget({ target: 'lab', lab: name });
 		if (!(target instanceof LabTarget)) {
 			throw new Error('expected the lab target');

@@ -1,7 +1,8 @@
 /**
  * Static analysis of the kernel modules, on every run: a W=1 build without
- * warnings, sparse without reports, checkpatch --strict clean. Each runs on
- * a copy of the sources so it never races the builds of the lab tests.
+ * warnings and sparse without reports against every installed lab kernel,
+ * checkpatch --strict clean. Each build runs on a copy of the sources so it
+ * never races the builds of the lab tests.
  */
 import test from 'ava';
 import { execa } from 'execa';
@@ -9,7 +10,7 @@ import { existsSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { findLabKernel } from '../../src/lab/kernel.js';
+import { installedLabKernels } from '../../src/lab/kernel.js';
 import { PROJECT_ROOT } from '../../src/modules.js';
 import { withFileLock } from '../../src/lock.js';
 
@@ -48,9 +49,11 @@ async function copyOfSources(): Promise<string> {
 	return dir;
 }
 
-for (const moduleDir of MODULE_DIRS) {
-	test(`${moduleDir} builds with W=1 and sparse (C=2) without a single warning`, async t => {
-		const { headers } = await findLabKernel();
+// Every installed lab kernel: the distribution's 6.1 and the second, 6.12.
+const kernels = await installedLabKernels();
+
+for (const [moduleDir, { release, headers }] of MODULE_DIRS.flatMap(dir => kernels.map(kernel => [dir, kernel] as const))) {
+	test(`${moduleDir} builds against ${release} with W=1 and sparse (C=2) without a single warning`, async t => {
 		const copy = await copyOfSources();
 		try {
 			const result = await execa('make', ['-C', path.join(copy, moduleDir), `KDIR=${headers}`, 'W=1', 'C=2'], {
@@ -66,7 +69,9 @@ for (const moduleDir of MODULE_DIRS) {
 			await rm(copy, { recursive: true, force: true });
 		}
 	});
+}
 
+for (const moduleDir of MODULE_DIRS) {
 	test(`${moduleDir} is clean under checkpatch --strict`, async t => {
 		const script = await checkpatch();
 		const dir = path.join(PROJECT_ROOT, moduleDir);
