@@ -88,7 +88,7 @@ export async function ensureSystemPackages(): Promise<void> {
  */
 export async function putCommandsOnPath(): Promise<void> {
 	if (process.getuid?.() !== 0) {
-		log.info(`not root: use ${path.join(PROJECT_ROOT, 'bin')}/run and .../kvclient, or ./run setup as root`);
+		log.info(`not root, so run and kvclient stay in ${path.join(PROJECT_ROOT, 'bin')} (./run setup as root puts them on PATH)`);
 		return;
 	}
 	for (const command of ['run', 'kvclient']) {
