@@ -1,5 +1,5 @@
 /**
- * The backup file format and its atomic writer.
+ * The backup file format (kvd writes it with src/files.ts, durably).
  *
  *   # kernel-udp backup v1
  *   # instance <boot id>:<module load time>
@@ -13,8 +13,6 @@
  * from (see kvd.ts for why that matters).
  */
 import { createHash } from 'node:crypto';
-import { open, rename } from 'node:fs/promises';
-import path from 'node:path';
 
 export const MAGIC = '# kernel-udp backup v1';
 
@@ -85,26 +83,4 @@ export function deserialize(file: string, text: string): Backup {
 		throw new CorruptBackupError(file, `it holds ${entries.size} entries, its header says ${counted[1]}`);
 	}
 	return { instance, entries };
-}
-
-/**
- * Writes `text` to `file` so that a crash at any moment leaves either the old
- * or the new complete file: temporary file, fsync, rename, fsync directory.
- */
-export async function writeAtomically(file: string, text: string): Promise<void> {
-	const temporary = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
-	const handle = await open(temporary, 'w', 0o600);
-	try {
-		await handle.writeFile(text);
-		await handle.sync();
-	} finally {
-		await handle.close();
-	}
-	await rename(temporary, file);
-	const directory = await open(path.dirname(file), 'r');
-	try {
-		await directory.sync();
-	} finally {
-		await directory.close();
-	}
 }

@@ -22,7 +22,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { isAlive } from '../src/lock.js';
-import { deserialize, parseTable, serialize, writeAtomically } from './backup.js';
+import { writeFileAtomically } from '../src/files.js';
+import { deserialize, parseTable, serialize } from './backup.js';
 
 export const DEFAULT_BACKUP = '/var/tmp/hashtable_backup.txt';
 
@@ -164,7 +165,11 @@ class Kvd {
 	private async save(): Promise<void> {
 		// Clear `dirty` before reading: a change during the read triggers one more save.
 		const entries = parseTable(await readFile(this.proc('hashtable'), 'utf8'));
-		await writeAtomically(this.options.backup, serialize({ instance: await this.instance(), entries }));
+		// A crash at any moment leaves the old or the new complete backup.
+		await writeFileAtomically(this.options.backup, serialize({ instance: await this.instance(), entries }), {
+			mode: 0o600,
+			durable: true,
+		});
 		this.saves++;
 		log.info({ entries: entries.size, saves: this.saves }, 'saved');
 	}

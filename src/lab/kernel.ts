@@ -68,9 +68,11 @@ export async function usualLabKernel(releases?: string[]): Promise<string | unde
  * else the newest installed one.
  */
 export async function findLabKernel(wanted = process.env['KUDP_LAB_KERNEL']): Promise<LabKernel> {
-	const releases = (await installedLabKernels()).map(kernel => kernel.release);
+	const installed = await installedLabKernels();
+	const releases = installed.map(kernel => kernel.release);
 	const release = wanted ?? (await usualLabKernel(releases));
-	if (!release || !releases.includes(release)) {
+	const kernel = installed.find(candidate => candidate.release === release);
+	if (!kernel) {
 		throw new UserError(
 			wanted
 				? `the lab kernel ${wanted} is not installed with its headers`
@@ -82,7 +84,7 @@ export async function findLabKernel(wanted = process.env['KUDP_LAB_KERNEL']): Pr
 			},
 		);
 	}
-	return { release, image: `/boot/vmlinuz-${release}`, headers: `/lib/modules/${release}/build` };
+	return kernel;
 }
 
 /** True for a dynamically linked ELF64 file (one with a PT_INTERP header): the initramfs has no loader. */

@@ -143,7 +143,7 @@ export class Lab {
 	}
 
 	private async saveState(state: LabState): Promise<void> {
-		await writeFileAtomically(this.statePath, JSON.stringify(state, null, 2), 0o600);
+		await writeFileAtomically(this.statePath, JSON.stringify(state, null, 2), { mode: 0o600 });
 	}
 
 	/** Boots the guest unless it is already up; returns its state. */
