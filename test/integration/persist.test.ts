@@ -77,10 +77,14 @@ labTest('a hard kill of the guest loses at most the writes of the last moments',
 	await guest(t, `rm -f ${BACKUP}`);
 	let server = await loadServer(t, [], { daemon: true, backup: BACKUP });
 	const acked: Array<{ key: string; at: number }> = [];
-	for (let i = 0; i < 1000; i++) {
+	// At least 1 000 inserts over at least 4 s: writes older than the 2 s bound
+	// must be there after the kill, so a kvd that never saves fails the test.
+	const started = Date.now();
+	for (let i = 0; i < 20_000 && (i < 1000 || Date.now() - started < 4000); i++) {
 		if ((await send(server.port, `insert hk${i} v${i}`)) === 'OK\n') acked.push({ key: `hk${i}`, at: Date.now() });
 	}
 	const killedAt = Date.now();
+	t.true(killedAt - acked[0]!.at > 2000, 'the inserts must span more than the bound');
 	const { qemuPid } = (await t.context.target.lab.state())!;
 	process.kill(qemuPid, 'SIGKILL');
 	await t.context.target.lab.down();
@@ -88,6 +92,7 @@ labTest('a hard kill of the guest loses at most the writes of the last moments',
 	server = await loadServer(t, [], { daemon: true, backup: BACKUP });
 	const restored = await table(t);
 	const lost = acked.filter(entry => !restored.has(entry.key));
+	t.true(lost.length < acked.length, 'nothing was saved before the kill');
 	const window = lost.length > 0 ? killedAt - Math.min(...lost.map(entry => entry.at)) : 0;
 	t.log(`guest killed after ${acked.length} acknowledged inserts: ${lost.length} lost, all within the last ${window} ms`);
 	t.true(window <= 2000, `writes acknowledged ${window} ms before the kill were lost`);
