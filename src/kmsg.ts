@@ -1,7 +1,13 @@
 /**
  * Kernel log records as /dev/kmsg gives them ("pri,seq,usec,flags;text"),
- * and the lines that mean the kernel is unhappy.
+ * reading and following /dev/kmsg itself, and the lines that mean the
+ * kernel is unhappy.
  */
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { StringDecoder } from 'node:string_decoder';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { log } from './log.js';
 
 export interface KmsgRecord {
 	priority: number;
@@ -56,4 +62,133 @@ const PROBLEMS = [
 
 export function isProblem(text: string): boolean {
 	return PROBLEMS.some(pattern => pattern.test(text));
+}
+
+export const KMSG_DEVICE = '/dev/kmsg';
+
+/**
+ * One read of /dev/kmsg returns exactly one record, and fails with EINVAL if
+ * the buffer is smaller than the record: the kernel formats a record into at
+ * most CONSOLE_EXT_LOG_MAX (8 KiB) bytes.
+ */
+const READ_SIZE = 8192;
+
+/** What the reader needs of an open file; a fs/promises FileHandle is one. */
+export interface KmsgFile {
+	read(buffer: Buffer, offset: number, length: number, position: null): Promise<{ bytesRead: number }>;
+	close(): Promise<void>;
+}
+
+export interface KmsgSource {
+	/** The device (or, in tests, a FIFO or file) to read: /dev/kmsg by default. */
+	path?: string;
+	/** Opens `path` for non-blocking reads (tests inject files here). */
+	open?: (path: string) => Promise<KmsgFile>;
+}
+
+function openNonBlocking(path: string): Promise<KmsgFile> {
+	return open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+}
+
+/**
+ * Reads a non-blocking kernel log: each call returns the records that are
+ * there now, in order. On /dev/kmsg a read returns EAGAIN at the end and
+ * EPIPE when the records this reader was about to get were overwritten
+ * before it got them; the kernel has then moved it on to the oldest record
+ * it still has, so reading goes on from there. Anything else is an error.
+ */
+class KmsgReader {
+	/** Records lost to overwriting (EPIPE) so far. */
+	overwritten = 0;
+	private readonly buffer = Buffer.alloc(READ_SIZE);
+	private readonly decoder = new StringDecoder('utf8');
+	private partial = '';
+
+	constructor(private readonly file: KmsgFile) {}
+
+	async available(): Promise<KmsgRecord[]> {
+		const records: KmsgRecord[] = [];
+		for (;;) {
+			let bytesRead: number;
+			try {
+				({ bytesRead } = await this.file.read(this.buffer, 0, READ_SIZE, null));
+			} catch (error) {
+				const code = (error as NodeJS.ErrnoException).code;
+				if (code === 'EAGAIN') {
+					break;
+				}
+				if (code === 'EPIPE') {
+					this.overwritten++;
+					continue;
+				}
+				throw error;
+			}
+			// A FIFO or file (tests) ends with 0 bytes where /dev/kmsg says EAGAIN.
+			if (bytesRead === 0) {
+				break;
+			}
+			// /dev/kmsg gives whole records, a FIFO gives whatever was written:
+			// split on newlines either way. A record's dictionary lines
+			// (" KEY=value") are not records and parse to nothing.
+			const lines = (this.partial + this.decoder.write(this.buffer.subarray(0, bytesRead))).split('\n');
+			this.partial = lines.pop() ?? '';
+			for (const line of lines) {
+				const record = parseKmsg(line);
+				if (record) {
+					records.push(record);
+				}
+			}
+		}
+		return records;
+	}
+}
+
+/** All the kernel log records still in the kernel's buffer, oldest first. */
+export async function readKmsg(source: KmsgSource = {}): Promise<KmsgRecord[]> {
+	const file = await (source.open ?? openNonBlocking)(source.path ?? KMSG_DEVICE);
+	try {
+		return await new KmsgReader(file).available();
+	} finally {
+		await file.close();
+	}
+}
+
+export interface FollowOptions extends KmsgSource {
+	/** Deliver the records after this sequence number; by default only those logged from now on. */
+	since?: number;
+	/** How often to look for new records. */
+	pollMs?: number;
+}
+
+/**
+ * Calls onRecord for every new kernel log record until `signal` aborts, and
+ * returns within one poll of the abort. The device is read non-blocking and
+ * polled: a blocking read would hold a libuv thread until the kernel's next
+ * record, and neither closing the file nor destroying a stream ends it.
+ */
+export async function followKmsg(
+	onRecord: (record: KmsgRecord) => void,
+	signal: AbortSignal,
+	options: FollowOptions = {},
+): Promise<void> {
+	const file = await (options.open ?? openNonBlocking)(options.path ?? KMSG_DEVICE);
+	try {
+		const reader = new KmsgReader(file);
+		const since = options.since ?? (await reader.available()).at(-1)?.sequence ?? -1;
+		let reported = reader.overwritten;
+		while (!signal.aborted) {
+			for (const record of await reader.available()) {
+				if (record.sequence > since) {
+					onRecord(record);
+				}
+			}
+			if (reader.overwritten > reported) {
+				log.warn('some kernel log records were overwritten before they could be read (the kernel logs faster than we follow)');
+				reported = reader.overwritten;
+			}
+			await sleep(options.pollMs ?? 50, undefined, { signal }).catch(() => undefined);
+		}
+	} finally {
+		await file.close();
+	}
 }

@@ -7,13 +7,12 @@ import { createReadStream, existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UserError } from './errors.js';
 import type { ExecOptions, ExecResult } from './lab/agent-client.js';
 import { findLabKernel } from './lab/kernel.js';
 import { Lab } from './lab/lab.js';
-import { parseKmsg, type KmsgRecord } from './kmsg.js';
+import { followKmsg, parseKmsg, readKmsg, type KmsgRecord } from './kmsg.js';
 import { PROJECT_ROOT } from './modules.js';
 
 export type TargetKind = 'local' | 'lab';
@@ -36,8 +35,12 @@ export interface Target {
 	unexposeUdp(hostPort: number): Promise<void>;
 	/** Kernel log records so far (all of them, oldest first). */
 	kernelLog(): Promise<KmsgRecord[]>;
-	/** Calls onRecord for every new kernel log record until `signal` aborts. */
-	followKernelLog(onRecord: (record: KmsgRecord) => void, signal: AbortSignal): Promise<void>;
+	/**
+	 * Calls onRecord for every kernel log record after sequence number `since`
+	 * (by default: every record logged from now on) until `signal` aborts, and
+	 * returns soon after the abort.
+	 */
+	followKernelLog(onRecord: (record: KmsgRecord) => void, signal: AbortSignal, since?: number): Promise<void>;
 }
 
 /** Why this machine's own kernel cannot take our modules, or undefined if it can. */
@@ -49,13 +52,23 @@ export async function localUnfitness(): Promise<string | undefined> {
 	if (!existsSync('/proc/modules')) {
 		return `the running kernel (${release}) has no module support`;
 	}
-	if ((await readFile('/proc/sys/kernel/modules_disabled', 'utf8').catch(() => '0')).trim() === '1') {
+	if ((await readFile('/proc/sys/kernel/modules_disabled', 'utf8').catch(ignoreMissing('0'))).trim() === '1') {
 		return 'module loading is disabled (kernel.modules_disabled=1)';
 	}
 	if (!existsSync(`/lib/modules/${release}/build/Makefile`)) {
 		return `there are no kernel headers for the running kernel (/lib/modules/${release}/build)`;
 	}
 	return undefined;
+}
+
+/** For a catch: `fallback` when the file does not exist, any other error goes on. */
+function ignoreMissing<T>(fallback: T): (error: unknown) => T {
+	return error => {
+		if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+			return fallback;
+		}
+		throw error;
+	};
 }
 
 class LocalTarget implements Target {
@@ -102,38 +115,12 @@ class LocalTarget implements Target {
 	async unexposeUdp(): Promise<void> {}
 
 	kernelLog(): Promise<KmsgRecord[]> {
-		return readKmsgSnapshot();
+		return readKmsg();
 	}
 
-	async followKernelLog(onRecord: (record: KmsgRecord) => void, signal: AbortSignal): Promise<void> {
-		const since = (await readKmsgSnapshot()).at(-1)?.sequence ?? -1;
-		const stream = createReadStream('/dev/kmsg', { encoding: 'utf8' });
-		signal.addEventListener('abort', () => stream.destroy(), { once: true });
-		const lines = createInterface({ input: stream });
-		try {
-			for await (const line of lines) {
-				const record = parseKmsg(line);
-				if (record && record.sequence > since) {
-					onRecord(record);
-				}
-			}
-		} catch (error) {
-			if (!signal.aborted) {
-				throw error;
-			}
-		}
+	followKernelLog(onRecord: (record: KmsgRecord) => void, signal: AbortSignal, since?: number): Promise<void> {
+		return followKmsg(onRecord, signal, since === undefined ? {} : { since });
 	}
-}
-
-/** Reads /dev/kmsg up to its current end (reads return EAGAIN there when opened non-blocking). */
-async function readKmsgSnapshot(): Promise<KmsgRecord[]> {
-	const { stdout } = await execa('sh', ['-c', 'dd if=/dev/kmsg iflag=nonblock bs=8192 2>/dev/null; true'], {
-		reject: false,
-	});
-	return stdout
-		.split('\n')
-		.map(parseKmsg)
-		.filter((record): record is KmsgRecord => record !== undefined);
 }
 
 class LabTarget implements Target {
@@ -192,21 +179,23 @@ class LabTarget implements Target {
 	}
 
 	async kernelLog(): Promise<KmsgRecord[]> {
-		const text = await readFile(this.lab.kernelLog, 'utf8').catch(() => '');
+		const text = await readFile(this.lab.kernelLog, 'utf8').catch(ignoreMissing(''));
 		return text
 			.split('\n')
 			.map(parseKmsg)
 			.filter((record): record is KmsgRecord => record !== undefined);
 	}
 
-	/** Tails the host-side mirror of the guest's /dev/kmsg. */
-	async followKernelLog(onRecord: (record: KmsgRecord) => void, signal: AbortSignal): Promise<void> {
-		let offset = existsSync(this.lab.kernelLog) ? (await stat(this.lab.kernelLog)).size : 0;
+	/** Tails the host-side mirror of the guest's /dev/kmsg (from its start when `since` is given). */
+	async followKernelLog(onRecord: (record: KmsgRecord) => void, signal: AbortSignal, since?: number): Promise<void> {
+		let offset = since === undefined && existsSync(this.lab.kernelLog) ? (await stat(this.lab.kernelLog)).size : 0;
 		let partial = '';
+		let after = since ?? -1;
 		while (!signal.aborted) {
 			const size = existsSync(this.lab.kernelLog) ? (await stat(this.lab.kernelLog)).size : 0;
 			if (size < offset) {
-				offset = 0; // The lab rebooted: a new log.
+				offset = 0; // The lab rebooted: a new log, numbered from 0 again.
+				after = -1;
 			}
 			if (size > offset) {
 				const chunk = await readRange(this.lab.kernelLog, offset, size);
@@ -215,7 +204,7 @@ class LabTarget implements Target {
 				partial = lines.pop() ?? '';
 				for (const line of lines) {
 					const record = parseKmsg(line);
-					if (record) {
+					if (record && record.sequence > after) {
 						onRecord(record);
 					}
 				}

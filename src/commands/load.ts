@@ -4,7 +4,7 @@
  */
 import { createInterface } from 'node:readline';
 import { formatKmsg, isProblem } from '../kmsg.js';
-import { build, load, moduleLines, unload, type Loaded, type LoadRequest } from '../lifecycle.js';
+import { build, lastLogSequence, load, moduleLines, unload, type Loaded, type LoadRequest } from '../lifecycle.js';
 import { log } from '../log.js';
 import { checkModuleName } from '../modules.js';
 import { chooseTarget, LabTarget, type Target, type TargetChoice } from '../targets.js';
@@ -43,13 +43,18 @@ export async function loadCommand(moduleName: string, params: string[], options:
 	const early: string[] = [];
 	const show = (line: string) => (ready ? process.stdout.write(`${line}\n`) : early.push(line));
 	await target.prepare();
+	const since = await lastLogSequence(target);
 	const follower = options.detach
 		? Promise.resolve()
-		: target.followKernelLog(record => {
-				if (moduleLines([record], name).length > 0 || isProblem(record.text)) {
-					show(formatKmsg(record));
-				}
-			}, following.signal);
+		: target.followKernelLog(
+				record => {
+					if (moduleLines([record], name).length > 0 || isProblem(record.text)) {
+						show(formatKmsg(record));
+					}
+				},
+				following.signal,
+				since,
+			).catch(error => log.warn(`stopped following the kernel log: ${(error as Error).message}`));
 
 	let loaded: Loaded;
 	try {
