@@ -17,11 +17,11 @@
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { existsSync } from 'node:fs';
-import { open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
-import { isAlive } from '../src/lock.js';
+import { acquireLock, type HeldLock } from '../src/lock.js';
 import { writeFileAtomically } from '../src/files.js';
 import { deserialize, parseTable, serialize } from './backup.js';
 
@@ -41,7 +41,7 @@ class Kvd {
 	private saving: Promise<void> | undefined;
 	private dirty = false;
 	private saves = 0;
-	private lockHeld = false;
+	private lock: HeldLock | undefined;
 	private queue: Promise<void> = Promise.resolve();
 
 	constructor(private readonly options: Options) {}
@@ -77,32 +77,17 @@ class Kvd {
 	}
 
 	/**
-	 * One kvd per backup file: an O_EXCL lock file naming its owner as
-	 * "<boot id> <pid>", taken over when stale. The boot id matters because the
-	 * file outlives the machine (the lab keeps /var/tmp on the host), and after
-	 * a reboot the same PID may belong to anything.
+	 * One kvd per backup file: the shared lock of src/lock.ts, which records
+	 * the owner's boot id beside its PID. The boot id matters because the file
+	 * outlives the machine (the lab keeps /var/tmp on the host), and after a
+	 * reboot the same PID may belong to anything.
 	 */
 	private async takeLock(): Promise<void> {
-		const bootId = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
-		for (;;) {
-			try {
-				const handle = await open(this.lockFile, 'wx', 0o600);
-				await handle.writeFile(`${bootId} ${process.pid}\n`);
-				await handle.close();
-				this.lockHeld = true;
-				return;
-			} catch (error) {
-				if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
-					throw error;
-				}
-			}
-			const [ownerBoot, ownerPid] = (await readFile(this.lockFile, 'utf8').catch(() => '')).trim().split(' ');
-			const owner = Number(ownerPid);
-			if (ownerBoot === bootId && owner > 0 && owner !== process.pid && isAlive(owner)) {
-				throw new Error(`another kvd (pid ${owner}) is already running for ${this.options.backup}`);
-			}
-			await rm(this.lockFile, { force: true });
-		}
+		this.lock = await acquireLock(
+			this.lockFile,
+			0,
+			holder => `another kvd (pid ${holder.pid}) is already running for ${this.options.backup}`,
+		);
 	}
 
 	private async restore(): Promise<number> {
@@ -187,9 +172,8 @@ class Kvd {
 
 	async cleanUp(): Promise<void> {
 		await rm(this.options.pidFile, { force: true });
-		if (this.lockHeld) {
-			await rm(this.lockFile, { force: true });
-		}
+		await this.lock?.release();
+		this.lock = undefined;
 	}
 }
 

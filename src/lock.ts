@@ -1,10 +1,30 @@
 /**
  * A lock between processes, for work that must not overlap: booting the same
  * lab, building the same module directory (parallel test files, two
- * terminals). An O_EXCL file holding the owner's PID; a dead owner's lock is
- * taken over.
+ * terminals), one kvd per backup file.
+ *
+ * The lock is a file holding "<pid> <boot id> <nonce>". It appears whole or
+ * not at all: the content is written to a private temporary file, which is
+ * then hard-linked to the lock path; link(2) fails with EEXIST when the lock
+ * is taken. (Creating the lock file first and writing the PID after let a
+ * waiter read an empty file, call it stale and take the lock too.)
+ *
+ * A lock whose owner is dead (or ran before the last reboot: the lab keeps
+ * /var/tmp on the host) is stale and taken over. Removing it is guarded by a
+ * lock of its own, named after the stale lock's nonce and taken the same way,
+ * so only one waiter removes a given stale lock, and only after checking that
+ * the lock path still holds that same lock: a waiter that was slow can never
+ * remove a lock someone else has just taken. A waiter that dies while
+ * removing leaves a stale guard, which is taken over the same way.
+ *
+ * Hand-rolled rather than proper-lockfile: that library judges staleness by
+ * mtime (a lock held across a long boot or build must be refreshed on a
+ * timer), knows nothing of PIDs or boot ids, and removes a stale lock with a
+ * plain rm, the same check-then-act race as before.
  */
-import { open, readFile, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { link, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UserError } from './errors.js';
 
@@ -17,32 +37,164 @@ export function isAlive(pid: number): boolean {
 	}
 }
 
-export async function withFileLock<T>(lockPath: string, timeoutMs: number, action: () => Promise<T>): Promise<T> {
-	const deadline = Date.now() + timeoutMs;
-	for (;;) {
+let cachedBootId: string | undefined;
+
+/** This boot of the machine: a PID means nothing across a reboot. */
+export function bootId(): string {
+	if (cachedBootId === undefined) {
 		try {
-			const handle = await open(lockPath, 'wx');
-			await handle.write(String(process.pid));
-			await handle.close();
-			break;
+			cachedBootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
 		} catch (error) {
-			if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
+			if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
 				throw error;
 			}
-			const owner = Number(await readFile(lockPath, 'utf8').catch(() => '0'));
-			if (!owner || !isAlive(owner)) {
-				await rm(lockPath, { force: true });
-				continue;
-			}
-			if (Date.now() > deadline) {
-				throw new UserError(`timed out waiting for process ${owner}, which holds ${lockPath}`);
-			}
-			await sleep(100);
+			cachedBootId = '-';
 		}
 	}
+	return cachedBootId;
+}
+
+export interface LockOwner {
+	pid: number;
+	boot: string;
+	nonce: string;
+}
+
+/** Nonces of the locks this process holds: its own PID in a lock file is not proof that it holds it. */
+const held = new Set<string>();
+
+function isErrno(error: unknown, code: string): boolean {
+	return (error as NodeJS.ErrnoException | undefined)?.code === code;
+}
+
+/**
+ * Who holds the lock at `lockPath`, or undefined if there is none. A file
+ * this code did not write (an older version's format) gets a nonce from its
+ * inode, which is enough to take it over once.
+ */
+export async function lockOwner(lockPath: string): Promise<LockOwner | undefined> {
+	let text: string;
+	let inode: bigint;
+	try {
+		text = await readFile(lockPath, 'utf8');
+		inode = (await stat(lockPath, { bigint: true })).ino;
+	} catch (error) {
+		if (isErrno(error, 'ENOENT')) {
+			return undefined;
+		}
+		throw error;
+	}
+	const [pid, boot, nonce] = text.trim().split(' ');
+	if (/^\d+$/.test(pid ?? '') && boot && nonce && /^[0-9a-f]+$/.test(nonce)) {
+		return { pid: Number(pid), boot, nonce };
+	}
+	return { pid: 0, boot: '', nonce: `inode${inode}` };
+}
+
+function isStale(owner: LockOwner): boolean {
+	if (owner.boot !== bootId() || owner.pid <= 0) {
+		return true;
+	}
+	if (owner.pid === process.pid) {
+		return !held.has(owner.nonce);
+	}
+	return !isAlive(owner.pid);
+}
+
+/** Creates the lock with its content in one step; false if it is taken. */
+async function create(lockPath: string, owner: LockOwner): Promise<boolean> {
+	const temporary = `${lockPath}.${owner.pid}-${owner.nonce}.new`;
+	await writeFile(temporary, `${owner.pid} ${owner.boot} ${owner.nonce}\n`, { mode: 0o644 });
+	try {
+		await link(temporary, lockPath);
+		return true;
+	} catch (error) {
+		if (isErrno(error, 'EEXIST')) {
+			return false;
+		}
+		throw error;
+	} finally {
+		await rm(temporary, { force: true });
+	}
+}
+
+/**
+ * One attempt: takes the lock (returns its owner record, ours) or returns
+ * who holds it. A stale lock is removed on the way, race-free (see above).
+ */
+async function tryTake(lockPath: string): Promise<{ taken: LockOwner } | { holder: LockOwner }> {
+	for (;;) {
+		const mine: LockOwner = { pid: process.pid, boot: bootId(), nonce: randomBytes(8).toString('hex') };
+		held.add(mine.nonce);
+		if (await create(lockPath, mine)) {
+			return { taken: mine };
+		}
+		held.delete(mine.nonce);
+		const owner = await lockOwner(lockPath);
+		if (owner === undefined) {
+			continue; // Released in between: try again.
+		}
+		if (!isStale(owner)) {
+			return { holder: owner };
+		}
+		const guardPath = `${lockPath}.stale-${owner.nonce}`;
+		const guard = await tryTake(guardPath);
+		if ('holder' in guard) {
+			// Another live waiter is removing this stale lock right now.
+			return { holder: guard.holder };
+		}
+		try {
+			// Only the guard's holder removes this lock, and only if it is still there.
+			if ((await lockOwner(lockPath))?.nonce === owner.nonce) {
+				await rm(lockPath, { force: true });
+			}
+		} finally {
+			await release(guardPath, guard.taken);
+		}
+	}
+}
+
+async function release(lockPath: string, owner: LockOwner): Promise<void> {
+	held.delete(owner.nonce);
+	// Nobody removes a live owner's lock, so it is still ours; check anyway.
+	if ((await lockOwner(lockPath))?.nonce === owner.nonce) {
+		await rm(lockPath, { force: true });
+	}
+}
+
+export interface HeldLock {
+	readonly path: string;
+	release(): Promise<void>;
+}
+
+/**
+ * Takes the lock at `lockPath`, waiting up to `timeoutMs` for a live owner
+ * (0: do not wait). `describe` words the error when it stays taken.
+ */
+export async function acquireLock(
+	lockPath: string,
+	timeoutMs: number,
+	describe: (holder: LockOwner) => string = holder => `timed out waiting for process ${holder.pid}, which holds ${lockPath}`,
+): Promise<HeldLock> {
+	const deadline = Date.now() + timeoutMs;
+	for (;;) {
+		const attempt = await tryTake(lockPath);
+		if ('taken' in attempt) {
+			const owner = attempt.taken;
+			return { path: lockPath, release: () => release(lockPath, owner) };
+		}
+		if (Date.now() >= deadline) {
+			throw new UserError(describe(attempt.holder));
+		}
+		await sleep(Math.min(100, Math.max(1, deadline - Date.now())));
+	}
+}
+
+export async function withFileLock<T>(lockPath: string, timeoutMs: number, action: () => Promise<T>): Promise<T> {
+	const lock = await acquireLock(lockPath, timeoutMs);
 	try {
 		return await action();
 	} finally {
-		await rm(lockPath, { force: true });
+		await lock.release();
 	}
 }
