@@ -4,18 +4,21 @@
  */
 import type { ExecOptions, ExecResult } from '../../src/lab/agent-client.js';
 import type { KmsgRecord } from '../../src/kmsg.js';
-import type { Target } from '../../src/targets.js';
+import type { Target, TargetKind } from '../../src/targets.js';
 
 export type Responder = (argv: string[], options: ExecOptions) => Partial<ExecResult> | undefined;
 
+/** A lab by default; `new FakeTarget(respond, 'local')` plays this machine's kernel. */
 export class FakeTarget implements Target {
-	readonly kind = 'lab';
 	readonly reason = 'a fake target for unit tests';
 	readonly commands: string[][] = [];
 	readonly exposed: Array<[number, number]> = [];
 	log: KmsgRecord[] = [];
 
-	constructor(private readonly respond: Responder) {}
+	constructor(
+		private readonly respond: Responder,
+		readonly kind: TargetKind = 'lab',
+	) {}
 
 	async headersDir(): Promise<string> {
 		return '/nonexistent/headers';
@@ -33,7 +36,7 @@ export class FakeTarget implements Target {
 	}
 
 	async stage(ko: string): Promise<string> {
-		return `/run/kudp/${ko.split('/').at(-1)}`;
+		return this.kind === 'lab' ? `/run/kudp/${ko.split('/').at(-1)}` : ko;
 	}
 
 	async exposeUdp(hostPort: number, guestPort: number): Promise<void> {

@@ -22,6 +22,13 @@ test('load forwards the port, passes bind=0.0.0.0 in the lab, and calls insmod w
 	t.deepEqual(loaded.udp, { hostPort: 4000, guestPort: 4000 });
 });
 
+test('on this machine’s kernel, load keeps the default bind and loads the .ko where it was built', async t => {
+	const target = new FakeTarget(notLoaded, 'local');
+	const loaded = await load(target, server, { name: 'udp_server', params: ['port=4000'], daemon: false });
+	t.deepEqual(target.commands.at(-1), ['insmod', '/src/server-module/udp_server.ko', 'port=4000']);
+	t.deepEqual(loaded.udp, { hostPort: 4000, guestPort: 4000 });
+});
+
 test('a refused parameter never reaches the target', async t => {
 	const target = new FakeTarget(notLoaded);
 	await t.throwsAsync(load(target, server, { name: 'udp_server', params: ['port=70000'] }), { instanceOf: UserError });
