@@ -7,7 +7,9 @@ import { UserError } from './errors.js';
 import type { KmsgRecord } from './kmsg.js';
 import { log } from './log.js';
 import { buildModule, moduleParams, PROJECT_ROOT, type ModuleName } from './modules.js';
+import { findProgram, MissingProgramError } from './programs.js';
 import { effectiveValue, validateParams, type ParamAssignment, type ParamSpec } from './params.js';
+import type { ExecResult } from './lab/agent-client.js';
 import type { LabTarget, Target } from './targets.js';
 
 /** How long rmmod may take before we call the module stuck. */
@@ -65,6 +67,17 @@ export async function currentParams(target: Target, name: ModuleName): Promise<R
 		}
 	}
 	return values;
+}
+
+/**
+ * A command that neither exited nor was killed did not start: on this
+ * machine's kernel that is a program missing from PATH. (The lab's agent
+ * reports it itself.)
+ */
+function checkStarted(target: Target, result: ExecResult, program: string): void {
+	if (target.kind === 'local' && result.exitCode === null && result.signal === null && !result.timedOut && !findProgram(program)) {
+		throw new MissingProgramError(program);
+	}
 }
 
 /** The sequence number of the newest kernel log record (-1 for none): "since now". */
@@ -174,6 +187,7 @@ export async function unload(target: Target, name: ModuleName): Promise<number |
 	const started = performance.now();
 	const result = await target.exec(['rmmod', name], { timeoutMs: UNLOAD_TIMEOUT_MS });
 	const elapsed = performance.now() - started;
+	checkStarted(target, result, 'rmmod');
 	if (result.timedOut) {
 		throw new UserError(`rmmod ${name} did not finish within ${UNLOAD_TIMEOUT_MS / 1000} s: the module is stuck`, {
 			hint:
@@ -222,6 +236,7 @@ export async function load(target: Target, module: BuiltModule, request: LoadReq
 	const result = await target.exec(['insmod', staged, ...params.map(param => `${param.name}=${param.value}`)], {
 		timeoutMs: 30_000,
 	});
+	checkStarted(target, result, 'insmod');
 	if (result.exitCode !== 0 || result.timedOut) {
 		if (loaded.udp) {
 			await target.unexposeUdp(loaded.udp.hostPort);

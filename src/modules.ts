@@ -2,7 +2,6 @@
  * Our kernel modules: where their sources are, how to build them, and what
  * parameters the built `.ko` declares.
  */
-import { execa } from 'execa';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
@@ -13,6 +12,7 @@ import { writeFileAtomically } from './files.js';
 import { withFileLock } from './lock.js';
 import { log } from './log.js';
 import { parseModinfoParams, type ParamSpec } from './params.js';
+import { runProgram } from './programs.js';
 
 /** The project root (this file is dist/src/modules.js once compiled). */
 export const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url)).replace(/\/$/, '');
@@ -55,7 +55,7 @@ export async function buildModule(name: ModuleName, headersDir: string): Promise
 	// at a time, and the snapshot is taken before the lock goes, since the
 	// next build (perhaps for another kernel) overwrites the .ko.
 	const { result, copy } = await withFileLock(path.join(dir, '.build.lock'), 300_000, async () => {
-		const made = await execa('make', ['-C', dir, `KDIR=${headersDir}`], { reject: false, all: true, env: { LC_ALL: 'C' } });
+		const made = await runProgram('make', ['-C', dir, `KDIR=${headersDir}`], { reject: false, all: true, env: { LC_ALL: 'C' } });
 		return { result: made, copy: made.exitCode === 0 && existsSync(ko) ? await snapshot(ko, name) : undefined };
 	});
 	const output = result.all ?? '';
@@ -65,7 +65,7 @@ export async function buildModule(name: ModuleName, headersDir: string): Promise
 	if (result.exitCode !== 0) {
 		process.stderr.write(`${output}\n`);
 		throw new UserError(`${name} did not build (make exited with ${result.exitCode})`, {
-			hint: 'the compiler output is above',
+			hint: output.trim() ? 'the compiler output is above' : 'make printed nothing',
 		});
 	}
 	if (diagnostics.length > 0) {
@@ -96,6 +96,6 @@ async function snapshot(ko: string, name: ModuleName): Promise<string> {
 
 /** The parameters a built module declares, from `modinfo -p`. */
 export async function moduleParams(ko: string): Promise<ParamSpec[]> {
-	const { stdout } = await execa('modinfo', ['-p', ko]);
+	const { stdout } = await runProgram('modinfo', ['-p', ko]);
 	return parseModinfoParams(stdout);
 }

@@ -3,7 +3,6 @@
  * `run` and `kvclient` on PATH. Other commands call ensureSystemPackages()
  * so that a fresh machine needs no manual step.
  */
-import { execa } from 'execa';
 import { existsSync } from 'node:fs';
 import { lstat, readlink, symlink, unlink } from 'node:fs/promises';
 import path from 'node:path';
@@ -11,6 +10,7 @@ import { UserError } from '../errors.js';
 import { LAB_KERNEL_PACKAGES } from '../lab/kernel.js';
 import { log } from '../log.js';
 import { PROJECT_ROOT } from '../modules.js';
+import { runProgram } from '../programs.js';
 
 /** Debian packages, and why each is here. */
 export const SYSTEM_PACKAGES: Record<string, string> = {
@@ -33,7 +33,7 @@ export const SYSTEM_PACKAGES: Record<string, string> = {
 
 async function missingPackages(): Promise<string[]> {
 	const names = Object.keys(SYSTEM_PACKAGES);
-	const { stdout } = await execa('dpkg-query', ['-W', '-f', '${Package} ${db:Status-Status}\n', ...names], {
+	const { stdout } = await runProgram('dpkg-query', ['-W', '-f', '${Package} ${db:Status-Status}\n', ...names], {
 		reject: false,
 	});
 	const installed = new Set(
@@ -65,11 +65,11 @@ export async function ensureSystemPackages(): Promise<void> {
 	}
 	log.info(`installing Debian packages: ${missing.join(' ')} (a few minutes on a fresh machine)`);
 	const env = { DEBIAN_FRONTEND: 'noninteractive' };
-	const update = await execa('apt-get', ['update', '-q'], { env, reject: false, all: true });
+	const update = await runProgram('apt-get', ['update', '-q'], { env, reject: false, all: true });
 	if (update.exitCode !== 0) {
 		throw new UserError('apt-get update failed', { hint: update.all ?? '' });
 	}
-	const install = await execa('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...missing], {
+	const install = await runProgram('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...missing], {
 		env,
 		reject: false,
 		all: true,

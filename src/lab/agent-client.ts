@@ -3,6 +3,7 @@
  */
 import net from 'node:net';
 import { UserError } from '../errors.js';
+import { MissingProgramError } from '../programs.js';
 import { encodeFrame, frameReader, type ExecRequest, type GuestFrame } from './agent-protocol.js';
 
 export interface ExecOptions {
@@ -105,7 +106,11 @@ export async function agentExec(
 					stderr.push(chunk);
 					options.onStderr?.(chunk);
 				} else if ('error' in frame) {
-					finish(new UserError(`the lab agent refused the command: ${frame.error}`));
+					finish(
+						frame.code === 'ENOENT' && (frame.program ?? argv[0])
+							? new MissingProgramError((frame.program ?? argv[0])!, { where: 'in the lab guest' })
+							: new UserError(`the lab agent refused the command: ${frame.error}`),
+					);
 				} else {
 					finish({
 						exitCode: frame.exit,

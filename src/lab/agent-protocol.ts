@@ -30,7 +30,8 @@ export type GuestFrame =
 	| { stdout: string }
 	| { stderr: string }
 	| { exit: number | null; signal: string | null; timedOut: boolean }
-	| { error: string };
+	/** The command could not start; `code` is the errno name (ENOENT: no such program). */
+	| { error: string; code?: string; program?: string };
 
 export function encodeFrame(frame: ExecRequest | HostFrame | GuestFrame): string {
 	return `${JSON.stringify(frame)}\n`;

@@ -110,9 +110,9 @@ function start(
 	child.stdout.on('data', (chunk: Buffer) => send({ stdout: chunk.toString('base64') }));
 	child.stderr.on('data', (chunk: Buffer) => send({ stderr: chunk.toString('base64') }));
 	child.stdin.on('error', () => {});
-	child.on('error', error => {
+	child.on('error', (error: NodeJS.ErrnoException) => {
 		clearTimeout(timer);
-		send({ error: `cannot run ${file}: ${error.message}` });
+		send({ error: `cannot run ${file}: ${error.message}`, ...(error.code ? { code: error.code, program: argv[0] ?? 'true' } : {}) });
 		done();
 	});
 	child.on('close', (code, signal) => {

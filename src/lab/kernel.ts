@@ -1,7 +1,6 @@
 /**
  * Which Debian kernel the lab boots, and the initramfs that boots it.
  */
-import { execa } from 'execa';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -9,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
 import { partialPath } from '../files.js';
+import { MissingProgramError, requireProgram, runProgram } from '../programs.js';
 
 /** Debian's meta-packages: image and headers installed as a pair so their versions match. */
 export const LAB_KERNEL_PACKAGES = ['linux-image-cloud-amd64', 'linux-headers-cloud-amd64'];
@@ -51,7 +51,15 @@ export async function installedLabKernels(): Promise<LabKernel[]> {
 
 /** The release Debian's linux-image-cloud-amd64 stands for: the distribution's own kernel. */
 async function distributionKernel(): Promise<string | undefined> {
-	const { stdout } = await execa('dpkg-query', ['-W', '-f', '${Depends}', LAB_KERNEL_PACKAGES[0]!], { reject: false });
+	// Only a preference: without dpkg (not Debian) the newest installed kernel is used.
+	const { stdout } = await runProgram('dpkg-query', ['-W', '-f', '${Depends}', LAB_KERNEL_PACKAGES[0]!], { reject: false }).catch(
+		(error: unknown) => {
+			if (error instanceof MissingProgramError) {
+				return { stdout: '' };
+			}
+			throw error;
+		},
+	);
 	return /linux-image-(\S+-cloud-amd64)/.exec(stdout)?.[1];
 }
 
@@ -110,7 +118,7 @@ export function hasInterpreter(elf: Buffer): boolean {
  * kernel (6.12's cloud kernel builds in virtio, fuse and virtiofs).
  */
 async function moduleFile(release: string, name: string): Promise<string | undefined> {
-	const { stdout } = await execa('modinfo', ['-k', release, '-F', 'filename', name]);
+	const { stdout } = await runProgram('modinfo', ['-k', release, '-F', 'filename', name]);
 	const file = stdout.trim();
 	return file === '(builtin)' ? undefined : file;
 }
@@ -126,7 +134,7 @@ async function copyModule(source: string, destination: string): Promise<void> {
 		return;
 	}
 	const [command, ...args] = decompress as [string, ...string[]];
-	await execa(command, [...args, source], { stdout: { file: destination } });
+	await runProgram(command, [...args, source], { stdout: { file: destination } });
 }
 
 /**
@@ -146,6 +154,9 @@ export async function buildInitramfs(kernel: LabKernel, cacheDir: string): Promi
 		});
 	}
 
+	// The archive is packed by a shell pipeline, which would only say "not found".
+	requireProgram('cpio');
+	requireProgram('gzip');
 	await mkdir(cacheDir, { recursive: true });
 	const staging = await mkdtemp(path.join(tmpdir(), 'kudp-initramfs-'));
 	try {
@@ -162,12 +173,12 @@ export async function buildInitramfs(kernel: LabKernel, cacheDir: string): Promi
 			}
 		}
 		await writeFile(path.join(staging, 'modules.order'), loadable.map(name => `${name}\n`).join(''));
-		await execa('chmod', ['0755', path.join(staging, 'init'), path.join(staging, 'bin/busybox')]);
+		await runProgram('chmod', ['0755', path.join(staging, 'init'), path.join(staging, 'bin/busybox')]);
 		// Two processes may build it at once (parallel test files on a fresh
 		// checkout): each writes its own temporary, and either rename wins.
 		const partial = partialPath(output);
 		try {
-			await execa('sh', ['-c', `find . | cpio --quiet -o -H newc -R 0:0 | gzip -1 > '${partial}'`], {
+			await runProgram('sh', ['-c', 'find . | cpio --quiet -o -H newc -R 0:0 | gzip -1 > "$1"', 'pack', partial], {
 				cwd: staging,
 			});
 			await rename(partial, output);

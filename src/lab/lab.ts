@@ -12,7 +12,6 @@
  * 10.0.2.2 only, so nothing it sends can leave this machine; the host side of
  * every port forward listens on 127.0.0.1 only.
  */
-import { execa } from 'execa';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -25,6 +24,7 @@ import { UserError, messageOf } from '../errors.js';
 import { writeFileAtomically } from '../files.js';
 import { isAlive, withFileLock } from '../lock.js';
 import { log } from '../log.js';
+import { requireProgram, runProgram } from '../programs.js';
 import { agentExec, type ExecOptions, type ExecResult } from './agent-client.js';
 import { AGENT_GUEST_PORT } from './agent-protocol.js';
 import { buildInitramfs, findLabKernel, type LabKernel } from './kernel.js';
@@ -54,12 +54,6 @@ export interface LabOptions {
 const NODE_BINARY = process.execPath;
 const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
 
-function onPath(command: string): string | undefined {
-	return (process.env['PATH'] ?? '')
-		.split(':')
-		.map(dir => path.join(dir, command))
-		.find(candidate => existsSync(candidate));
-}
 const AGENT_SCRIPT = new URL('./agent.js', import.meta.url).pathname;
 
 
@@ -205,12 +199,8 @@ export class Lab {
 	}
 
 	private async checkTools(): Promise<void> {
-		const missing = [onPath('qemu-system-x86_64') ?? 'qemu-system-x86_64', VIRTIOFSD].filter(tool => !existsSync(tool));
-		if (missing.length > 0) {
-			throw new UserError(`the lab needs ${missing.join(' and ')}, which is not installed`, {
-				hint: 'run ./run setup (it installs qemu-system-x86)',
-			});
-		}
+		requireProgram('qemu-system-x86_64');
+		requireProgram(VIRTIOFSD);
 	}
 
 	private async startVirtiofsd(tag: string, source: string): Promise<number> {
@@ -279,7 +269,7 @@ export class Lab {
 			'-pidfile', pidFile,
 			'-daemonize',
 		];
-		const result = await execa('qemu-system-x86_64', args, { reject: false, all: true });
+		const result = await runProgram('qemu-system-x86_64', args, { reject: false, all: true });
 		if (result.exitCode !== 0) {
 			throw new UserError(`QEMU did not start: ${result.all?.trim() || `exit code ${result.exitCode}`}`);
 		}

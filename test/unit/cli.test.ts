@@ -54,7 +54,7 @@ test('a lab that cannot boot because QEMU fails says so', async t => {
 test('a machine without QEMU is told how to install it', async t => {
 	const { stderr, exitCode } = await run(['shell', '--', 'true'], { PATH: '/nonexistent' });
 	t.is(exitCode, 1);
-	t.regex(stderr, /the lab needs qemu-system-x86_64, which is not installed\nrun \.\/run setup/);
+	t.regex(stderr, /run: qemu-system-x86_64 is not installed \(Debian package: qemu-system-x86\)\ninstall it: apt-get install qemu-system-x86/);
 });
 
 test('./run down on a lab that is not running is harmless', async t => {
