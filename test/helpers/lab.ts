@@ -2,15 +2,19 @@
  * The lab fixture for integration tests: one guest per test file, booted in
  * `before`, stopped in `after.always` whatever happens. `labTest` runs a test
  * serially (the kernel log is shared) and fails it when the kernel logged a
- * BUG, WARNING, Oops, lockdep report or hung task while it ran.
+ * BUG, WARNING, Oops, lockdep report or hung task while it ran: between two
+ * markers the test writes to the guest's kernel log, one as it starts and one
+ * as it ends (see `kernelProblems`).
  */
 import anyTest, { type ExecutionContext, type TestFn } from 'ava';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { formatKmsg, isProblem } from '../../src/kmsg.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { formatKmsg, isProblem, type KmsgRecord } from '../../src/kmsg.js';
 import { freePort } from '../../src/lab/lab.js';
 import { build, lastLogSequence, load, type BuiltModule, type Loaded } from '../../src/lifecycle.js';
 import type { ModuleName } from '../../src/modules.js';
-import { chooseTarget, LabTarget } from '../../src/targets.js';
+import { chooseTarget, LabTarget, type Target } from '../../src/targets.js';
 
 export interface LabContext {
 	target: LabTarget;
@@ -47,12 +51,6 @@ export function useLab(testFile: string, options: { kernel?: () => Promise<strin
 	});
 }
 
-/** Kernel log records since `sequence`, waiting briefly for the mirror to catch up. */
-export async function recordsSince(target: LabTarget, sequence: number) {
-	await new Promise(resolve => setTimeout(resolve, 200));
-	return (await target.kernelLog()).filter(record => record.sequence > sequence);
-}
-
 /** Waits until a kernel log line since `sequence` matches, or fails after timeoutMs. */
 export async function waitForLog(target: LabTarget, sequence: number, pattern: RegExp, timeoutMs = 15_000) {
 	const deadline = Date.now() + timeoutMs;
@@ -85,22 +83,134 @@ export function assertPromptUnload(t: ExecutionContext<LabContext>, times: { exi
 	t.true(times.commandMs < 5000, `${what}: the rmmod command took ${times.commandMs} ms`);
 }
 
+/** What the kernel-problem gate needs of a target: a command runner and the kernel log. */
+export type LogTarget = Pick<Target, 'exec' | 'kernelLog'>;
+
+let markerCount = 0;
+
+/** A line for the kernel log that no other test, file or run writes. */
+function marker(kind: 'start' | 'end' | 'sync'): string {
+	return `kudp-test-${kind} ${process.pid}-${++markerCount}-${randomBytes(4).toString('hex')}`;
+}
+
+/**
+ * Writes one line to the guest's kernel log through /dev/kmsg. A `<N>`
+ * prefix sets the level, as for printk ("<4>" is a warning).
+ */
+export async function writeKernelLog(target: LogTarget, line: string): Promise<void> {
+	const result = await target.exec(['sh', '-c', 'printf "%s\\n" "$1" > /dev/kmsg', 'sh', line], { timeoutMs: 30_000 });
+	if (result.exitCode !== 0) {
+		const why = result.timedOut ? 'timed out' : `exit ${result.exitCode ?? result.signal}`;
+		throw new Error(`could not write to the guest's /dev/kmsg (${why}): ${result.stderr.trim()}`);
+	}
+}
+
+/** Marks the start of a test in the kernel log; hand the marker to `kernelProblems` at its end. */
+export async function markTestStart(target: LogTarget): Promise<string> {
+	const start = marker('start');
+	await writeKernelLog(target, start);
+	return start;
+}
+
+/**
+ * The kernel log as the host's mirror of it (.lab/NAME/kern.log) has it up
+ * to now: writes a new marker to the guest's kernel log, waits until the
+ * mirror shows it and returns the records before it. Throws when it does not
+ * arrive within `timeoutMs`.
+ */
+async function logUpToNow(
+	target: LogTarget,
+	kind: 'end' | 'sync',
+	{ timeoutMs = 30_000, pollMs = 50 }: GateOptions = {},
+): Promise<{ records: KmsgRecord[]; marker: string }> {
+	const now = marker(kind);
+	await writeKernelLog(target, now);
+	const deadline = Date.now() + timeoutMs;
+	for (;;) {
+		const records = await target.kernelLog();
+		const index = records.findIndex(record => record.text === now);
+		if (index >= 0) {
+			return { records: records.slice(0, index), marker: now };
+		}
+		if (Date.now() >= deadline) {
+			throw new Error(
+				`the kernel log mirror did not show the marker "${now}" within ${timeoutMs} ms, ` +
+					'so nobody can tell what the kernel logged until then',
+			);
+		}
+		await sleep(pollMs);
+	}
+}
+
+export interface GateOptions {
+	/** How long to wait for a marker to reach the host's mirror of the log. */
+	timeoutMs?: number;
+	pollMs?: number;
+}
+
+/** Kernel log records since `sequence`, up to now (every record logged before the call is in). */
+export async function recordsSince(target: LogTarget, sequence: number): Promise<KmsgRecord[]> {
+	const { records } = await logUpToNow(target, 'sync');
+	return records.filter(record => record.sequence > sequence);
+}
+
+/**
+ * The kernel-problem gate. Writes an end marker to the guest's kernel log,
+ * waits until the host's mirror of that log shows it, and returns the records
+ * `isProblem` condemns between the start marker and it: a WARNING logged just
+ * before the end is caught however late the mirror delivers it, and nothing
+ * logged after the end is blamed on this test. Throws when the end marker
+ * does not arrive in time: then nobody can tell.
+ */
+export async function kernelProblems(target: LogTarget, start: string, options: GateOptions = {}): Promise<KmsgRecord[]> {
+	const { records, marker: end } = await logUpToNow(target, 'end', options);
+	let startIndex = records.findIndex(record => record.text === start);
+	if (startIndex < 0) {
+		// The lab starts a new log file when the guest boots: a test that
+		// restarted the lab is judged on everything since that boot.
+		if (records[0]?.sequence !== 0) {
+			throw new Error(`the kernel log has the end-of-test marker "${end}" but not the start marker "${start}"`);
+		}
+		startIndex = -1;
+	}
+	return records.slice(startIndex + 1).filter(record => isProblem(record.text));
+}
+
 export type LabImplementation = (t: ExecutionContext<LabContext>, since: number) => Promise<void>;
 
+/**
+ * A lab test: serial, with up to 10 minutes of its own, failed when the
+ * kernel logged a problem between its start and its end (`kernelProblems`).
+ */
 export function labTest(title: string, implementation: LabImplementation): void {
 	test.serial(title, async t => {
 		// Emulated CPUs are slow: allow a lab test up to 10 minutes of its own.
 		t.timeout(600_000);
-		const since = await lastLogSequence(t.context.target);
+		const target = t.context.target;
+		const since = await lastLogSequence(target);
+		const start = await markTestStart(target);
+		let failure: { error: unknown } | undefined;
 		try {
 			await implementation(t, since);
-		} finally {
-			const problems = (await recordsSince(t.context.target, since)).filter(record => isProblem(record.text));
+		} catch (error) {
+			failure = { error };
+		}
+		try {
+			const problems = await kernelProblems(target, start);
 			t.deepEqual(
 				problems.map(record => formatKmsg(record)),
 				[],
 				'the kernel logged a problem during this test',
 			);
+		} catch (error) {
+			if (!failure) {
+				throw error;
+			}
+			// The test's own failure comes first; say why the gate could not judge.
+			t.log(`the kernel-problem gate could not run: ${error instanceof Error ? error.message : String(error)}`);
+		}
+		if (failure) {
+			throw failure.error;
 		}
 	});
 }
