@@ -5,12 +5,26 @@
 import { execa } from 'execa';
 import dgram from 'node:dgram';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import { UserError } from '../../src/errors.js';
 import { freePort } from '../../src/lab/lab.js';
 import { PROJECT_ROOT } from '../../src/modules.js';
 import { load } from '../../src/lifecycle.js';
 import { request } from '../../user-client/client.js';
-import { assertPromptUnload, guest, labTest, loadClient, loadServer, timedRmmod, useLab, waitForLog } from '../helpers/lab.js';
+import {
+	assertPromptUnload,
+	guest,
+	kernelProblems,
+	labTest,
+	loadClient,
+	loadServer,
+	markTestStart,
+	test,
+	timedRmmod,
+	useLab,
+	waitForLog,
+	writeKernelLog,
+} from '../helpers/lab.js';
 
 useLab(import.meta.url);
 
@@ -104,20 +118,91 @@ function runCli(t: Parameters<typeof guest>[0], args: string[]) {
 	});
 }
 
-/** Resolves once `./run` shows its Enter/Ctrl-C prompt. */
-function prompted(child: ReturnType<typeof runCli>): Promise<void> {
-	return new Promise(resolve => {
+const PROMPT = 'Press Enter to remove the module or Ctrl+C to exit...';
+
+/**
+ * Resolves once `./run` shows its Enter/Ctrl-C prompt; rejects, with what it
+ * printed, when it exits first or when no prompt comes within `timeoutMs`
+ * (then it is killed, so the test ends instead of hanging).
+ */
+/** A running `./run` (execa with `all: true, reject: false`), as far as `prompted` needs it. */
+interface Running extends PromiseLike<{ exitCode?: number | undefined; signal?: string | undefined; all?: string | undefined }> {
+	all?: Readable | undefined;
+	kill(signal: 'SIGKILL'): unknown;
+}
+
+function prompted(child: Running, timeoutMs = 180_000): Promise<void> {
+	return new Promise((resolve, reject) => {
 		let output = '';
-		const watch = (chunk: Buffer) => {
-			output += chunk.toString();
-			if (output.includes('Press Enter to remove the module or Ctrl+C to exit...')) {
-				child.all?.off('data', watch);
+		let settled = false;
+		const settle = (error?: Error) => {
+			if (settled) {
+				return;
+			}
+			settled = true;
+			clearTimeout(timer);
+			child.all?.off('data', watch);
+			if (error) {
+				reject(error);
+			} else {
 				resolve();
 			}
 		};
+		const watch = (chunk: Buffer) => {
+			output += chunk.toString();
+			if (output.includes(PROMPT)) {
+				settle();
+			}
+		};
+		const timer = setTimeout(() => {
+			child.kill('SIGKILL');
+			settle(new Error(`./run showed no prompt within ${timeoutMs} ms; it printed:\n${output}`));
+		}, timeoutMs);
 		child.all?.on('data', watch);
+		// With reject: false the child's promise resolves however it ends.
+		child.then(
+			result =>
+				settle(new Error(`./run exited (${result.exitCode ?? result.signal}) before its prompt; it printed:\n${result.all ?? output}`)),
+			(error: unknown) => settle(new Error(`./run failed before its prompt: ${String(error)}; it printed:\n${output}`)),
+		);
 	});
 }
+
+test('prompted() rejects with the output when ./run exits before its prompt', async t => {
+	const child = execa(process.execPath, ['-e', 'console.log("udp_server did not build"); process.exit(2)'], { reject: false, all: true });
+	const error = await t.throwsAsync(prompted(child, 60_000));
+	t.regex(error?.message ?? '', /exited \(2\) before its prompt; it printed:\nudp_server did not build/);
+});
+
+test('prompted() gives up on a ./run that never prompts, and kills it', async t => {
+	const child = execa(process.execPath, ['-e', 'console.log("loading..."); setInterval(() => {}, 1000)'], { reject: false, all: true });
+	const error = await t.throwsAsync(prompted(child, 2000));
+	t.regex(error?.message ?? '', /no prompt within 2000 ms; it printed:\nloading\.\.\./);
+	t.is((await child).signal, 'SIGKILL');
+});
+
+test('prompted() resolves at the prompt', async t => {
+	const child = execa(process.execPath, ['-e', `console.log(${JSON.stringify(PROMPT)}); setTimeout(() => {}, 500)`], {
+		reject: false,
+		all: true,
+	});
+	await prompted(child, 60_000);
+	t.is((await child).exitCode, 0);
+});
+
+test.serial('the kernel-problem gate catches a WARNING logged just before a test ends', async t => {
+	// Not a labTest: its own gate would fail it for this WARNING. The next
+	// labTest starts after it, so the WARNING is before that test's start.
+	t.timeout(120_000);
+	const start = await markTestStart(t.context.target);
+	await writeKernelLog(t.context.target, '<4>WARNING: kudp gate self-test, not a real problem');
+	const problems = await kernelProblems(t.context.target, start);
+	t.deepEqual(
+		problems.map(record => record.text),
+		['WARNING: kudp gate self-test, not a real problem'],
+	);
+	t.is(problems[0]?.priority, 4);
+});
 
 labTest('./run udp_server streams the log, and Enter unloads the module', async t => {
 	const child = runCli(t, ['udp_server', 'port=3000', '--no-daemon', '--host-port', String(await freePort('udp'))]);
