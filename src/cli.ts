@@ -3,7 +3,7 @@
  * tests build the program with exitOverride() to check parsing.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { createLogger, setLogger } from './log.js';
+import { createLogger, setLogger, type LogOptions } from './log.js';
 import { MODULES } from './modules.js';
 
 function portNumber(value: string): number {
@@ -42,8 +42,12 @@ export function buildProgram(): Command {
 		.option('--log-json', 'logs as JSON lines on stderr')
 		.showHelpAfterError('(run ./run --help for usage)')
 		.hook('preAction', command => {
+			// A flag wins when given; otherwise KUDP_LOG_LEVEL and KUDP_LOG_JSON apply (createLogger reads them).
 			const options = command.opts<{ verbose?: boolean; logJson?: boolean }>();
-			setLogger(createLogger({ level: options.verbose ? 'debug' : 'info', json: options.logJson ?? false }));
+			const logOptions: LogOptions = {};
+			if (options.verbose) logOptions.level = 'debug';
+			if (options.logJson) logOptions.json = true;
+			setLogger(createLogger(logOptions));
 		})
 		.addHelpText(
 			'after',

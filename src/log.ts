@@ -1,7 +1,9 @@
 /**
  * The orchestrator's diagnostic log: pino to stderr, so stdout stays for
- * command output that scripts may pipe. Pretty on a terminal, JSON lines
- * with --log-json (or when stderr is not a terminal and KUDP_LOG_JSON=1).
+ * command output that scripts may pipe. Human-readable lines, or JSON lines
+ * with --log-json or KUDP_LOG_JSON=1. The level is info, debug with -v, or
+ * KUDP_LOG_LEVEL (a pino level: trace, debug, info, warn, error, silent).
+ * A flag given on the command line wins over the environment.
  */
 import { pino, type Logger } from 'pino';
 import pretty from 'pino-pretty';
@@ -13,12 +15,22 @@ export interface LogOptions {
 	json?: boolean;
 }
 
+let warnedLevel = false;
+
 export function createLogger(options: LogOptions = {}): Logger {
-	const level = options.level ?? process.env['KUDP_LOG_LEVEL'] ?? 'info';
+	const wanted = options.level ?? (process.env['KUDP_LOG_LEVEL'] || 'info');
+	const known = wanted in pino.levels.values || wanted === 'silent';
+	const level = known ? wanted : 'info';
 	const json = options.json ?? process.env['KUDP_LOG_JSON'] === '1';
-	if (json) {
-		return pino({ level, base: undefined }, pino.destination(2));
+	const logger = json ? pino({ level, base: undefined }, pino.destination(2)) : prettyLogger(level);
+	if (!known && !warnedLevel) {
+		warnedLevel = true;
+		logger.warn(`KUDP_LOG_LEVEL=${wanted} is not a log level (${Object.keys(pino.levels.values).join(', ')}, silent); using info`);
 	}
+	return logger;
+}
+
+function prettyLogger(level: string): Logger {
 	return pino(
 		{ level, base: undefined },
 		pretty({
