@@ -24,15 +24,57 @@ if [ ! -f "$kudp_root/node_modules/.package-lock.json" ] ||
 		kudp_die "npm ci failed; see the messages above."
 fi
 
-# TypeScript: compile when a source file is newer than the last build.
+# TypeScript: compile when a source file is newer than the last build, or a
+# directory is (a file was added, renamed or deleted there).
 kudp_stamp="$kudp_root/dist/.build-stamp"
-if [ ! -f "$kudp_stamp" ] ||
-	[ -n "$(find "$kudp_root/src" "$kudp_root/user-client" "$kudp_root/daemon" "$kudp_root/test" \
-		"$kudp_root/bench" "$kudp_root/tsconfig.json" "$kudp_root/package.json" \
-		-newer "$kudp_stamp" \( -name '*.ts' -o -name '*.json' -o -name '*.sh' \) \
-		-print -quit 2>/dev/null)" ]; then
+kudp_stale() {
+	[ ! -f "$kudp_stamp" ] ||
+		[ -n "$(find "$kudp_root/src" "$kudp_root/user-client" "$kudp_root/daemon" "$kudp_root/test" \
+			"$kudp_root/bench" "$kudp_root/tsconfig.json" "$kudp_root/package.json" \
+			-newer "$kudp_stamp" \( -type d -o -name '*.ts' -o -name '*.json' -o -name '*.sh' \) \
+			-print -quit 2>/dev/null)" ]
+}
+
+# tsc never deletes from its output directory, and ava runs every
+# dist/test/**/*.test.js, so a deleted test would keep running. Compile into a
+# fresh directory beside dist/ (the same depth, so source maps point at the
+# same sources), then move each file into dist/ with rename(2), so that a
+# ./run already running sees the old or the new file, never half of one, and
+# remove what the new build no longer has. Under flock: two ./run started at
+# once on a fresh checkout compile once, the second waits for the first.
+kudp_compile() {
+	local next="$kudp_root/.dist-next.$$" file
+	rm -rf "$next" && mkdir -p "$next" || kudp_die "cannot create $next"
+	# The stamp's time is when the sources were read: an edit during the compile triggers the next one.
+	touch "$next/.build-stamp"
 	echo "kernel-udp: compiling TypeScript..." >&2
-	(cd "$kudp_root" && ./node_modules/.bin/tsc -p tsconfig.json >&2) ||
+	if ! (cd "$kudp_root" && ./node_modules/.bin/tsc -p tsconfig.json --outDir "$next" >&2); then
+		rm -rf "$next"
 		kudp_die "TypeScript did not compile; see the errors above."
-	touch "$kudp_stamp"
+	fi
+	(cd "$kudp_root/dist" && find . -type f ! -name .build-stamp ! -name .build.lock -print0) |
+		while IFS= read -r -d '' file; do
+			[ -e "$next/$file" ] || rm -f "$kudp_root/dist/$file"
+		done
+	(cd "$next" && find . -mindepth 1 -type d -print0) |
+		while IFS= read -r -d '' file; do mkdir -p "$kudp_root/dist/$file"; done
+	(cd "$next" && find . -type f ! -name .build-stamp -print0) |
+		while IFS= read -r -d '' file; do mv -f "$next/$file" "$kudp_root/dist/$file"; done
+	find "$kudp_root/dist" -mindepth 1 -type d -empty -delete
+	mv -f "$next/.build-stamp" "$kudp_stamp"
+	rm -rf "$next"
+}
+
+if kudp_stale; then
+	command -v flock >/dev/null 2>&1 ||
+		kudp_die "flock is not installed (Debian package: util-linux)"
+	mkdir -p "$kudp_root/dist" || kudp_die "cannot create $kudp_root/dist"
+	exec {kudp_lock_fd}>"$kudp_root/dist/.build.lock" || kudp_die "cannot open $kudp_root/dist/.build.lock"
+	flock "$kudp_lock_fd"
+	# Another ./run may have compiled while this one waited.
+	if kudp_stale; then
+		kudp_compile
+	fi
+	# Closed before exec: node must not hold the lock for as long as it runs.
+	exec {kudp_lock_fd}>&-
 fi

@@ -1,0 +1,75 @@
+/**
+ * bin/bootstrap.sh compiles the TypeScript on demand. In a scratch copy of
+ * the project: a deleted source loses its compiled file (ava runs every
+ * dist/test/**, so a deleted test would otherwise keep running), and two
+ * starts at once on a fresh copy compile once and leave a whole dist/.
+ */
+import test from 'ava';
+import { execa } from 'execa';
+import { cp, mkdtemp, readdir, rm, symlink, utimes, writeFile, stat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { PROJECT_ROOT } from '../../src/modules.js';
+
+async function scratchProject(t: { teardown(fn: () => Promise<void>): void }): Promise<string> {
+	const root = await mkdtemp(path.join(tmpdir(), 'kudp-bootstrap-'));
+	t.teardown(() => rm(root, { recursive: true, force: true }));
+	for (const entry of ['bin', 'src', 'user-client', 'daemon', 'bench', 'test/unit', 'test/fixtures', 'test/helpers', 'tsconfig.json', 'package.json']) {
+		await cp(path.join(PROJECT_ROOT, entry), path.join(root, entry), { recursive: true });
+	}
+	await symlink(path.join(PROJECT_ROOT, 'node_modules'), path.join(root, 'node_modules'));
+	// Not newer than the installed packages: no npm ci in the copy.
+	const installed = await stat(path.join(PROJECT_ROOT, 'node_modules/.package-lock.json'));
+	await cp(path.join(PROJECT_ROOT, 'package-lock.json'), path.join(root, 'package-lock.json'));
+	await utimes(path.join(root, 'package-lock.json'), installed.atime, installed.mtime);
+	return root;
+}
+
+function bootstrap(root: string) {
+	return execa('bash', ['-c', 'set -euo pipefail; source "$1/bin/bootstrap.sh"', 'bootstrap', root], { reject: false });
+}
+
+async function files(dir: string): Promise<string[]> {
+	return ((await readdir(dir, { recursive: true })) as string[]).sort();
+}
+
+test('a deleted source file loses its compiled file', async t => {
+	const root = await scratchProject(t);
+	const extra = path.join(root, 'test/unit/deleted-later.test.ts');
+	await writeFile(extra, "import test from 'ava';\ntest('x', t => t.pass());\n");
+	t.is((await bootstrap(root)).exitCode, 0);
+	t.true(existsSync(path.join(root, 'dist/test/unit/deleted-later.test.js')));
+
+	await rm(extra);
+	const again = await bootstrap(root);
+	t.is(again.exitCode, 0, again.stderr);
+	t.regex(again.stderr, /compiling TypeScript/, 'the deletion alone triggers a compile');
+	t.false(existsSync(path.join(root, 'dist/test/unit/deleted-later.test.js')));
+	t.false(existsSync(path.join(root, 'dist/test/unit/deleted-later.test.js.map')));
+	t.true(existsSync(path.join(root, 'dist/src/cli.js')));
+	t.deepEqual((await readdir(root)).filter(name => name.startsWith('.dist-next')), [], 'no temporary build left');
+
+	const unchanged = await bootstrap(root);
+	t.notRegex(unchanged.stderr, /compiling/, 'nothing changed: no compile');
+});
+
+test('two bootstraps at once on a fresh copy compile once and leave a whole dist/', async t => {
+	const root = await scratchProject(t);
+	const [first, second] = await Promise.all([bootstrap(root), bootstrap(root)]);
+	t.is(first.exitCode, 0, first.stderr);
+	t.is(second.exitCode, 0, second.stderr);
+	t.is(`${first.stderr}${second.stderr}`.match(/compiling TypeScript/g)?.length, 1);
+	const built = await files(path.join(root, 'dist'));
+	t.true(built.includes('src/cli.js'));
+	t.true(built.includes('src/bin/run.js'));
+	// What one compile on its own produces.
+	const reference = path.join(root, 'reference');
+	await execa(path.join(root, 'node_modules/.bin/tsc'), ['-p', 'tsconfig.json', '--outDir', reference], { cwd: root });
+	t.deepEqual(
+		built.filter(name => !name.startsWith('.build')),
+		await files(reference),
+	);
+	const { stdout } = await execa(process.execPath, [path.join(root, 'dist/src/bin/run.js'), '--help']);
+	t.regex(stdout, /Usage: run/);
+});
