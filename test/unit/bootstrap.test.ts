@@ -6,7 +6,7 @@
  */
 import test from 'ava';
 import { execa } from 'execa';
-import { cp, mkdtemp, readdir, rm, symlink, utimes, writeFile, stat } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -18,12 +18,29 @@ async function scratchProject(t: { teardown(fn: () => Promise<void>): void }): P
 	for (const entry of ['bin', 'src', 'user-client', 'daemon', 'bench', 'test/unit', 'test/fixtures', 'test/helpers', 'tsconfig.json', 'package.json']) {
 		await cp(path.join(PROJECT_ROOT, entry), path.join(root, entry), { recursive: true });
 	}
-	await symlink(path.join(PROJECT_ROOT, 'node_modules'), path.join(root, 'node_modules'));
-	// Not newer than the installed packages: no npm ci in the copy.
-	const installed = await stat(path.join(PROJECT_ROOT, 'node_modules/.package-lock.json'));
-	await cp(path.join(PROJECT_ROOT, 'package-lock.json'), path.join(root, 'package-lock.json'));
-	await utimes(path.join(root, 'package-lock.json'), installed.atime, installed.mtime);
+	await linkPackages(root);
 	return root;
+}
+
+/**
+ * The project's packages, without npm ci in the copy: a node_modules of its
+ * own holding a symlink to each installed package and a copy of npm's record,
+ * no older than the copy's package-lock.json. (Never one symlink to the whole
+ * node_modules: an npm ci there would empty the real one.)
+ */
+export async function linkPackages(root: string): Promise<void> {
+	const source = path.join(PROJECT_ROOT, 'node_modules');
+	const target = path.join(root, 'node_modules');
+	await mkdir(target);
+	for (const entry of await readdir(source)) {
+		if (entry !== '.package-lock.json') {
+			await symlink(path.join(source, entry), path.join(target, entry));
+		}
+	}
+	await cp(path.join(PROJECT_ROOT, 'package-lock.json'), path.join(root, 'package-lock.json'));
+	await cp(path.join(source, '.package-lock.json'), path.join(target, '.package-lock.json'));
+	const then = new Date(Date.now() - 60_000);
+	await utimes(path.join(root, 'package-lock.json'), then, then);
 }
 
 function bootstrap(root: string) {
