@@ -115,7 +115,8 @@ export async function startDaemon(target: Target, backup = DEFAULT_BACKUP): Prom
 	}
 	const script = [
 		`rm -f ${KVD_PID_FILE}`,
-		`setsid ${process.execPath} ${KVD_SCRIPT} --backup "$1" --pid-file ${KVD_PID_FILE} >>${KVD_LOG} 2>&1 </dev/null &`,
+		// Paths as arguments, never in the script's text: the project path may have spaces.
+		`setsid "$2" "$3" --backup "$1" --pid-file ${KVD_PID_FILE} >>${KVD_LOG} 2>&1 </dev/null &`,
 		'kvd=$!',
 		'for i in $(seq 1200); do',
 		`  [ -s ${KVD_PID_FILE} ] && exit 0`,
@@ -125,7 +126,7 @@ export async function startDaemon(target: Target, backup = DEFAULT_BACKUP): Prom
 		'exit 2',
 	].join('\n');
 	// Node's first start in an emulated guest can take a while on a busy machine.
-	const result = await target.exec(['sh', '-c', script, 'kvd-start', backup], { timeoutMs: 150_000 });
+	const result = await target.exec(['sh', '-c', script, 'kvd-start', backup, process.execPath, KVD_SCRIPT], { timeoutMs: 150_000 });
 	if (result.exitCode !== 0) {
 		const reason = result.stderr
 			.split('\n')

@@ -4,11 +4,12 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, readlink, rename, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError } from './errors.js';
-import { writeFileAtomically } from './files.js';
+import { partialPath, writeFileAtomically } from './files.js';
 import { withFileLock } from './lock.js';
 import { log } from './log.js';
 import { parseModinfoParams, type ParamSpec } from './params.js';
@@ -55,7 +56,13 @@ export async function buildModule(name: ModuleName, headersDir: string): Promise
 	// at a time, and the snapshot is taken before the lock goes, since the
 	// next build (perhaps for another kernel) overwrites the .ko.
 	const { result, copy } = await withFileLock(path.join(dir, '.build.lock'), 300_000, async () => {
-		const made = await runProgram('make', ['-C', dir, `KDIR=${headersDir}`], { reject: false, all: true, env: { LC_ALL: 'C' } });
+		const buildDir = await kbuildPath(dir);
+		// CURDIR: the module's Makefile passes M=$(CURDIR), which make would otherwise set to the real path.
+		const made = await runProgram('make', ['-C', buildDir, `KDIR=${headersDir}`, `CURDIR=${buildDir}`], {
+			reject: false,
+			all: true,
+			env: { LC_ALL: 'C' },
+		});
 		return { result: made, copy: made.exitCode === 0 && existsSync(ko) ? await snapshot(ko, name) : undefined };
 	});
 	const output = result.all ?? '';
@@ -75,6 +82,42 @@ export async function buildModule(name: ModuleName, headersDir: string): Promise
 		throw new UserError(`make succeeded but ${ko} is missing`);
 	}
 	return copy;
+}
+
+/** Characters Kbuild cannot take in M= (it splits words on spaces; ':' and '#' mean things to make). */
+const KBUILD_UNSAFE = /[\s:#$%\\'"]/;
+
+/**
+ * A path to `dir` that Kbuild can take: `dir` itself, or when the project
+ * path has a space (say), a symlink to it under a space-free directory of
+ * the temporary directory. Kbuild uses M= as given (it does not resolve it),
+ * and `../include` from the symlink resolves to the real project.
+ */
+export async function kbuildPath(dir: string): Promise<string> {
+	if (!KBUILD_UNSAFE.test(dir)) {
+		return dir;
+	}
+	const base = path.join(tmpdir(), `kudp-build-${createHash('sha256').update(dir).digest('hex').slice(0, 12)}`);
+	const link = path.join(base, path.basename(dir));
+	if (KBUILD_UNSAFE.test(link)) {
+		throw new UserError(`cannot build in ${dir}: Kbuild takes no spaces or special characters in paths`, {
+			hint: `move the project to a path without them, or set TMPDIR to one (now ${tmpdir()})`,
+		});
+	}
+	const current = await readlink(link).catch((error: NodeJS.ErrnoException) => {
+		if (error.code === 'ENOENT') {
+			return undefined;
+		}
+		throw error;
+	});
+	if (current !== dir) {
+		await mkdir(base, { recursive: true, mode: 0o700 });
+		// Made under a name of its own and renamed into place: parallel builds may do this at once.
+		const partial = partialPath(link);
+		await symlink(dir, partial);
+		await rename(partial, link);
+	}
+	return link;
 }
 
 /**

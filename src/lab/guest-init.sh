@@ -57,8 +57,11 @@ stage1() {
 	exec chroot /newroot /bin/sh /run/kudp-init stage2
 }
 
+# A kudp.NAME=VALUE setting. lab.ts percent-encodes %, space, tab, newline
+# and double quote in values (a project path may have spaces); %25 last.
 arg() {
-	tr ' ' '\n' </proc/cmdline | sed -n "s/^kudp\.$1=//p"
+	tr ' ' '\n' </proc/cmdline | sed -n "s/^kudp\.$1=//p" |
+		sed 's/%20/ /g; s/%09/\t/g; s/%0A/\n/g; s/%22/"/g; s/%25/%/g'
 }
 
 stage2() {

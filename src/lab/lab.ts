@@ -20,6 +20,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 import { UserError, messageOf } from '../errors.js';
 import { writeFileAtomically } from '../files.js';
 import { isAlive, withFileLock } from '../lock.js';
@@ -54,7 +55,7 @@ export interface LabOptions {
 const NODE_BINARY = process.execPath;
 const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
 
-const AGENT_SCRIPT = new URL('./agent.js', import.meta.url).pathname;
+const AGENT_SCRIPT = fileURLToPath(new URL('./agent.js', import.meta.url));
 
 
 /** A free TCP or UDP port on 127.0.0.1, as the kernel hands them out. */
@@ -72,6 +73,15 @@ export async function freePort(type: 'tcp' | 'udp' = 'tcp'): Promise<number> {
 	const address = server.address() as net.AddressInfo;
 	await new Promise(resolve => server.close(resolve));
 	return address.port;
+}
+
+/**
+ * A value for the guest's kernel command line, which is split on spaces
+ * (and parsed by guest-init.sh with `tr ' ' '\n'`): %, space, tab, newline
+ * and double quote become %XX; guest-init.sh decodes exactly these.
+ */
+export function encodeBootArg(value: string): string {
+	return value.replace(/[% \t\n"]/g, char => `%${char.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
 }
 
 /** The host's CPU clock in kHz: microvm guests need it (tsc_early_khz) to boot reliably. */
@@ -236,8 +246,8 @@ export class Lab {
 			// A hung task or a soft lockup in our module should be loud.
 			'hung_task_panic=0',
 			khz ? `tsc_early_khz=${khz}` : '',
-			`kudp.node=${NODE_BINARY}`,
-			`kudp.agent=${AGENT_SCRIPT}`,
+			`kudp.node=${encodeBootArg(NODE_BINARY)}`,
+			`kudp.agent=${encodeBootArg(AGENT_SCRIPT)}`,
 			`kudp.token=${token}`,
 			'kudp.state=1',
 		].filter(Boolean);

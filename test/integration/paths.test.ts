@@ -1,0 +1,81 @@
+/**
+ * A project under a folder whose name has a space: a clone there, driven by
+ * its own ./run, builds both modules (Kbuild takes no spaces in M=), boots
+ * its lab (the agent's path crosses the kernel command line) and loads them;
+ * the kernel client's GOT IT proves both run.
+ */
+import test from 'ava';
+import { execa } from 'execa';
+import { cp, mkdir, mkdtemp, readdir, rm, symlink, utimes } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort } from '../../src/lab/lab.js';
+import { PROJECT_ROOT } from '../../src/modules.js';
+
+const LAB = `test-paths-${process.pid}`;
+let scratch = '';
+let clone = '';
+
+/** ./run of the clone, in the clone's lab. */
+function run(args: string[]) {
+	return execa(path.join(clone, 'run'), [...args, '--lab', LAB], {
+		cwd: clone,
+		reject: false,
+		all: true,
+		env: { KUDP_TARGET: 'lab', KUDP_LAB: LAB },
+	});
+}
+
+/**
+ * The clone uses the installed packages: its own node_modules of symlinks to
+ * each package plus a copy of npm's record, so its bootstrap runs no npm ci
+ * (one that could empty the real node_modules through a symlink).
+ */
+async function linkPackages(root: string): Promise<void> {
+	const source = path.join(PROJECT_ROOT, 'node_modules');
+	const target = path.join(root, 'node_modules');
+	await mkdir(target);
+	for (const entry of await readdir(source)) {
+		if (entry !== '.package-lock.json') {
+			await symlink(path.join(source, entry), path.join(target, entry));
+		}
+	}
+	await cp(path.join(source, '.package-lock.json'), path.join(target, '.package-lock.json'));
+	const then = new Date(Date.now() - 60_000);
+	await utimes(path.join(root, 'package-lock.json'), then, then);
+}
+
+test.before(async () => {
+	scratch = await mkdtemp(path.join(tmpdir(), 'kudp-paths-'));
+	clone = path.join(scratch, 'a folder with space', 'kernel-udp');
+	await mkdir(path.dirname(clone), { recursive: true });
+	await execa('git', ['clone', '-q', PROJECT_ROOT, clone]);
+	await linkPackages(clone);
+});
+
+test.after.always(async () => {
+	if (clone) {
+		await run(['down']);
+	}
+	if (scratch) {
+		await rm(scratch, { recursive: true, force: true });
+	}
+});
+
+test('a clone under "a folder with space" builds and loads both modules', async t => {
+	t.timeout(170_000);
+	const hostPort = await freePort('udp');
+	const server = await run(['udp_server', 'port=3000', `--host-port=${hostPort}`, '--no-daemon', '--detach']);
+	t.is(server.exitCode, 0, server.all);
+	const client = await run(['udp_client', 'destip=127.0.0.1', 'port=3000', '--detach']);
+	t.is(client.exitCode, 0, client.all);
+	let logs = '';
+	for (let i = 0; i < 40 && !/got GOT IT/.test(logs); i++) {
+		logs = (await run(['logs', '-m', 'udp_client'])).all ?? '';
+		if (!/got GOT IT/.test(logs)) {
+			await sleep(500);
+		}
+	}
+	t.regex(logs, /got GOT IT/);
+});
