@@ -143,6 +143,7 @@ class Kvd {
 	 */
 	private saveInTurn(): Promise<void> {
 		const turn = this.queue.then(() => this.save());
+		// The caller awaits `turn` and sees its error; the queue only orders the saves.
 		this.queue = turn.catch(() => undefined);
 		return turn;
 	}
@@ -164,7 +165,12 @@ class Kvd {
 		await this.saving;
 		if (existsSync(this.proc('hashtable'))) {
 			await this.saveInTurn().catch(error => log.error({ err: error }, 'final save failed'));
-			await writeFile(this.proc('daemonpid'), '0\n').catch(() => undefined);
+			// The module may have been unloaded since the check: only that is expected.
+			await writeFile(this.proc('daemonpid'), '0\n').catch(error => {
+				if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
+					log.error({ err: error }, 'could not unregister from /proc/daemonpid');
+				}
+			});
 		}
 		await this.cleanUp();
 		log.info({ saves: this.saves }, 'stopped');

@@ -19,3 +19,17 @@ export class UserError extends Error {
 export function messageOf(error: unknown): string {
 	return error instanceof Error ? error.message : String(error);
 }
+
+/**
+ * For `.catch()` on a file read where only a missing file is expected:
+ * `readFile(f, 'utf8').catch(ifMissing(''))` gives '' for ENOENT and rethrows
+ * anything else (EACCES, EISDIR, EIO...), which a catch-all would hide.
+ */
+export function ifMissing<T>(fallback: T): (error: unknown) => T {
+	return error => {
+		if ((error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
+			return fallback;
+		}
+		throw error;
+	};
+}

@@ -5,11 +5,11 @@
  * a key, prints what both sides logged, and cleans up.
  */
 import { request } from '../../user-client/client.js';
-import { UserError } from '../errors.js';
+import { messageOf, UserError } from '../errors.js';
 import { formatKmsg, isProblem, type KmsgRecord } from '../kmsg.js';
 import { build, lastLogSequence, load, moduleLines, unload } from '../lifecycle.js';
 import { log } from '../log.js';
-import { chooseTarget, LabTarget, type TargetChoice } from '../targets.js';
+import { chooseTarget, LabTarget, type Target, type TargetChoice } from '../targets.js';
 import { ensureSystemPackages, putCommandsOnPath } from './setup.js';
 
 const DEMO_PORT = 3000;
@@ -45,6 +45,7 @@ export async function demoCommand(options: TargetChoice): Promise<void> {
 	await target.prepare();
 	const firstRecord = (await lastLogSequence(target)) + 1;
 
+	let succeeded = false;
 	try {
 		process.stdout.write(`\n$ ./run udp_server port=${DEMO_PORT} --detach\n`);
 		await load(target, server, { name: 'udp_server', params: [`port=${DEMO_PORT}`] });
@@ -75,17 +76,53 @@ export async function demoCommand(options: TargetChoice): Promise<void> {
 			'\nThe demo worked: the server answered HELLO from this machine and from the kernel client.\n' +
 				`Try it yourself: ./run udp_server port=${DEMO_PORT}, then from another terminal: kvclient send HELLO\n\n`,
 		);
+		succeeded = true;
 	} finally {
-		for (const name of ['udp_client', 'udp_server'] as const) {
-			const elapsed = await unload(target, name).catch(() => undefined);
+		// Cleaning-up failures are logged; they fail the demo only if nothing failed before.
+		await cleanUp(target, labWasUp).catch(error => {
+			if (succeeded) {
+				throw error;
+			}
+		});
+	}
+}
+
+/**
+ * Unloads both modules, removes the port forward and stops a lab the demo
+ * booted. Every step is tried even if one fails (a stuck rmmod); each failure
+ * is reported, and the first one fails the demo.
+ */
+export async function cleanUp(
+	target: Target,
+	labWasUp: boolean,
+	unloadModule: typeof unload = unload,
+): Promise<void> {
+	const failures: unknown[] = [];
+	const attempt = async (what: string, step: () => Promise<void>) => {
+		try {
+			await step();
+		} catch (error) {
+			failures.push(error);
+			const hint = error instanceof UserError && error.hint ? ` (${error.hint})` : '';
+			log.error(`cleaning up: ${what} failed: ${messageOf(error)}${hint}`);
+		}
+	};
+	for (const name of ['udp_client', 'udp_server'] as const) {
+		await attempt(`unloading ${name}`, async () => {
+			const elapsed = await unloadModule(target, name);
 			if (elapsed !== undefined) {
 				process.stdout.write(`unloaded ${name} in ${elapsed.toFixed(0)} ms\n`);
 			}
-		}
-		await target.unexposeUdp(DEMO_PORT);
-		if (target instanceof LabTarget && !labWasUp) {
+		});
+	}
+	await attempt(`removing the forward of UDP port ${DEMO_PORT}`, () => target.unexposeUdp(DEMO_PORT));
+	if (target instanceof LabTarget && !labWasUp) {
+		await attempt('stopping the lab', async () => {
 			await target.lab.down();
 			process.stdout.write('stopped the lab\n');
-		}
+		});
+	}
+	if (failures.length > 0) {
+		throw failures[0];
 	}
 }

@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import { lstat, readlink, symlink, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { UserError } from '../errors.js';
+import { ifMissing, UserError } from '../errors.js';
 import { LAB_KERNEL_PACKAGES } from '../lab/kernel.js';
 import { log } from '../log.js';
 import { PROJECT_ROOT } from '../modules.js';
@@ -94,7 +94,7 @@ export async function putCommandsOnPath(): Promise<void> {
 	for (const command of ['run', 'kvclient']) {
 		const link = path.join('/usr/local/bin', command);
 		const target = path.join(PROJECT_ROOT, 'bin', command);
-		const existing = await lstat(link).catch(() => undefined);
+		const existing = await lstat(link).catch(ifMissing(undefined));
 		if (existing) {
 			const current = existing.isSymbolicLink() ? await readlink(link) : undefined;
 			if (current === target) {

@@ -94,9 +94,7 @@ export async function agentExec(
 				endInput();
 			}
 		});
-		socket.on(
-			'data',
-			frameReader<GuestFrame>(frame => {
+		const read = frameReader<GuestFrame>(frame => {
 				if ('stdout' in frame) {
 					const chunk = Buffer.from(frame.stdout, 'base64');
 					stdout.push(chunk);
@@ -120,8 +118,15 @@ export async function agentExec(
 						stderr: Buffer.concat(stderr).toString('utf8'),
 					});
 				}
-			}),
-		);
+			});
+		// A frame that is not JSON would throw out of the 'data' event, uncaught: fail this command instead.
+		socket.on('data', (chunk: Buffer) => {
+			try {
+				read(chunk);
+			} catch (error) {
+				finish(new UserError(`the lab agent sent a bad frame: ${(error as Error).message}`, { cause: error }));
+			}
+		});
 		socket.on('error', error =>
 			finish(new UserError(`lost the connection to the lab agent: ${error.message}`, { cause: error })),
 		);

@@ -51,25 +51,32 @@ function serve(socket: net.Socket): void {
 	};
 
 	let request: ExecRequest | undefined;
-	socket.on(
-		'data',
-		frameReader<ExecRequest | HostFrame>(frame => {
-			if (request) {
-				feed(frame as HostFrame);
-				return;
-			}
-			request = frame as ExecRequest;
-			if (!tokenMatches(request.token)) {
-				send({ error: 'bad token' });
-				socket.end();
-				return;
-			}
-			child = start(request, send, () => socket.end());
-			for (const queued of pendingInput.splice(0)) {
-				feed(queued);
-			}
-		}),
-	);
+	const read = frameReader<ExecRequest | HostFrame>(frame => {
+		if (request) {
+			feed(frame as HostFrame);
+			return;
+		}
+		request = frame as ExecRequest;
+		if (typeof request.token !== 'string' || !tokenMatches(request.token)) {
+			send({ error: 'bad token' });
+			socket.end();
+			return;
+		}
+		child = start(request, send, () => socket.end());
+		for (const queued of pendingInput.splice(0)) {
+			feed(queued);
+		}
+	});
+	// A frame that is not JSON must not throw out of the 'data' event and kill the agent.
+	socket.on('data', (chunk: Buffer) => {
+		try {
+			read(chunk);
+		} catch (error) {
+			send({ error: `bad frame: ${(error as Error).message}` });
+			child?.kill('SIGKILL');
+			socket.end();
+		}
+	});
 	socket.on('error', () => child?.kill('SIGKILL'));
 	// The host went away (Ctrl-C on `./run shell`): do not leave the command behind.
 	socket.on('close', () => {

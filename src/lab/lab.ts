@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { UserError, messageOf } from '../errors.js';
+import { ifMissing, UserError, messageOf } from '../errors.js';
 import { writeFileAtomically } from '../files.js';
 import { isAlive, withFileLock } from '../lock.js';
 import { log } from '../log.js';
@@ -86,7 +86,7 @@ export function encodeBootArg(value: string): string {
 
 /** The host's CPU clock in kHz: microvm guests need it (tsc_early_khz) to boot reliably. */
 async function cpuKhz(): Promise<number | undefined> {
-	const cpuinfo = await readFile('/proc/cpuinfo', 'utf8').catch(() => '');
+	const cpuinfo = await readFile('/proc/cpuinfo', 'utf8').catch(ifMissing(''));
 	const mhz = /^cpu MHz\s*:\s*([\d.]+)/m.exec(cpuinfo)?.[1];
 	return mhz ? Math.round(Number(mhz) * 1000) : undefined;
 }
@@ -140,10 +140,35 @@ export class Lab {
 		return state && isAlive(state.qemuPid) ? state : undefined;
 	}
 
-	/** What the last boot recorded, whether or not QEMU still runs. */
+	/**
+	 * What the last boot recorded, whether or not QEMU still runs. A state
+	 * file that cannot be parsed is an error, not "down": a lab may still be
+	 * running, and booting another beside it would fight it for its sockets.
+	 */
 	private async savedState(): Promise<LabState | undefined> {
-		const text = await readFile(this.statePath, 'utf8').catch(() => undefined);
-		return text === undefined ? undefined : (JSON.parse(text) as LabState);
+		const text = await readFile(this.statePath, 'utf8').catch(ifMissing(undefined));
+		if (text === undefined) {
+			return undefined;
+		}
+		let state: Partial<LabState>;
+		try {
+			state = JSON.parse(text) as Partial<LabState>;
+		} catch (error) {
+			throw this.corruptState(messageOf(error));
+		}
+		if (typeof state !== 'object' || state === null || typeof state.qemuPid !== 'number' || !Array.isArray(state.virtiofsdPids)) {
+			throw this.corruptState('it does not hold a QEMU PID');
+		}
+		return state as LabState;
+	}
+
+	private corruptState(reason: string): UserError {
+		const pidFile = path.join(this.dir, 'qemu.pid');
+		return new UserError(`the lab "${this.name}" cannot be used: its state file ${this.statePath} is corrupt (${reason})`, {
+			hint:
+				`if a QEMU of this lab still runs, stop it first (its PID is in ${pidFile}); then remove the state file:\n` +
+				`  rm '${this.statePath}'`,
+		});
 	}
 
 	private async saveState(state: LabState): Promise<void> {
@@ -293,7 +318,7 @@ export class Lab {
 				throw new UserError('the lab guest stopped while booting', { hint: await this.consoleTail() });
 			}
 			// guest-init.sh restarts an agent that dies; one that cannot start is fatal.
-			const kernelLog = await readFile(this.kernelLog, 'utf8').catch(() => '');
+			const kernelLog = await readFile(this.kernelLog, 'utf8').catch(ifMissing(''));
 			if (kernelLog.includes('kudp-init: the agent exited')) {
 				throw new UserError('the lab agent cannot start in the guest', { hint: await this.consoleTail() });
 			}
@@ -313,7 +338,7 @@ export class Lab {
 	}
 
 	private async consoleTail(): Promise<string> {
-		const text = await readFile(this.serialLog, 'utf8').catch(() => '');
+		const text = await readFile(this.serialLog, 'utf8').catch(ifMissing(''));
 		const tail = text.trim().split('\n').slice(-15).join('\n');
 		return tail ? `last lines of the guest console (${this.serialLog}):\n${tail}` : `see ${this.serialLog}`;
 	}
@@ -330,8 +355,11 @@ export class Lab {
 			return false;
 		}
 		// Flush the backup directory before the guest goes away.
-		await agentExec(agentOf(state), ['sync'], { timeoutMs: 5000 }).catch(() => undefined);
-		await hmp(this.monitorSocket, 'quit').catch(() => undefined);
+		// A guest that is stuck cannot sync or quit: say so, and kill it below.
+		await agentExec(agentOf(state), ['sync'], { timeoutMs: 5000 }).catch(error =>
+			log.warn(`could not flush the lab's /var/tmp before stopping it: ${messageOf(error)}`),
+		);
+		await hmp(this.monitorSocket, 'quit').catch(error => log.warn(`QEMU did not take "quit" (${messageOf(error)}); killing it`));
 		await this.kill(state);
 		return true;
 	}
