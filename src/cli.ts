@@ -4,6 +4,7 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { createLogger, setLogger, type LogOptions } from './log.js';
+import { RUN_EXIT_CODES_HELP } from './errors.js';
 import { MODULES } from './modules.js';
 
 function portNumber(value: string): number {
@@ -68,7 +69,9 @@ Examples:
   ./run demo                          server + client + kvclient, then clean up
 
 Where this machine's kernel cannot load modules (containers, CI), they run in
-the lab: a QEMU guest booting Debian's kernel, which stays up until ./run down.`,
+the lab: a QEMU guest booting Debian's kernel, which stays up until ./run down.
+
+${RUN_EXIT_CODES_HELP}`,
 		);
 
 	const load = program

@@ -249,7 +249,7 @@ export async function load(target: Target, module: BuiltModule, request: LoadReq
 			.map(record => `  kernel: ${record.text}`);
 		throw new UserError(
 			`insmod ${module.name} failed: ${result.stderr.trim() || (result.timedOut ? 'timed out' : `exit code ${result.exitCode}`)}`,
-			{ hint: reasons.length > 0 ? reasons.join('\n') : 'see ./run logs', exitCode: 1 },
+			{ hint: reasons.length > 0 ? reasons.join('\n') : 'see ./run logs' },
 		);
 	}
 	if (module.name === 'udp_server' && request.daemon !== false) {

@@ -8,7 +8,7 @@ import { mkdir, readFile, readlink, rename, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UserError } from './errors.js';
+import { EXIT_USAGE, UserError } from './errors.js';
 import { partialPath, writeFileAtomically } from './files.js';
 import { withFileLock } from './lock.js';
 import { log } from './log.js';
@@ -35,7 +35,7 @@ export function moduleNames(): string {
 
 export function checkModuleName(name: string): ModuleName {
 	if (!isModuleName(name)) {
-		throw new UserError(`unknown module "${name}"`, { hint: `the modules are: ${moduleNames()}`, exitCode: 2 });
+		throw new UserError(`unknown module "${name}"`, { hint: `the modules are: ${moduleNames()}`, exitCode: EXIT_USAGE });
 	}
 	return name;
 }

@@ -8,7 +8,7 @@
  *
  * `modinfo -p` prints one `name:description (type)` line per parameter.
  */
-import { UserError } from './errors.js';
+import { EXIT_USAGE, UserError } from './errors.js';
 
 export interface ParamSpec {
 	name: string;
@@ -139,7 +139,7 @@ export function validateParams(moduleName: string, specs: ParamSpec[], words: st
 	if (problems.length > 0) {
 		throw new UserError(problems.join('; '), {
 			hint: `${moduleName} takes these parameters:\n${describeParams(specs)}`,
-			exitCode: 2,
+			exitCode: EXIT_USAGE,
 		});
 	}
 	return assignments;

@@ -9,10 +9,14 @@ import { createInterface } from 'node:readline';
 import { pino, type Logger } from 'pino';
 import { prettyFactory } from 'pino-pretty';
 import { KvClient, KvNetworkError, KvProtocolError, KvServerError, KvTimeoutError, request, type RequestOptions } from './client.js';
+import { EXIT_INTERNAL, EXIT_OK, EXIT_USAGE } from '../src/errors.js';
 import { checkKey, checkValue, CMD_DELETE, CMD_INSERT, CMD_LOOKUP, CMD_STATS, DEFAULT_PORT, InvalidRequestError, MAX_KEY } from './protocol.js';
 
-/** Exit codes: 0 ok, 1 not found, 2 the server said ERR, 3 no answer / network, 64 bad usage (sysexits' EX_USAGE). */
-export const EXIT = { ok: 0, notFound: 1, serverError: 2, network: 3, usage: 64, internal: 70 } as const;
+/**
+ * Exit codes: 0 ok, 1 not found, 2 the server said ERR, 3 no answer / network;
+ * 64 bad usage and 70 a bug, as for ./run (src/errors.ts).
+ */
+export const EXIT = { ok: EXIT_OK, notFound: 1, serverError: 2, network: 3, usage: EXIT_USAGE, internal: EXIT_INTERNAL } as const;
 
 /** Ends the command with a message on stderr and an exit code. */
 export class KvExit extends Error {
@@ -70,6 +74,7 @@ Exit codes:
   2  the server answered ERR (reason on stderr)
   3  no reply after every try, or a network error
   64 a usage error (bad option, argument or key)
+  70 an internal error (a bug; please report it)
 
 Environment:
   KVCLIENT_HOST, KVCLIENT_PORT   defaults for --host and --port

@@ -3,20 +3,26 @@
  */
 import { CommanderError } from 'commander';
 import { buildProgram } from '../cli.js';
-import { UserError } from '../errors.js';
+import { EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, UserError } from '../errors.js';
 
+const program = buildProgram();
+// Usage errors, the subcommands' too, throw (commander has printed them) instead of exiting 1.
+for (const command of [program, ...program.commands]) {
+	command.exitOverride();
+}
 try {
-	await buildProgram().parseAsync(process.argv);
+	await program.parseAsync(process.argv);
 } catch (error) {
 	if (error instanceof CommanderError) {
-		process.exitCode = error.exitCode;
+		// --help and --version end with 0; anything else commander stops on is a usage error.
+		process.exitCode = error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
 	} else if (error instanceof UserError) {
 		process.stderr.write(`run: ${error.message}\n${error.hint ? `${error.hint}\n` : ''}`);
 		process.exitCode = error.exitCode;
 	} else {
 		process.stderr.write(`run: unexpected error (a bug; please report it):\n`);
 		console.error(error);
-		process.exitCode = 70;
+		process.exitCode = EXIT_INTERNAL;
 	}
 }
 // The command is over: leave now, even if a stdin pipe or a socket would keep

@@ -25,7 +25,7 @@ test('--help lists the commands and shows how to load a module', async t => {
 
 test('an unknown module is refused with the list of modules', async t => {
 	const { stderr, exitCode } = await run(['udp_sever', 'port=3000']);
-	t.is(exitCode, 2);
+	t.is(exitCode, 64);
 	t.regex(stderr, /run: unknown module "udp_sever"\nthe modules are: udp_server, udp_client/);
 });
 

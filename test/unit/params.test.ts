@@ -47,7 +47,7 @@ for (const [word, expected] of [
 		const error = t.throws(() => validateParams('udp_server', specs, [word]), { instanceOf: UserError });
 		t.is(error?.message, expected);
 		t.regex(error?.hint ?? '', /port +UDP port to listen on/);
-		t.is(error?.exitCode, 2);
+		t.is(error?.exitCode, 64);
 	});
 }
 
