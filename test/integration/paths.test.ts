@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from '../../src/lab/lab.js';
-import { PROJECT_ROOT } from '../../src/modules.js';
+import { kbuildPath, PROJECT_ROOT } from '../../src/modules.js';
 
 const LAB = `test-paths-${process.pid}`;
 let scratch = '';
@@ -57,6 +57,10 @@ test.before(async () => {
 test.after.always(async () => {
 	if (clone) {
 		await run(['down']);
+		// The space-free symlinks the clone's builds went through.
+		for (const dir of ['server-module', 'client-module']) {
+			await rm(path.dirname(await kbuildPath(path.join(clone, dir))), { recursive: true, force: true });
+		}
 	}
 	if (scratch) {
 		await rm(scratch, { recursive: true, force: true });
