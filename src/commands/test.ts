@@ -1,55 +1,171 @@
 /**
- * `./run test`: installs what is missing, then runs the whole ava suite
- * (unit, static analysis and lab integration tests) and ends with the line
- * `N passed, N failed` that CI reads.
+ * `./run test`: installs what is missing, then runs every check and ends with
+ * the line `N passed, N failed` that CI reads. A full run (no files named):
+ *   1. lint and format (Biome), counted as one test;
+ *   2. the unit tests on the newest Node 22 and 24 (binaries from the npm
+ *      registry, cached in .lab/cache/node);
+ *   3. the whole ava suite (unit, static analysis, lab integration tests) on
+ *      the Node that runs ./run.
+ * With files named, only those files, on this Node.
  */
 import { execa } from 'execa';
 import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { Lab } from '../lab/lab.js';
+import { isAlive } from '../lock.js';
 import { PROJECT_ROOT } from '../modules.js';
-import { TapTally } from '../tap.js';
+import { nodeBinary, OTHER_NODE_MAJORS } from '../node-versions.js';
+import { type Tally, TapTally } from '../tap.js';
 import { ensureSystemPackages } from './setup.js';
+
+/** What the lint and format check covers (also `npm run lint`). */
+export const LINTED = ['src', 'user-client', 'daemon', 'test', 'bench'];
+const UNIT_TESTS = 'dist/test/unit/**/*.test.js';
+const NODE_CACHE = path.join(PROJECT_ROOT, '.lab/cache/node');
+
+/** The PID in a test lab's name (test-<file>-<pid>, unit-<pid>), if any. */
+export function testLabOwner(name: string): number | undefined {
+	const match = /^(?:test-.+|unit)-(\d+)$/.exec(name);
+	return match ? Number(match[1]) : undefined;
+}
 
 /**
  * Each integration test file boots a lab named test-<file>-<pid> and stops it
- * when it ends; a file that was killed (a timeout) cannot, so sweep up here.
+ * when it ends; a file that was killed (a timeout) cannot, so sweep up here
+ * the labs whose test process is gone (another ./run test may be running).
  */
 async function removeTestLabs(): Promise<void> {
-	const labs = await readdir(path.join(PROJECT_ROOT, '.lab')).catch(() => [] as string[]);
-	for (const name of labs.filter(entry => entry.startsWith('test-') || entry.startsWith('unit-'))) {
+	const labs = await readdir(path.join(PROJECT_ROOT, '.lab')).catch((error: NodeJS.ErrnoException) => {
+		if (error.code === 'ENOENT') {
+			return [] as string[];
+		}
+		throw error;
+	});
+	for (const name of labs) {
+		const owner = testLabOwner(name);
+		if (owner === undefined || isAlive(owner)) {
+			continue;
+		}
 		await new Lab({ root: PROJECT_ROOT, name }).down();
 		await rm(path.join(PROJECT_ROOT, '.lab', name), { recursive: true, force: true });
 	}
 }
 
-export async function testCommand(files: string[]): Promise<void> {
-	await ensureSystemPackages();
-	const ava = path.join(PROJECT_ROOT, 'node_modules/.bin/ava');
-	const started = Date.now();
-	const child = execa(ava, ['--tap', ...files], {
+/** One part of the run and its counts, for the closing lines. */
+export interface Part {
+	label: string;
+	tally: Tally;
+}
+
+/**
+ * Runs ava with TAP output on `node`; `echo` prints every line as it comes,
+ * else the lines are printed only when something failed.
+ */
+async function runAva(node: string, files: string[], { echo, env = {} }: { echo: boolean; env?: Record<string, string> }) {
+	const child = execa(node, ['--enable-source-maps', path.join(PROJECT_ROOT, 'node_modules/ava/entrypoints/cli.mjs'), '--tap', ...files], {
 		cwd: PROJECT_ROOT,
 		reject: false,
 		stdout: 'pipe',
-		stderr: 'inherit',
+		stderr: echo ? 'inherit' : 'pipe',
 		stdin: 'ignore',
+		env,
 	});
 	const tally = new TapTally();
+	const lines: string[] = [];
 	for await (const line of createInterface({ input: child.stdout! })) {
-		process.stdout.write(`${line}\n`);
+		if (echo) {
+			process.stdout.write(`${line}\n`);
+		} else {
+			lines.push(line);
+		}
 		tally.add(line);
 	}
 	const result = await child;
-	const { passed, skipped, ...counts } = tally.result();
+	const counts = tally.result();
+	let crashed = '';
 	if (result.exitCode !== 0 && counts.failed === 0) {
 		// ava stopped without reporting a failure (a timeout, a crash): still a failure.
 		counts.failed = 1;
-		process.stdout.write(`not ok - the test runner exited with ${result.exitCode} before reporting every test\n`);
+		crashed = `not ok - the test runner exited with ${result.exitCode ?? result.signal} before reporting every test\n`;
 	}
+	if (!echo && counts.failed > 0) {
+		process.stdout.write(`${lines.join('\n')}\n`);
+		if (result.stderr) {
+			process.stderr.write(`${result.stderr}\n`);
+		}
+	}
+	process.stdout.write(crashed);
+	return counts;
+}
+
+/** Biome's lint and format check over the TypeScript: one test. */
+export async function lint(): Promise<Tally> {
+	const biome = path.join(PROJECT_ROOT, 'node_modules/.bin/biome');
+	const result = await execa(biome, ['ci', '--error-on-warnings', '--colors=off', ...LINTED], {
+		cwd: PROJECT_ROOT,
+		reject: false,
+		all: true,
+		stdin: 'ignore',
+	});
+	if (result.exitCode === 0) {
+		process.stdout.write('ok - lint and format check (biome ci)\n');
+		return { passed: 1, failed: 0, skipped: 0 };
+	}
+	process.stdout.write(`not ok - lint and format check (biome ci exited with ${result.exitCode ?? result.signal})\n`);
+	process.stdout.write(`${result.all}\n# npm run lint shows the findings; npm run format fixes the formatting\n`);
+	return { passed: 0, failed: 1, skipped: 0 };
+}
+
+/** The unit tests on the newest release of another Node major. */
+export async function unitTestsOn(major: number): Promise<Part> {
+	let binary: Awaited<ReturnType<typeof nodeBinary>>;
+	try {
+		binary = await nodeBinary(major, NODE_CACHE);
+	} catch (error) {
+		process.stdout.write(`not ok - Node ${major}: no binary to run the unit tests with: ${(error as Error).message}\n`);
+		return { label: `Node ${major}, unit tests`, tally: { passed: 0, failed: 1, skipped: 0 } };
+	}
+	if (binary.note) {
+		process.stdout.write(`# Node ${major}: ${binary.note}\n`);
+	}
+	process.stdout.write(`# unit tests on Node ${binary.version}\n`);
+	// `node` on PATH is this version too, for anything the tests start by name.
+	const env = { PATH: `${path.dirname(binary.node)}:${process.env['PATH'] ?? ''}` };
+	return { label: `Node ${binary.version}, unit tests`, tally: await runAva(binary.node, [UNIT_TESTS], { echo: false, env }) };
+}
+
+/** The closing lines: each part's counts, then the total CI reads. */
+export function summary(parts: Part[]): { lines: string[]; total: Tally } {
+	const total = { passed: 0, failed: 0, skipped: 0 };
+	const lines = parts.map(({ label, tally }) => {
+		total.passed += tally.passed;
+		total.failed += tally.failed;
+		total.skipped += tally.skipped;
+		return `# ${label}: ${tally.passed} passed, ${tally.failed} failed${tally.skipped ? `, ${tally.skipped} skipped` : ''}`;
+	});
+	lines.push(`${total.passed} passed, ${total.failed} failed${total.skipped ? `, ${total.skipped} skipped` : ''}`);
+	return { lines, total };
+}
+
+export async function testCommand(files: string[]): Promise<void> {
+	await ensureSystemPackages();
+	const started = Date.now();
+	const full = files.length === 0;
+	const parts: Part[] = [];
+	if (full) {
+		parts.push({ label: 'lint and format (Biome)', tally: await lint() });
+		for (const major of OTHER_NODE_MAJORS) {
+			parts.push(await unitTestsOn(major));
+		}
+	} else {
+		process.stdout.write(`# files named: no lint, no unit tests on Node ${OTHER_NODE_MAJORS.join(' and ')} (a full ./run test has them)\n`);
+	}
+	const suite = await runAva(process.execPath, files, { echo: true });
+	parts.push({ label: `Node ${process.versions.node}, ${full ? 'the whole suite' : files.join(' ')}`, tally: suite });
 	await removeTestLabs();
 	const minutes = ((Date.now() - started) / 60_000).toFixed(1);
-	process.stdout.write(`\nsuite time: ${minutes} min\n`);
-	process.stdout.write(`${passed} passed, ${counts.failed} failed${skipped ? `, ${skipped} skipped` : ''}\n`);
-	process.exitCode = result.exitCode === 0 && counts.failed === 0 && passed > 0 ? 0 : 1;
+	const { lines, total } = summary(parts);
+	process.stdout.write(`\nsuite time: ${minutes} min\n${lines.join('\n')}\n`);
+	process.exitCode = total.failed === 0 && total.passed > 0 ? 0 : 1;
 }

