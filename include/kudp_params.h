@@ -27,6 +27,10 @@
 	", default " __stringify(def) ")"
 
 #define KUDP_PARAM_UINT_RANGE(name, min, max)				\
+	KUDP_PARAM_UINT_RANGE_NAMED(name, name, min, max)
+
+/* The same, for parameter @name kept in the variable @var. */
+#define KUDP_PARAM_UINT_RANGE_NAMED(name, var, min, max)		\
 static int name##_set(const char *val, const struct kernel_param *kp)	\
 {									\
 	return param_set_uint_minmax(val, kp, min, max);		\
@@ -35,7 +39,7 @@ static const struct kernel_param_ops name##_ops = {			\
 	.set = name##_set,						\
 	.get = param_get_uint,						\
 };									\
-module_param_cb(name, &name##_ops, &name, 0444);			\
+module_param_cb(name, &name##_ops, &(var), 0444);			\
 __MODULE_PARM_TYPE(name, "uint")
 
 #endif /* KUDP_PARAMS_H */

@@ -16,10 +16,19 @@
 /* Module parameter defaults and bounds. */
 #define KUDP_DEFAULT_PORT	3000
 #define KUDP_DEFAULT_LEN	50
-/* Long enough for the longest fixed reply, "ERR unknown command\n". */
+/* Room for every fixed reply; the longest is "ERR unexpected argument\n". */
 #define KUDP_MIN_LEN		32
 /* The largest UDP payload over IPv4: 65535 - 20 (IP) - 8 (UDP). */
 #define KUDP_MAX_LEN		65507
+
+/*
+ * Reflection: to a sender that is not on the server's own host, a reply is
+ * at most KUDP_REFLECT_RATIO times the request's size, or KUDP_MIN_LEN bytes
+ * when that is more (every fixed reply fits in KUDP_MIN_LEN). A longer reply
+ * is replaced by "ERR pad to N": the same request padded with spaces to N
+ * bytes gets it.
+ */
+#define KUDP_REFLECT_RATIO	3
 
 /* Limits of the key-value table. */
 #define KUDP_MAX_KEY		250
@@ -51,5 +60,8 @@
 #define KUDP_ERR_VALUE_LONG	"value too long"
 #define KUDP_ERR_CONTROL	"control bytes"
 #define KUDP_ERR_FULL		"full"
+#define KUDP_ERR_BUSY		"busy"
+#define KUDP_ERR_NOMEM		"out of memory"
+#define KUDP_ERR_PAD		"pad to"
 
 #endif /* KUDP_PROTOCOL_H */

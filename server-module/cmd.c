@@ -4,15 +4,16 @@
  * (PROTOCOL.md).
  *
  * The same parser serves UDP datagrams and writes to /proc/ht. It never
- * writes more than `len` bytes of reply, so a small request cannot be turned
- * into a large reflected one, and it never reads past the request: nothing
- * here relies on a terminating NUL.
+ * writes more than len bytes of reply (main.c bounds replies to remote
+ * senders further), and it never reads past the request: nothing here relies
+ * on a terminating NUL.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/errno.h>
 #include <linux/kernel.h>
+#include <linux/slab.h>
 #include <linux/string.h>
 
 #include "kudp_protocol.h"
@@ -67,124 +68,186 @@ static bool has_control_bytes(const char *p, size_t n)
 	return false;
 }
 
-/* The reply buffer has room for len bytes plus a NUL. */
-static size_t reply_line(char *reply, int *status, int err, const char *fmt,
-			 const char *text)
+static __printf(3, 0) void reply_vline(struct kudp_reply *reply, int status,
+					  const char *fmt, va_list args)
 {
-	*status = err;
-	return scnprintf(reply, len + 1, fmt, text);
+	reply->status = status;
+	reply->size = vscnprintf(reply->buf, kudp_len + 1, fmt, args);
 }
 
-static size_t reply_error(char *reply, int *status, int err,
-			  const char *reason)
+/* Writes a reply line; reply->buf has room for len bytes and a NUL. */
+static __printf(3, 4) void reply_line(struct kudp_reply *reply, int status,
+				      const char *fmt, ...)
 {
+	va_list args;
+
+	va_start(args, fmt);
+	reply_vline(reply, status, fmt, args);
+	va_end(args);
+}
+
+/**
+ * kudp_reply_error() - answer "ERR reason" and count an error
+ * @reply: where the line goes
+ * @status: the errno that stands for the reason (PROTOCOL.md)
+ * @fmt: printf-style format of the reason, without "ERR " and "\n"
+ */
+void kudp_reply_error(struct kudp_reply *reply, int status,
+		      const char *fmt, ...)
+{
+	char reason[48];
+	va_list args;
+
+	va_start(args, fmt);
+	vscnprintf(reason, sizeof(reason), fmt, args);
+	va_end(args);
 	atomic_long_inc(&kudp_stats.errors);
-	return reply_line(reply, status, err, KUDP_ERR " %s\n", reason);
+	reply->greeting = false;
+	reply_line(reply, status, KUDP_ERR " %s\n", reason);
+}
+
+/* The reason, and the errno of PROTOCOL.md, for a failed change. */
+static void reply_change_failed(struct kudp_reply *reply, int err)
+{
+	switch (err) {
+	case -ENOSPC:
+		kudp_reply_error(reply, err, KUDP_ERR_FULL);
+		break;
+	case -ENOMEM:
+		kudp_reply_error(reply, err, KUDP_ERR_NOMEM);
+		break;
+	default:	/* -EBUSY: a resize, or memory about to be freed */
+		kudp_reply_error(reply, -EBUSY, KUDP_ERR_BUSY);
+		break;
+	}
 }
 
 /* "OK entries=.. bytes=..": as many whole fields as fit in len. */
-static size_t reply_stats(char *reply, int *status)
+static void reply_stats(struct kudp_reply *reply)
 {
 	const struct {
 		const char *name;
 		unsigned long value;
 	} fields[] = {
 		{ "entries", kv_entries() },
-		{ "bytes", kv_bytes() },
+		{ "bytes", kv_mem_charged() },
 		{ "requests", atomic_long_read(&kudp_stats.requests) },
 		{ "hits", atomic_long_read(&kudp_stats.hits) },
 		{ "misses", atomic_long_read(&kudp_stats.misses) },
 		{ "errors", atomic_long_read(&kudp_stats.errors) },
 		{ "drops", atomic_long_read(&kudp_stats.drops) },
 	};
+	char *buf = reply->buf;
 	char field[48];
-	size_t n = strscpy(reply, KUDP_OK, len + 1);
+	size_t n = strscpy(buf, KUDP_OK, kudp_len + 1);
 	size_t i, f;
 
 	for (i = 0; i < ARRAY_SIZE(fields); i++) {
 		f = scnprintf(field, sizeof(field), " %s=%lu",
 			      fields[i].name, fields[i].value);
-		if (n + f + 1 > len)	/* keep room for the "\n" */
+		if (n + f + 1 > kudp_len)	/* keep room for the "\n" */
 			break;
-		memcpy(reply + n, field, f);
+		memcpy(buf + n, field, f);
 		n += f;
 	}
-	reply[n++] = '\n';
-	reply[n] = '\0';
-	*status = 0;
-	return n;
+	buf[n++] = '\n';
+	buf[n] = '\0';
+	reply->size = n;
+	reply->status = 0;
 }
 
-static size_t do_lookup(const struct span *key, char *reply, int *status)
+static void do_lookup(const struct span *key, struct kudp_reply *reply)
 {
 	/* The reply is "OK " + value + "\n", and must fit in len. */
-	size_t room = len - 4;
-	int vlen = kv_lookup(key->p, key->n, reply + 3, room);
+	size_t room = kudp_len - 4;
+	char *buf = reply->buf;
+	int vlen = kv_lookup(key->p, key->n, buf + 3, room);
 
 	if (vlen == -ENOENT) {
 		atomic_long_inc(&kudp_stats.misses);
-		return reply_line(reply, status, -ENOENT, "%s\n", KUDP_NOT_FOUND);
+		reply_line(reply, -ENOENT, "%s\n", KUDP_NOT_FOUND);
+		return;
 	}
 	atomic_long_inc(&kudp_stats.hits);
-	if (vlen > room)	/* stored under a larger len */
-		return reply_error(reply, status, -EMSGSIZE, KUDP_ERR_TOO_LONG);
-	memcpy(reply, KUDP_OK " ", 3);
-	reply[3 + vlen] = '\n';
-	reply[4 + vlen] = '\0';
-	*status = 0;
-	return 4 + vlen;
+	if (vlen > room) {	/* stored under a larger len */
+		kudp_reply_error(reply, -EMSGSIZE, KUDP_ERR_TOO_LONG);
+		return;
+	}
+	memcpy(buf, KUDP_OK " ", 3);
+	buf[3 + vlen] = '\n';
+	buf[4 + vlen] = '\0';
+	reply->size = 4 + vlen;
+	reply->status = 0;
 }
 
-static size_t do_insert(const struct span *key, const struct span *value,
-			char *reply, int *status)
+/*
+ * The history line is charged with the entry, so that the two together stay
+ * within max_bytes; a line that cannot be allocated is left out.
+ */
+static void do_insert(const struct span *key, const struct span *value,
+		      struct kudp_reply *reply)
 {
+	struct kudp_line *line;
 	int ret;
 
 	mutex_lock(&kv_mutex);
-	ret = kv_insert(key->p, key->n, value->p, value->n);
-	if (!ret)
-		kudp_history_add("insert %.*s %.*s", (int)key->n, key->p,
-				 (int)value->n, value->p);
+	line = kudp_line_new("insert %.*s %.*s", (int)key->n, key->p,
+			     (int)value->n, value->p);
+	ret = kv_insert(key->p, key->n, value->p, value->n,
+			kudp_line_cost(line));
+	if (!ret && line)
+		kudp_history_add(line);
+	else
+		kfree(line);
 	mutex_unlock(&kv_mutex);
 
-	if (ret)
-		return reply_error(reply, status, -ENOSPC, KUDP_ERR_FULL);
+	if (ret) {
+		reply_change_failed(reply, ret);
+		return;
+	}
 	kudp_notify_daemon();
-	return reply_line(reply, status, 0, "%s\n", KUDP_OK);
+	reply_line(reply, 0, "%s\n", KUDP_OK);
 }
 
-static size_t do_delete(const struct span *key, char *reply, int *status)
+/*
+ * A delete always happens; its history line is left out when it does not
+ * fit in max_bytes (the deleted entry's memory comes back only after a
+ * grace period).
+ */
+static void do_delete(const struct span *key, struct kudp_reply *reply)
 {
+	struct kudp_line *line;
 	int ret;
 
 	mutex_lock(&kv_mutex);
 	ret = kv_delete(key->p, key->n);
-	if (!ret)
-		kudp_history_add("delete %.*s", (int)key->n, key->p);
+	if (!ret) {
+		line = kudp_line_new("delete %.*s", (int)key->n, key->p);
+		if (line && !kv_mem_reserve(kudp_line_cost(line)))
+			kudp_history_add(line);
+		else
+			kfree(line);
+	}
 	mutex_unlock(&kv_mutex);
 
-	if (ret)
-		return reply_line(reply, status, -ENOENT, "%s\n", KUDP_NOT_FOUND);
+	if (ret) {
+		reply_line(reply, -ENOENT, "%s\n", KUDP_NOT_FOUND);
+		return;
+	}
 	kudp_notify_daemon();
-	return reply_line(reply, status, 0, "%s\n", KUDP_OK);
+	reply_line(reply, 0, "%s\n", KUDP_OK);
 }
 
-/**
- * kudp_execute() - run one request and write its reply line
- * @req: the request, not NUL-terminated
- * @size: its length, at most len (longer requests are refused by the caller)
- * @reply: room for len + 1 bytes; gets the reply line and a NUL
- * @status: 0 for OK / GOT IT, -ENOENT for NOT FOUND, -ENOSPC for ERR full,
- *          -EMSGSIZE for ERR too long, -EINVAL for the other ERR replies
+/*
+ * Parses a request of at most len bytes and runs it. A command that runs
+ * writes its own reply; a malformed request gets none here.
  *
- * Return: the reply's length, "\n" included, NUL excluded; never above len.
+ * Return: NULL, or the reason for an "ERR" reply (PROTOCOL.md, in the order
+ * the checks are listed there).
  */
-size_t kudp_execute(const char *req, size_t size, char *reply, int *status)
+static const char *parse_and_run(struct span rest, struct kudp_reply *reply)
 {
-	struct span rest = { .p = req, .n = size };
-	struct span command, key, extra;
-
-	atomic_long_inc(&kudp_stats.requests);
+	struct span command, key;
 
 	/* netcat ends its line with "\n"; some tools send "\r\n". */
 	if (rest.n && rest.p[rest.n - 1] == '\n') {
@@ -193,46 +256,76 @@ size_t kudp_execute(const char *req, size_t size, char *reply, int *status)
 			rest.n--;
 	}
 	if (!rest.n)
-		return reply_error(reply, status, -EINVAL, KUDP_ERR_EMPTY);
+		return KUDP_ERR_EMPTY;
 	if (has_control_bytes(rest.p, rest.n))
-		return reply_error(reply, status, -EINVAL, KUDP_ERR_CONTROL);
+		return KUDP_ERR_CONTROL;
 
 	command = next_word(&rest);
-	if (span_is(&command, KUDP_HELLO) || span_is(&command, KUDP_CMD_STATS)) {
-		extra = next_word(&rest);
-		if (extra.n)
-			return reply_error(reply, status, -EINVAL, KUDP_ERR_EXTRA);
-		if (span_is(&command, KUDP_CMD_STATS))
-			return reply_stats(reply, status);
-		return reply_line(reply, status, 0, "%s\n", KUDP_GOT_IT);
+	if (span_is(&command, KUDP_HELLO)) {
+		if (next_word(&rest).n)
+			return KUDP_ERR_EXTRA;
+		reply->greeting = true;
+		reply_line(reply, 0, "%s\n", KUDP_GOT_IT);
+		return NULL;
+	}
+	if (span_is(&command, KUDP_CMD_STATS)) {
+		if (next_word(&rest).n)
+			return KUDP_ERR_EXTRA;
+		reply_stats(reply);
+		return NULL;
 	}
 	if (!span_is(&command, KUDP_CMD_INSERT) &&
 	    !span_is(&command, KUDP_CMD_LOOKUP) &&
 	    !span_is(&command, KUDP_CMD_DELETE))
-		return reply_error(reply, status, -EINVAL, KUDP_ERR_UNKNOWN);
+		return KUDP_ERR_UNKNOWN;
 
 	key = next_word(&rest);
 	if (!key.n)
-		return reply_error(reply, status, -EINVAL, KUDP_ERR_NO_KEY);
+		return KUDP_ERR_NO_KEY;
 	if (key.n > KUDP_MAX_KEY)
-		return reply_error(reply, status, -EINVAL, KUDP_ERR_KEY_LONG);
+		return KUDP_ERR_KEY_LONG;
 
 	if (span_is(&command, KUDP_CMD_INSERT)) {
 		/* The value is the rest of the line, inner spaces and all. */
 		skip_spaces_in(&rest);
 		if (!rest.n)
-			return reply_error(reply, status, -EINVAL,
-					   KUDP_ERR_NO_VALUE);
+			return KUDP_ERR_NO_VALUE;
 		if (rest.n > KUDP_MAX_VALUE)
-			return reply_error(reply, status, -EINVAL,
-					   KUDP_ERR_VALUE_LONG);
-		return do_insert(&key, &rest, reply, status);
+			return KUDP_ERR_VALUE_LONG;
+		do_insert(&key, &rest, reply);
+		return NULL;
 	}
 
-	extra = next_word(&rest);
-	if (extra.n)
-		return reply_error(reply, status, -EINVAL, KUDP_ERR_EXTRA);
+	if (next_word(&rest).n)
+		return KUDP_ERR_EXTRA;
 	if (span_is(&command, KUDP_CMD_LOOKUP))
-		return do_lookup(&key, reply, status);
-	return do_delete(&key, reply, status);
+		do_lookup(&key, reply);
+	else
+		do_delete(&key, reply);
+	return NULL;
+}
+
+/**
+ * kudp_execute() - run one request and write its reply line
+ * @req: the request, not NUL-terminated; may be NULL when @size > len
+ * @size: the request's full length; one longer than len is refused whole
+ *        and never read
+ * @reply: gets the reply (see struct kudp_reply)
+ *
+ * Every request is counted in stats, whatever its fate.
+ */
+void kudp_execute(const char *req, size_t size, struct kudp_reply *reply)
+{
+	struct span request = { .p = req, .n = size };
+	const char *reason;
+
+	atomic_long_inc(&kudp_stats.requests);
+	reply->greeting = false;
+	if (size > kudp_len) {
+		kudp_reply_error(reply, -EMSGSIZE, KUDP_ERR_TOO_LONG);
+		return;
+	}
+	reason = parse_and_run(request, reply);
+	if (reason)
+		kudp_reply_error(reply, -EINVAL, "%s", reason);
 }

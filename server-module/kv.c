@@ -1,22 +1,32 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * The key-value table of udp_server.
+ * The key-value table of udp_server, and the memory budget it shares with
+ * the command history.
  *
  * An rhashtable: it grows and shrinks with the number of entries, so there
  * is no bucket count to guess. Lookups run under RCU only and copy the value
  * out without allocating; changes are serialized by kv_mutex, which cmd.c
- * holds across a change and its history entry so both happen in one order.
- * Replaced and deleted entries are freed after a grace period (kfree_rcu).
+ * holds across a change and its history line so both happen in one order.
+ * Replaced and deleted entries are freed after an RCU grace period.
  *
  * Keys are 1..KUDP_MAX_KEY bytes and values 1..KUDP_MAX_VALUE bytes, stored
- * back to back in one allocation per entry. max_entries and max_bytes (keys
- * plus values) bound the table's memory.
+ * back to back in one allocation per entry.
+ *
+ * max_bytes bounds the kernel memory the table and the history take, counted
+ * as the slab allocator hands it out (kmalloc_size_roundup()), not as the
+ * bytes asked for:
+ *   - each entry's allocation, plus KV_BUCKET_COST for its share of the
+ *     rhashtable's bucket arrays;
+ *   - replaced and deleted entries until the grace period frees them;
+ *   - the history ring and its lines (proc.c).
+ * max_entries bounds the number of entries.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/jhash.h>
 #include <linux/overflow.h>
+#include <linux/rcupdate.h>
 #include <linux/rhashtable.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
@@ -38,12 +48,28 @@ struct kv_key {
 	size_t len;
 };
 
-/* Serializes changes to the table (and, in cmd.c, their history entries). */
+/*
+ * An entry's share of the bucket arrays, at worst: the table grows to twice
+ * its size when it is 75% full and shrinks when it is 30% full, so it has
+ * fewer than 3.4 buckets per entry, and fewer than 4 while a growing table
+ * and its successor both exist. A bucket is one pointer.
+ */
+#define KV_BUCKET_COST		(4 * sizeof(struct rhash_head *))
+
+/* Serializes changes to the table (and, in cmd.c, their history lines). */
 DEFINE_MUTEX(kv_mutex);
 static struct rhashtable kv_table;
 /* Written under kv_mutex, read anywhere for stats and limits. */
 static unsigned long kv_count;
-static unsigned long kv_size;
+
+/*
+ * Bytes charged against max_bytes. They grow only under kv_mutex (so a
+ * check and the charge that follows it cannot interleave with another) and
+ * shrink anywhere, also from RCU callbacks. kv_pending is the part held by
+ * entries waiting for their grace period.
+ */
+static atomic_long_t kv_charged;
+static atomic_long_t kv_pending;
 
 static u32 kv_key_hash(const void *data, u32 unused, u32 seed)
 {
@@ -75,6 +101,59 @@ static const struct rhashtable_params kv_params = {
 	.automatic_shrinking = true,
 };
 
+/**
+ * kv_mem_cost() - what an allocation of @size bytes really takes
+ * @size: the bytes asked of kmalloc()
+ *
+ * Return: the size of the slab object (or pages) kmalloc() hands out.
+ */
+size_t kv_mem_cost(size_t size)
+{
+	return kmalloc_size_roundup(size);
+}
+
+/**
+ * kv_mem_reserve() - charge @bytes against max_bytes, if they fit
+ * @bytes: what is about to be allocated
+ *
+ * Context: the caller holds kv_mutex.
+ * Return: 0 when charged; -EBUSY when they would fit once the entries
+ * waiting for a grace period are freed (soon: try again); else -ENOSPC.
+ */
+int kv_mem_reserve(size_t bytes)
+{
+	unsigned long charged = atomic_long_read(&kv_charged);
+
+	lockdep_assert_held(&kv_mutex);
+	if (charged + bytes <= kudp_max_bytes) {
+		atomic_long_add(bytes, &kv_charged);
+		return 0;
+	}
+	if (charged - atomic_long_read(&kv_pending) + bytes <= kudp_max_bytes)
+		return -EBUSY;
+	return -ENOSPC;
+}
+
+/* Gives back what kv_mem_reserve() charged, once it is freed. */
+void kv_mem_release(size_t bytes)
+{
+	atomic_long_sub(bytes, &kv_charged);
+}
+
+/* The bytes charged against max_bytes now: the "bytes" of stats. */
+unsigned long kv_mem_charged(void)
+{
+	return atomic_long_read(&kv_charged);
+}
+
+static size_t kv_entry_cost(size_t klen, size_t vlen)
+{
+	struct kv_entry *entry;
+
+	return kv_mem_cost(struct_size(entry, data, klen + vlen)) +
+	       KV_BUCKET_COST;
+}
+
 int kv_init(void)
 {
 	return rhashtable_init(&kv_table, &kv_params);
@@ -82,30 +161,42 @@ int kv_init(void)
 
 static void kv_free_entry(void *ptr, void *arg)
 {
-	kfree(ptr);
+	struct kv_entry *entry = ptr;
+
+	kv_mem_release(kv_entry_cost(entry->klen, entry->vlen));
+	kfree(entry);
+}
+
+static void kv_free_entry_rcu(struct rcu_head *head)
+{
+	struct kv_entry *entry = container_of(head, struct kv_entry, rcu);
+
+	atomic_long_sub(kv_entry_cost(entry->klen, entry->vlen), &kv_pending);
+	kv_free_entry(entry, NULL);
+}
+
+/* Frees an entry taken out of the table once no RCU reader can see it. */
+static void kv_retire(struct kv_entry *entry)
+{
+	atomic_long_add(kv_entry_cost(entry->klen, entry->vlen), &kv_pending);
+	call_rcu(&entry->rcu, kv_free_entry_rcu);
 }
 
 /*
  * Only after the socket, the thread and the /proc files are gone: nothing can
  * reach the table any more, so no RCU reader remains and the entries left in
- * it are freed at once. Entries replaced or deleted earlier may still wait in
- * kfree_rcu(); that runs no code of this module, so no rcu_barrier() is
- * needed before unload. Freeing 100 000 entries takes about 70-90 ms in the
- * emulated lab guest.
+ * it are freed at once. rcu_barrier() then waits for the entries retired
+ * earlier, whose callback is this module's code.
  */
 void kv_destroy(void)
 {
 	rhashtable_free_and_destroy(&kv_table, kv_free_entry, NULL);
+	rcu_barrier();
 }
 
 unsigned long kv_entries(void)
 {
 	return READ_ONCE(kv_count);
-}
-
-unsigned long kv_bytes(void)
-{
-	return READ_ONCE(kv_size);
 }
 
 static struct kv_entry *kv_find_locked(const char *key, size_t klen)
@@ -122,26 +213,33 @@ static struct kv_entry *kv_find_locked(const char *key, size_t klen)
  * @klen: 1..KUDP_MAX_KEY
  * @value: the value, @vlen bytes
  * @vlen: 1..KUDP_MAX_VALUE
+ * @extra: bytes to charge with the entry (its history line); the caller
+ *         releases them when it frees what they stand for
  *
  * Context: the caller holds kv_mutex.
- * Return: 0, -ENOSPC when max_entries or max_bytes would be passed, or
- * -ENOMEM.
+ * Return: 0; -ENOSPC when max_entries or max_bytes would be passed; -EBUSY
+ * when memory is held only by entries waiting for a grace period, or the
+ * table is busy resizing; -ENOMEM when the kernel is out of memory.
  */
-int kv_insert(const char *key, size_t klen, const char *value, size_t vlen)
+int kv_insert(const char *key, size_t klen, const char *value, size_t vlen,
+	      size_t extra)
 {
-	unsigned long size = klen + vlen;
+	size_t cost = kv_entry_cost(klen, vlen);
 	struct kv_entry *old, *entry;
 	int ret;
 
 	old = kv_find_locked(key, klen);
-	if (!old && kv_count >= max_entries)
+	if (!old && kv_count >= kudp_max_entries)
 		return -ENOSPC;
-	if (kv_size - (old ? old->klen + old->vlen : 0) + size > max_bytes)
-		return -ENOSPC;
+	ret = kv_mem_reserve(cost + extra);
+	if (ret)
+		return ret;
 
-	entry = kmalloc(struct_size(entry, data, size), GFP_KERNEL);
-	if (!entry)
-		return -ENOMEM;
+	entry = kmalloc(struct_size(entry, data, klen + vlen), KUDP_GFP);
+	if (!entry) {
+		ret = -ENOMEM;
+		goto out_release;
+	}
 	entry->klen = klen;
 	entry->vlen = vlen;
 	memcpy(entry->data, key, klen);
@@ -152,8 +250,7 @@ int kv_insert(const char *key, size_t klen, const char *value, size_t vlen)
 					      &entry->node, kv_params);
 		if (ret)
 			goto out_free_entry;
-		WRITE_ONCE(kv_size, kv_size - old->klen - old->vlen + size);
-		kfree_rcu(old, rcu);
+		kv_retire(old);
 		return 0;
 	}
 
@@ -161,12 +258,13 @@ int kv_insert(const char *key, size_t klen, const char *value, size_t vlen)
 	if (ret)
 		goto out_free_entry;
 	WRITE_ONCE(kv_count, kv_count + 1);
-	WRITE_ONCE(kv_size, kv_size + size);
 	return 0;
 
 out_free_entry:
 	kfree(entry);
-	return ret == -EBUSY ? -ENOSPC : ret;
+out_release:
+	kv_mem_release(cost + extra);
+	return ret;
 }
 
 /**
@@ -189,8 +287,7 @@ int kv_delete(const char *key, size_t klen)
 	if (ret)
 		return ret;
 	WRITE_ONCE(kv_count, kv_count - 1);
-	WRITE_ONCE(kv_size, kv_size - entry->klen - entry->vlen);
-	kfree_rcu(entry, rcu);
+	kv_retire(entry);
 	return 0;
 }
 

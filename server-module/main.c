@@ -19,14 +19,17 @@
 #include <linux/inet.h>
 #include <linux/kthread.h>
 #include <linux/ktime.h>
+#include <linux/memcontrol.h>
 #include <linux/module.h>
 #include <linux/net.h>
 #include <linux/ratelimit.h>
 #include <linux/sched.h>
+#include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <linux/socket.h>
 #include <linux/uio.h>
 #include <net/net_namespace.h>
+#include <net/route.h>
 #include <net/sock.h>
 
 #include "kudp_kthread.h"
@@ -39,33 +42,33 @@ KUDP_PARAM_UINT_RANGE(port, 1, 65535);
 MODULE_PARM_DESC(port, "UDP port to listen on "
 		 KUDP_RANGE(1, 65535, KUDP_DEFAULT_PORT));
 
-unsigned int len = KUDP_DEFAULT_LEN;
-KUDP_PARAM_UINT_RANGE(len, KUDP_MIN_LEN, KUDP_MAX_LEN);
+unsigned int kudp_len = KUDP_DEFAULT_LEN;
+KUDP_PARAM_UINT_RANGE_NAMED(len, kudp_len, KUDP_MIN_LEN, KUDP_MAX_LEN);
 MODULE_PARM_DESC(len, "Longest request and reply, in bytes "
 		 KUDP_RANGE(KUDP_MIN_LEN, KUDP_MAX_LEN, KUDP_DEFAULT_LEN));
 
 /*
  * Loopback by default: a module that parses untrusted input in kernel space
- * should not face the network unless asked to. The lab passes bind=0.0.0.0,
- * since its port forwards arrive on the guest's eth0 and the guest cannot
- * route anywhere but to this machine.
+ * should not face the network unless asked to.
  */
-static char *bind = "127.0.0.1";
-module_param(bind, charp, 0444);
+static char *bind_addr = "127.0.0.1";
+module_param_named(bind, bind_addr, charp, 0444);
 MODULE_PARM_DESC(bind, "Address to listen on (IPv4 address, default 127.0.0.1)");
 
-unsigned int max_entries = KUDP_DEFAULT_MAX_ENTRIES;
-KUDP_PARAM_UINT_RANGE(max_entries, 1, 4194304);
+unsigned int kudp_max_entries = KUDP_DEFAULT_MAX_ENTRIES;
+KUDP_PARAM_UINT_RANGE_NAMED(max_entries, kudp_max_entries, 1, 4194304);
 MODULE_PARM_DESC(max_entries, "Most entries the table holds "
 		 KUDP_RANGE(1, 4194304, KUDP_DEFAULT_MAX_ENTRIES));
 
-unsigned int max_bytes = KUDP_DEFAULT_MAX_BYTES;
-KUDP_PARAM_UINT_RANGE(max_bytes, 1024, 1073741824);
-MODULE_PARM_DESC(max_bytes, "Most bytes of keys and values the table holds "
-		 KUDP_RANGE(1024, 1073741824, KUDP_DEFAULT_MAX_BYTES));
+unsigned int kudp_max_bytes = KUDP_DEFAULT_MAX_BYTES;
+KUDP_PARAM_UINT_RANGE_NAMED(max_bytes, kudp_max_bytes, KUDP_MIN_MAX_BYTES,
+			    1073741824);
+MODULE_PARM_DESC(max_bytes, "Most bytes of memory the table and history take "
+		 KUDP_RANGE(KUDP_MIN_MAX_BYTES, 1073741824,
+			    KUDP_DEFAULT_MAX_BYTES));
 
-unsigned int history = KUDP_DEFAULT_HISTORY;
-KUDP_PARAM_UINT_RANGE(history, 1, 65536);
+unsigned int kudp_history = KUDP_DEFAULT_HISTORY;
+KUDP_PARAM_UINT_RANGE_NAMED(history, kudp_history, 1, 65536);
 MODULE_PARM_DESC(history, "Changing commands kept for /proc/ht "
 		 KUDP_RANGE(1, 65536, KUDP_DEFAULT_HISTORY));
 
@@ -73,10 +76,28 @@ static struct socket *sock;
 static struct task_struct *thread;
 /*
  * Owned by the thread, len + 1 bytes each: the request's extra byte tells an
- * oversized datagram apart, the reply's holds scnprintf()'s NUL.
+ * oversized datagram apart, the reply's holds the NUL.
  */
-static char *request;
-static char *reply;
+static char *request_buf;
+static char *reply_buf;
+
+/*
+ * The memory cgroup of whoever loaded the module. Requests make the server
+ * allocate (entries, history lines); that memory is charged here, whether
+ * the request came from the network (the server thread) or from /proc/ht.
+ */
+static struct mem_cgroup *kudp_memcg;
+
+/* Starts charging KUDP_GFP allocations to kudp_memcg; returns the old one. */
+struct mem_cgroup *kudp_memcg_enter(void)
+{
+	return set_active_memcg(kudp_memcg);
+}
+
+void kudp_memcg_leave(struct mem_cgroup *old)
+{
+	set_active_memcg(old);
+}
 
 /*
  * Per-datagram lines share one budget so a flood cannot fill the log. The
@@ -104,7 +125,7 @@ static bool log_greeting(void)
 
 static void send_reply(struct sockaddr_in *to, size_t size)
 {
-	struct kvec iov = { .iov_base = reply, .iov_len = size };
+	struct kvec iov = { .iov_base = reply_buf, .iov_len = size };
 	struct msghdr msg = {
 		.msg_name = to,
 		.msg_namelen = sizeof(*to),
@@ -122,37 +143,56 @@ static void send_reply(struct sockaddr_in *to, size_t size)
 }
 
 /**
+ * bound_reflection() - keep a reply from amplifying a forged request
+ * @from: the sender
+ * @size: the request's size
+ * @reply: the reply, replaced by "ERR pad to N" when it is too long
+ *
+ * A datagram's source address can be forged, so a small request must not
+ * draw a large reply onto someone else (memcached's CVE-2018-1000115). To a
+ * sender that is not on this host, a reply is at most KUDP_REFLECT_RATIO
+ * times the request, or KUDP_MIN_LEN bytes. A sender that wants a longer
+ * reply pads its request with spaces to N bytes, which the parser skips.
+ * Senders on this host cannot be forged from outside it (the kernel drops
+ * such martians), so they get every reply whole.
+ */
+static void bound_reflection(const struct sockaddr_in *from, size_t size,
+			     struct kudp_reply *reply)
+{
+	size_t limit = max_t(size_t, size * KUDP_REFLECT_RATIO, KUDP_MIN_LEN);
+
+	if (reply->size <= limit ||
+	    inet_addr_type(&init_net, from->sin_addr.s_addr) == RTN_LOCAL)
+		return;
+	kudp_reply_error(reply, -EMSGSIZE, KUDP_ERR_PAD " %zu",
+			 DIV_ROUND_UP(reply->size, KUDP_REFLECT_RATIO));
+}
+
+/**
  * serve() - answer one datagram
  * @from: the sender, where the reply goes
  * @size: the datagram's full length, which may be more than was received
  *
- * A datagram longer than len was cut by the receive; it is refused whole,
- * so its first len bytes are never taken for a different, valid command.
+ * A datagram longer than len was cut by the receive; kudp_execute() refuses
+ * it whole, so its first len bytes are never taken for a different, valid
+ * command.
  */
 static void serve(struct sockaddr_in *from, size_t size)
 {
-	bool log = false;
-	size_t n;
-	int status;
+	struct kudp_reply reply = { .buf = reply_buf };
+	bool log;
 
-	if (size > len) {
-		n = scnprintf(reply, len + 1, KUDP_ERR " " KUDP_ERR_TOO_LONG "\n");
-		status = -EMSGSIZE;
-		atomic_long_inc(&kudp_stats.requests);
-		atomic_long_inc(&kudp_stats.errors);
-	} else {
-		n = kudp_execute(request, size, reply, &status);
-		/* Only the greeting is logged at info level, and not always. */
-		log = n == sizeof(KUDP_GOT_IT) && !status &&
-		      !memcmp(reply, KUDP_GOT_IT, n - 1) && log_greeting();
-	}
+	kudp_execute(request_buf, size, &reply);
+	bound_reflection(from, size, &reply);
+	/* Only the greeting is logged at info level, and not always. */
+	log = reply.greeting && log_greeting();
 	if (log)
 		pr_info("received " KUDP_HELLO " from %pI4:%u\n",
 			&from->sin_addr, ntohs(from->sin_port));
 	else
 		pr_debug("%zu-byte request from %pI4:%u: status %d\n", size,
-			 &from->sin_addr, ntohs(from->sin_port), status);
-	send_reply(from, n);
+			 &from->sin_addr, ntohs(from->sin_port), reply.status);
+	send_reply(from, reply.size);
 	if (log)
 		pr_info("sent " KUDP_GOT_IT " to %pI4:%u\n",
 			&from->sin_addr, ntohs(from->sin_port));
@@ -168,14 +208,15 @@ static bool shutting_down(void)
  * server_thread() - receive one datagram at a time and answer it
  * @data: unused
  *
- * The receive blocks until a datagram arrives, the socket is shut down
- * (it then returns -EAGAIN at once) or sk_rcvtimeo passes, so the loop
- * notices kthread_should_stop() promptly in every case.
+ * The receive blocks until a datagram arrives or module_exit shuts the
+ * socket down; the shutdown wakes it, and it then returns at once, so the
+ * loop needs no timeout to notice the unload.
  *
  * Return: 0, to kthread_stop().
  */
 static int server_thread(void *data)
 {
+	struct mem_cgroup *old_memcg = kudp_memcg_enter();
 	struct sockaddr_in from;
 	struct kvec iov;
 	struct msghdr msg;
@@ -190,9 +231,10 @@ static int server_thread(void *data)
 		 * result is the datagram's full length: either way a datagram
 		 * longer than len shows up as ret > len.
 		 */
-		iov.iov_base = request;
-		iov.iov_len = len + 1;
-		ret = kernel_recvmsg(sock, &msg, &iov, 1, len + 1, MSG_TRUNC);
+		iov.iov_base = request_buf;
+		iov.iov_len = kudp_len + 1;
+		ret = kernel_recvmsg(sock, &msg, &iov, 1, kudp_len + 1,
+				     MSG_TRUNC);
 		if (shutting_down())
 			break;
 		if (ret < 0) {
@@ -201,12 +243,13 @@ static int server_thread(void *data)
 			continue;
 		}
 		if (msg.msg_flags & MSG_TRUNC)
-			ret = max_t(int, ret, len + 1);
+			ret = max_t(int, ret, kudp_len + 1);
 		serve(&from, ret);
 		/* A flood must not starve the rest of this CPU. */
 		cond_resched();
 	}
 
+	kudp_memcg_leave(old_memcg);
 	kudp_idle_until_stopped();
 	return 0;
 }
@@ -218,9 +261,11 @@ static int parse_bind(void)
 {
 	const char *end;
 
-	if (!bind || !in4_pton(bind, -1, (u8 *)&listen_addr.sin_addr.s_addr,
-			       '\0', &end) || *end) {
-		pr_err("bind=\"%s\" is not an IPv4 address\n", bind ? bind : "");
+	if (!bind_addr ||
+	    !in4_pton(bind_addr, -1, (u8 *)&listen_addr.sin_addr.s_addr, '\0',
+		      &end) || *end) {
+		pr_err("bind=\"%s\" is not an IPv4 address\n",
+		       bind_addr ? bind_addr : "");
 		return -EINVAL;
 	}
 	listen_addr.sin_port = htons(port);
@@ -267,11 +312,6 @@ static int open_socket(void)
 		sock_release(sock);
 		return ret;
 	}
-	/*
-	 * module_exit's shutdown wakes a blocked receive; the timeout is a
-	 * second line of defence, bounding any missed wake-up to 100 ms.
-	 */
-	sock->sk->sk_rcvtimeo = HZ / 10;
 	return 0;
 }
 
@@ -284,10 +324,12 @@ static int __init udp_server_init(void)
 		return ret;
 	ratelimit_set_flags(&packet_log, RATELIMIT_MSG_ON_RELEASE);
 
+	kudp_memcg = get_mem_cgroup_from_mm(current->mm);
+
 	/* Up to 64 KiB each: kvmalloc() does not need contiguous pages. */
-	request = kvmalloc(len + 1, GFP_KERNEL);
-	reply = kvmalloc(len + 1, GFP_KERNEL);
-	if (!request || !reply) {
+	request_buf = kvmalloc(kudp_len + 1, GFP_KERNEL_ACCOUNT);
+	reply_buf = kvmalloc(kudp_len + 1, GFP_KERNEL_ACCOUNT);
+	if (!request_buf || !reply_buf) {
 		ret = -ENOMEM;
 		goto out_free_buffers;
 	}
@@ -308,7 +350,7 @@ static int __init udp_server_init(void)
 		goto out_remove_proc;
 	}
 	pr_info("listening on %pI4:%u (len %u)\n", &listen_addr.sin_addr,
-		port, len);
+		port, kudp_len);
 	return 0;
 
 out_remove_proc:
@@ -318,8 +360,9 @@ out_release_sock:
 out_destroy_table:
 	kv_destroy();
 out_free_buffers:
-	kvfree(reply);
-	kvfree(request);
+	kvfree(reply_buf);
+	kvfree(request_buf);
+	mem_cgroup_put(kudp_memcg);
 	return ret;
 }
 
@@ -342,8 +385,9 @@ static void __exit udp_server_exit(void)
 	sock_release(sock);
 	kudp_proc_exit();
 	kv_destroy();
-	kvfree(reply);
-	kvfree(request);
+	kvfree(reply_buf);
+	kvfree(request_buf);
+	mem_cgroup_put(kudp_memcg);
 	/* Unload must stay prompt under any load: say how long it took. */
 	pr_info("stopped in %lld us\n", ktime_us_delta(ktime_get(), start));
 }

@@ -15,6 +15,9 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/kernel.h>
+#include <linux/math64.h>
+#include <linux/mm.h>
+#include <linux/overflow.h>
 #include <linux/pid.h>
 #include <linux/proc_fs.h>
 #include <linux/sched.h>
@@ -28,39 +31,91 @@
 #include "kudp_protocol.h"
 #include "udp_server.h"
 
+/* One line of the history, and the bytes it is charged against max_bytes. */
+struct kudp_line {
+	size_t cost;
+	char text[];
+};
+
 /*
  * The history: a ring of the last `history` changing commands. Line number
  * n (counting from 0 since load) lives in ring[n % history]; lines are added
  * under kv_mutex, so they are in the order the table changed, and ring_lock
- * guards the ring itself, so a reader never sees a line being replaced.
+ * guards the ring itself, so a reader never sees a line being replaced. The
+ * ring and its lines are charged against max_bytes like the table.
  */
-static char **ring;
+static struct kudp_line **ring;
+static size_t ring_cost;
 static u64 ring_added;	/* lines added since load; the next one's number */
 static DEFINE_SPINLOCK(ring_lock);
 
+static struct kudp_line **ring_slot(u64 n)
+{
+	u32 slot;
+
+	div_u64_rem(n, kudp_history, &slot);
+	return &ring[slot];
+}
+
+/**
+ * kudp_line_new() - format a line for the history
+ * @fmt: printf-style format of the normalised command, without "\n"
+ *
+ * The line is not charged yet: the caller charges kudp_line_cost() with the
+ * change it records, then hands the line to kudp_history_add(), or kfree()s
+ * it.
+ *
+ * Return: the line, or NULL when there is no memory for it (the history is
+ * best effort; the table is not).
+ */
+struct kudp_line *kudp_line_new(const char *fmt, ...)
+{
+	struct kudp_line *line;
+	va_list args;
+	int n;
+
+	va_start(args, fmt);
+	n = vsnprintf(NULL, 0, fmt, args);
+	va_end(args);
+
+	line = kmalloc(struct_size(line, text, n + 1), KUDP_GFP);
+	if (!line)
+		return NULL;
+	line->cost = kv_mem_cost(struct_size(line, text, n + 1));
+	va_start(args, fmt);
+	vsnprintf(line->text, n + 1, fmt, args);
+	va_end(args);
+	return line;
+}
+
+size_t kudp_line_cost(const struct kudp_line *line)
+{
+	return line ? line->cost : 0;
+}
+
 /**
  * kudp_history_add() - remember a command that changed the table
- * @fmt: printf-style format of the normalised command, without "\n"
+ * @line: from kudp_line_new(), its cost already charged
+ *
+ * The oldest line makes room when the ring is full; its charge goes back.
  *
  * Context: process context; the caller holds kv_mutex.
  */
-void kudp_history_add(const char *fmt, ...)
+void kudp_history_add(struct kudp_line *line)
 {
-	char *line, *old;
-	va_list args;
+	struct kudp_line **slot, *old;
 
-	va_start(args, fmt);
-	line = kvasprintf(GFP_KERNEL, fmt, args);
-	va_end(args);
-	if (!line)
-		return;	/* the history is best effort; the table is not */
-
+	lockdep_assert_held(&kv_mutex);
+	slot = ring_slot(ring_added);
 	spin_lock(&ring_lock);
-	old = ring[ring_added % history];
-	ring[ring_added % history] = line;
+	old = *slot;
+	*slot = line;
 	ring_added++;
 	spin_unlock(&ring_lock);
-	kfree(old);
+	if (old) {
+		kv_mem_release(old->cost);
+		kfree(old);
+	}
 }
 
 /*
@@ -74,16 +129,16 @@ static void *history_start(struct seq_file *m, loff_t *pos)
 	u64 oldest;
 
 	spin_lock(&ring_lock);
-	oldest = ring_added > history ? ring_added - history : 0;
+	oldest = ring_added > kudp_history ? ring_added - kudp_history : 0;
 	if (*pos < oldest)
 		*pos = oldest;
-	return *pos < ring_added ? ring[*pos % history] : NULL;
+	return *pos < ring_added ? *ring_slot(*pos) : NULL;
 }
 
 static void *history_next(struct seq_file *m, void *v, loff_t *pos)
 {
 	++*pos;
-	return *pos < ring_added ? ring[*pos % history] : NULL;
+	return *pos < ring_added ? *ring_slot(*pos) : NULL;
 }
 
 static void history_stop(struct seq_file *m, void *v)
@@ -94,7 +149,9 @@ static void history_stop(struct seq_file *m, void *v)
 
 static int history_show(struct seq_file *m, void *v)
 {
-	seq_printf(m, "%s\n", (const char *)v);
+	const struct kudp_line *line = v;
+
+	seq_printf(m, "%s\n", line->text);
 	return 0;
 }
 
@@ -114,33 +171,45 @@ static int ht_open(struct inode *inode, struct file *file)
  * ht_write() - run one command written to /proc/ht
  * @file: unused
  * @ubuf: the command, exactly as it would arrive in a datagram
- * @count: its length; more than len is refused whole
+ * @count: its length; more than len is refused whole, unread
  * @ppos: unused: every write is a command of its own
  *
- * Return: @count for OK or GOT IT; otherwise the errno PROTOCOL.md lists:
- * -ENOENT for NOT FOUND, -ENOSPC for ERR full, -EMSGSIZE for ERR too long
- * (or a write longer than len), -EINVAL for every other ERR.
+ * Return: @count for OK or GOT IT; otherwise the errno PROTOCOL.md lists for
+ * the reply the command got (-ENOENT for NOT FOUND, -ENOSPC for ERR full,
+ * -EMSGSIZE for ERR too long, ...).
  */
 static ssize_t ht_write(struct file *file, const char __user *ubuf,
 			size_t count, loff_t *ppos)
 {
-	char *req, *reply;
-	int status;
+	struct kudp_reply reply = {};
+	struct mem_cgroup *memcg;
+	char *req = NULL;
+	ssize_t ret;
 
-	if (count > len)
-		return -EMSGSIZE;
-	req = vmemdup_user(ubuf, count);
-	if (IS_ERR(req))
-		return PTR_ERR(req);
-	reply = kvmalloc(len + 1, GFP_KERNEL);
-	if (!reply) {
-		kvfree(req);
-		return -ENOMEM;
+	memcg = kudp_memcg_enter();
+	reply.buf = kvmalloc(kudp_len + 1, KUDP_GFP);
+	if (!reply.buf) {
+		ret = -ENOMEM;
+		goto out;
 	}
-	kudp_execute(req, count, reply, &status);
-	kvfree(reply);
+	if (count <= kudp_len) {
+		req = kvmalloc(max_t(size_t, count, 1), KUDP_GFP);
+		if (!req) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		if (copy_from_user(req, ubuf, count)) {
+			ret = -EFAULT;
+			goto out;
+		}
+	}
+	kudp_execute(req, count, &reply);
+	ret = reply.status ? reply.status : count;
+out:
 	kvfree(req);
-	return status ? status : count;
+	kvfree(reply.buf);
+	kudp_memcg_leave(memcg);
+	return ret;
 }
 
 static const struct proc_ops ht_ops = {
@@ -164,26 +233,26 @@ static const struct proc_ops hashtable_ops = {
 };
 
 /*
- * The registered daemon. Holding its struct pid (not the number) makes PID
- * reuse harmless: a new process with the same number has a different struct
- * pid, which nobody registered. daemon_lock guards the pointer; whoever
- * clears or replaces it puts the registration's reference.
+ * The registered backup daemon, kvd. Holding its struct pid (not the number)
+ * makes PID reuse harmless: a new process with the same number has a
+ * different struct pid, which nobody registered. kvd_lock guards the
+ * pointer; whoever clears or replaces it puts the registration's reference.
  */
-static struct pid *daemon;
-static DEFINE_SPINLOCK(daemon_lock);
+static struct pid *kvd_pid;
+static DEFINE_SPINLOCK(kvd_lock);
 
-static void daemon_set(struct pid *pid)
+static void kvd_set(struct pid *pid)
 {
 	struct pid *old;
 
-	spin_lock(&daemon_lock);
-	old = daemon;
-	daemon = pid;
-	spin_unlock(&daemon_lock);
+	spin_lock(&kvd_lock);
+	old = kvd_pid;
+	kvd_pid = pid;
+	spin_unlock(&kvd_lock);
 	put_pid(old);
 }
 
-static bool daemon_alive(struct pid *pid)
+static bool kvd_alive(struct pid *pid)
 {
 	bool alive;
 
@@ -194,29 +263,29 @@ static bool daemon_alive(struct pid *pid)
 }
 
 /**
- * daemon_get() - the registered daemon, if it is still running
+ * kvd_get() - the registered daemon, if it is still running
  *
  * A daemon that exited without unregistering is forgotten here.
  *
  * Return: the daemon's struct pid with a reference for the caller, or NULL.
  */
-static struct pid *daemon_get(void)
+static struct pid *kvd_get(void)
 {
 	struct pid *pid;
 	bool cleared = false;
 
-	spin_lock(&daemon_lock);
-	pid = get_pid(daemon);
-	spin_unlock(&daemon_lock);
-	if (!pid || daemon_alive(pid))
+	spin_lock(&kvd_lock);
+	pid = get_pid(kvd_pid);
+	spin_unlock(&kvd_lock);
+	if (!pid || kvd_alive(pid))
 		return pid;
 
-	spin_lock(&daemon_lock);
-	if (daemon == pid) {	/* not replaced meanwhile */
-		daemon = NULL;
+	spin_lock(&kvd_lock);
+	if (kvd_pid == pid) {	/* not replaced meanwhile */
+		kvd_pid = NULL;
 		cleared = true;
 	}
-	spin_unlock(&daemon_lock);
+	spin_unlock(&kvd_lock);
 	if (cleared)
 		put_pid(pid);	/* the registration's reference */
 	put_pid(pid);		/* ours */
@@ -229,7 +298,7 @@ static struct pid *daemon_get(void)
  */
 void kudp_notify_daemon(void)
 {
-	struct pid *pid = daemon_get();
+	struct pid *pid = kvd_get();
 
 	if (pid) {
 		kill_pid(pid, SIGUSR1, 1);
@@ -239,7 +308,7 @@ void kudp_notify_daemon(void)
 
 static int daemonpid_show(struct seq_file *m, void *v)
 {
-	struct pid *pid = daemon_get();
+	struct pid *pid = kvd_get();
 
 	seq_printf(m, "%d\n", pid ? pid_vnr(pid) : 0);
 	put_pid(pid);
@@ -275,7 +344,7 @@ static ssize_t daemonpid_write(struct file *file, const char __user *ubuf,
 	if (nr < 0)
 		return -EINVAL;
 	if (nr == 0) {
-		daemon_set(NULL);
+		kvd_set(NULL);
 		return count;
 	}
 	/*
@@ -285,7 +354,7 @@ static ssize_t daemonpid_write(struct file *file, const char __user *ubuf,
 	 */
 	if (nr != task_tgid_vnr(current))
 		return -EPERM;
-	daemon_set(get_task_pid(current, PIDTYPE_TGID));
+	kvd_set(get_task_pid(current, PIDTYPE_TGID));
 	return count;
 }
 
@@ -297,13 +366,30 @@ static const struct proc_ops daemonpid_ops = {
 	.proc_write = daemonpid_write,
 };
 
+/*
+ * The ring is charged against max_bytes first: a history too large for the
+ * budget is refused at load time rather than leaving no room for the table.
+ */
 int kudp_proc_init(void)
 {
-	ring = kvcalloc(history, sizeof(*ring), GFP_KERNEL);
-	if (!ring)
-		return -ENOMEM;
+	int ret;
+
+	ring_cost = kv_mem_cost(array_size(kudp_history, sizeof(*ring)));
+	mutex_lock(&kv_mutex);
+	ret = kv_mem_reserve(ring_cost);
+	mutex_unlock(&kv_mutex);
+	if (ret) {
+		pr_err("history=%u needs %zu bytes, more than max_bytes=%u\n",
+		       kudp_history, ring_cost, kudp_max_bytes);
+		return -EINVAL;
+	}
+	ring = kvcalloc(kudp_history, sizeof(*ring), GFP_KERNEL_ACCOUNT);
+	if (!ring) {
+		ret = -ENOMEM;
+		goto out_release;
+	}
 	if (!proc_create("ht", 0600, NULL, &ht_ops))
-		goto out_free_ring;
+		goto out_exists;
 	if (!proc_create("hashtable", 0400, NULL, &hashtable_ops))
 		goto out_remove_ht;
 	if (!proc_create("daemonpid", 0600, NULL, &daemonpid_ops))
@@ -314,10 +400,13 @@ out_remove_hashtable:
 	remove_proc_entry("hashtable", NULL);
 out_remove_ht:
 	remove_proc_entry("ht", NULL);
-out_free_ring:
-	kvfree(ring);
+out_exists:
 	pr_err("cannot create the /proc files (another udp_server loaded?)\n");
-	return -EEXIST;
+	kvfree(ring);
+	ret = -EEXIST;
+out_release:
+	kv_mem_release(ring_cost);
+	return ret;
 }
 
 /*
@@ -331,8 +420,13 @@ void kudp_proc_exit(void)
 	remove_proc_entry("daemonpid", NULL);
 	remove_proc_entry("hashtable", NULL);
 	remove_proc_entry("ht", NULL);
-	daemon_set(NULL);
-	for (i = 0; i < history; i++)
-		kfree(ring[i]);
+	kvd_set(NULL);
+	for (i = 0; i < kudp_history; i++) {
+		if (ring[i]) {
+			kv_mem_release(ring[i]->cost);
+			kfree(ring[i]);
+		}
+	}
 	kvfree(ring);
+	kv_mem_release(ring_cost);
 }

@@ -4,13 +4,16 @@
  *
  *   main.c  parameters, the socket and the kthread that serves it
  *   cmd.c   the request parser: one request in, one reply line out
- *   kv.c    the key-value table (rhashtable, RCU lookups)
- *   proc.c  /proc/ht, /proc/hashtable, /proc/daemonpid
+ *   kv.c    the key-value table (rhashtable, RCU lookups) and the memory
+ *           budget, max_bytes, that the table and the history share
+ *   proc.c  /proc/ht (commands and their history), /proc/hashtable,
+ *           /proc/daemonpid
  */
 #ifndef UDP_SERVER_H
 #define UDP_SERVER_H
 
 #include <linux/atomic.h>
+#include <linux/gfp.h>
 #include <linux/mutex.h>
 #include <linux/seq_file.h>
 #include <linux/types.h>
@@ -22,13 +25,25 @@
  */
 #define KUDP_DEFAULT_MAX_ENTRIES	131072
 #define KUDP_DEFAULT_MAX_BYTES		16777216
+#define KUDP_MIN_MAX_BYTES		16384
 #define KUDP_DEFAULT_HISTORY		128
 
 /* Module parameters (main.c). */
-extern unsigned int len;
-extern unsigned int max_entries;
-extern unsigned int max_bytes;
-extern unsigned int history;
+extern unsigned int kudp_len;
+extern unsigned int kudp_max_entries;
+extern unsigned int kudp_max_bytes;
+extern unsigned int kudp_history;
+
+/*
+ * Memory that requests make the server allocate: charged to the memory
+ * cgroup of whoever loaded the module (see kudp_memcg_enter()). Any sender
+ * can make it fail, so a failure is answered, not logged (__GFP_NOWARN), and
+ * never worth hard reclaim or the OOM killer (__GFP_NORETRY).
+ */
+#define KUDP_GFP	(GFP_KERNEL_ACCOUNT | __GFP_NORETRY | __GFP_NOWARN)
+
+struct mem_cgroup *kudp_memcg_enter(void);
+void kudp_memcg_leave(struct mem_cgroup *old);
 
 /* Counters for the "stats" command. */
 struct kudp_stats {
@@ -41,26 +56,51 @@ struct kudp_stats {
 
 extern struct kudp_stats kudp_stats;
 
+/**
+ * struct kudp_reply - the answer to one request (cmd.c)
+ * @buf: the reply line and a NUL; room for kudp_len + 1 bytes
+ * @size: the line's length, "\n" included, NUL excluded; at most kudp_len
+ * @status: 0 for OK and GOT IT, else the errno PROTOCOL.md gives for the
+ *          reply (-ENOENT for NOT FOUND, -ENOSPC for ERR full, ...)
+ * @greeting: the request was HELLO, answered with GOT IT
+ */
+struct kudp_reply {
+	char *buf;
+	size_t size;
+	int status;
+	bool greeting;
+};
+
 /* cmd.c */
-size_t kudp_execute(const char *req, size_t size, char *reply, int *status);
+void kudp_execute(const char *req, size_t size, struct kudp_reply *reply);
+void kudp_reply_error(struct kudp_reply *reply, int status,
+		      const char *fmt, ...) __printf(3, 4);
 
 /* kv.c: changes need kv_mutex; lookups need only RCU. */
 extern struct mutex kv_mutex;
 
 int kv_init(void);
 void kv_destroy(void);
-int kv_insert(const char *key, size_t klen, const char *value, size_t vlen);
+int kv_insert(const char *key, size_t klen, const char *value, size_t vlen,
+	      size_t extra);
 int kv_delete(const char *key, size_t klen);
 int kv_lookup(const char *key, size_t klen, char *out, size_t out_size);
 unsigned long kv_entries(void);
-unsigned long kv_bytes(void);
+int kv_mem_reserve(size_t bytes);
+void kv_mem_release(size_t bytes);
+unsigned long kv_mem_charged(void);
+size_t kv_mem_cost(size_t size);
 int kv_seq_open(struct file *file);
 int kv_seq_release(struct inode *inode, struct file *file);
 
-/* proc.c */
+/* proc.c: the history of changing commands, and the files in /proc. */
+struct kudp_line;
+
 int kudp_proc_init(void);
 void kudp_proc_exit(void);
-void kudp_history_add(const char *fmt, ...) __printf(1, 2);
+struct kudp_line *kudp_line_new(const char *fmt, ...) __printf(1, 2);
+size_t kudp_line_cost(const struct kudp_line *line);
+void kudp_history_add(struct kudp_line *line);
 void kudp_notify_daemon(void);
 
 #endif /* UDP_SERVER_H */

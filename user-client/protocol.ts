@@ -10,6 +10,13 @@ export const DEFAULT_LEN = 50;
 export const MIN_LEN = 32;
 export const MAX_LEN = 65507;
 
+/**
+ * To a sender not on the server's host, a reply is at most REFLECT_RATIO
+ * times the request (or MIN_LEN bytes); a longer one is replaced by
+ * `ERR pad to N` (see padRequest).
+ */
+export const REFLECT_RATIO = 3;
+
 /* Limits of the key-value table, in bytes. */
 export const MAX_KEY = 250;
 export const MAX_VALUE = 4096;
@@ -41,6 +48,9 @@ export const ERR_REASONS = {
 	valueLong: 'value too long',
 	control: 'control bytes',
 	full: 'full',
+	busy: 'busy',
+	noMemory: 'out of memory',
+	pad: 'pad to',
 } as const;
 
 export type ErrReason = (typeof ERR_REASONS)[keyof typeof ERR_REASONS];
@@ -123,6 +133,25 @@ export function parseReply(datagram: Buffer | string): Reply {
 	if (text === NOT_FOUND) return { kind: 'notFound' };
 	if (text.startsWith(`${ERR} `)) return { kind: 'err', reason: text.slice(ERR.length + 1) };
 	return { kind: 'other', text };
+}
+
+/**
+ * For an `ERR pad to N` reason: N, the size the request must be padded to.
+ * Undefined for any other reason.
+ */
+export function padSize(reason: string): number | undefined {
+	const match = new RegExp(`^${ERR_REASONS.pad} (\\d+)$`).exec(reason);
+	return match ? Number(match[1]) : undefined;
+}
+
+/**
+ * `request` padded with spaces to at least `size` bytes, which the server
+ * skips after the last word of HELLO, stats, lookup and delete. Never for an
+ * insert, whose value would take the spaces in (its replies are short and
+ * never need padding).
+ */
+export function padRequest(request: string, size: number): string {
+	return request + ' '.repeat(Math.max(0, size - Buffer.byteLength(request)));
 }
 
 /**

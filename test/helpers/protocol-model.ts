@@ -1,7 +1,8 @@
 /**
- * A reference model of how the server must classify one datagram, written
- * from PROTOCOL.md independently of the C code. The fuzz test holds every
- * reply of the real module to it.
+ * A reference model of the server's replies, written from PROTOCOL.md
+ * independently of the C code: how it classifies one datagram
+ * (expectedReply), and the exact reply it must send (modelReply). The fuzz
+ * test holds every reply of the real module to it.
  */
 
 export const MAX_KEY = 250;
@@ -9,7 +10,7 @@ export const MAX_VALUE = 4096;
 
 export type Expected =
 	| { kind: 'error'; reason: string }
-	/** Well-formed: the reply depends on the table (OK, OK value, NOT FOUND, or ERR full). */
+	/** Well-formed: the reply depends on the table (see modelReply). */
 	| { kind: 'valid'; command: 'HELLO' | 'insert' | 'lookup' | 'delete' | 'stats'; key?: string; value?: string };
 
 const isControl = (byte: number) => byte < 0x20 || byte === 0x7f;
@@ -57,4 +58,46 @@ export function expectedReply(datagram: Buffer, len: number): Expected {
 	const value = text.slice(valueStart);
 	if (value.length > MAX_VALUE) return error('value too long');
 	return { kind: 'valid', command, key, value };
+}
+
+export const REFLECT_RATIO = 3;
+export const MIN_LEN = 32;
+
+/** The longest reply the server may send to a sender off its host for a request of `requestSize` bytes. */
+export function reflectBound(requestSize: number): number {
+	return Math.max(REFLECT_RATIO * requestSize, MIN_LEN);
+}
+
+/** The stats line, whose numbers no single client can predict: only its form and size are known. */
+const STATS = /^OK( (entries|bytes|requests|hits|misses|errors|drops)=\d+)*\n$/;
+const STATS_OR_PAD = /^(OK( (entries|bytes|requests|hits|misses|errors|drops)=\d+)*|ERR pad to \d+)\n$/;
+
+/**
+ * The exact reply to `datagram` from a server whose table holds `table` for
+ * the keys this client owns (updated in place, as the server's is), sent to
+ * a sender off the server's host: replies longer than reflectBound() become
+ * `ERR pad to N`. The table is big enough for every insert (no ERR full).
+ * Returns a RegExp only for `stats`, whose counters are the server's own.
+ */
+export function modelReply(datagram: Buffer, len: number, table: Map<string, string>): string | RegExp {
+	const expected = expectedReply(datagram, len);
+	const bound = reflectBound(datagram.length);
+	const bounded = (reply: string) => (reply.length <= bound ? reply : `ERR pad to ${Math.ceil(reply.length / REFLECT_RATIO)}\n`);
+	if (expected.kind === 'error') return bounded(`ERR ${expected.reason}\n`);
+	switch (expected.command) {
+		case 'HELLO':
+			return bounded('GOT IT\n');
+		case 'stats':
+			// The line's length is the server's: whole, or replaced when it passes the bound.
+			return bound >= len ? STATS : STATS_OR_PAD;
+		case 'insert':
+			table.set(expected.key!, expected.value!);
+			return 'OK\n';
+		case 'lookup': {
+			const value = table.get(expected.key!);
+			return bounded(value === undefined ? 'NOT FOUND\n' : `OK ${value}\n`);
+		}
+		case 'delete':
+			return table.delete(expected.key!) ? 'OK\n' : 'NOT FOUND\n';
+	}
 }

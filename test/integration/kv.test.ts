@@ -68,7 +68,9 @@ labTest('every request of PROTOCOL.md gets its reply', async t => {
 	for (const [message, reply] of cases) {
 		t.is(await send(port, Buffer.from(message, 'utf8')), Buffer.from(reply, 'utf8').toString('latin1'), JSON.stringify(message));
 	}
-	const stats = await send(port, 'stats');
+	// A stats line is longer than a 5-byte request may draw from another host (PROTOCOL.md, Reflection).
+	t.regex(await send(port, 'stats'), /^ERR pad to \d+\n$/);
+	const stats = await send(port, `stats${' '.repeat(40)}`);
 	t.regex(stats, /^OK entries=3 bytes=\d+ requests=\d+ hits=\d+ misses=\d+ errors=\d+ drops=0\n$/);
 });
 
@@ -76,7 +78,8 @@ labTest('values up to 4096 bytes are stored, longer ones refused', async t => {
 	const port = await restart(t, ['len=8192']);
 	const value = 'v'.repeat(4096);
 	t.is(await send(port, `insert big ${value}`), 'OK\n');
-	t.is(await send(port, 'lookup big'), `OK ${value}\n`);
+	t.is(await send(port, 'lookup big'), 'ERR pad to 1367\n', '4 100 bytes for a 10-byte request from another host');
+	t.is(await send(port, 'lookup big'.padEnd(1367)), `OK ${value}\n`);
 	t.is(await send(port, `insert big ${value}w`), 'ERR value too long\n');
 });
 
@@ -87,18 +90,20 @@ labTest('length boundaries: len-1 and len bytes are served, len+1 is refused who
 		const prefix = 'insert edge ';
 		return prefix + 'x'.repeat(size - prefix.length);
 	};
+	// Lookups padded so that a len-byte reply may come back to this host (PROTOCOL.md, Reflection).
+	const lookup = 'lookup edge'.padEnd(Math.ceil(len / 3));
 	t.is(await send(port, insert(len - 1)), 'OK\n');
-	t.is(await send(port, 'lookup edge'), `OK ${'x'.repeat(len - 1 - 12)}\n`);
+	t.is(await send(port, lookup), `OK ${'x'.repeat(len - 1 - 12)}\n`);
 	t.is(await send(port, insert(len)), 'OK\n');
-	t.is(await send(port, 'lookup edge'), `OK ${'x'.repeat(len - 12)}\n`);
+	t.is(await send(port, lookup), `OK ${'x'.repeat(len - 12)}\n`);
 	// One byte more must not be truncated into the valid command above.
 	t.is(await send(port, insert(len + 1)), 'ERR too long\n');
-	t.is(await send(port, 'lookup edge'), `OK ${'x'.repeat(len - 12)}\n`);
+	t.is(await send(port, lookup), `OK ${'x'.repeat(len - 12)}\n`);
 	t.is(await send(port, `${insert(len - 1)}\n`), 'OK\n', 'a line end counts toward len');
 	t.is(await send(port, `${insert(len)}\n`), 'ERR too long\n');
 	t.is(await send(port, 'x'.repeat(65_000)), 'ERR too long\n');
 	// Replies never exceed len, stats included.
-	const stats = await send(port, 'stats');
+	const stats = await send(port, 'stats'.padEnd(len));
 	t.true(stats.length <= len, `stats reply is ${stats.length} bytes`);
 	t.regex(stats, /^OK entries=1 bytes=\d+( \w+=\d+)*\n$/);
 });
@@ -212,11 +217,23 @@ labTest('max_entries and max_bytes: ERR full, overwrites still allowed', async t
 	t.is(await send(port, 'delete k1'), 'OK\n');
 	t.is(await send(port, 'insert k5 v'), 'OK\n');
 
-	port = await restart(t, ['max_bytes=1024', 'len=2048']);
-	t.is(await send(port, `insert a ${'x'.repeat(1000)}`), 'OK\n');
-	t.is(await send(port, `insert b ${'x'.repeat(100)}`), 'ERR full\n');
-	t.is(await send(port, 'insert a small'), 'OK\n');
-	t.is(await send(port, `insert b ${'x'.repeat(100)}`), 'OK\n');
+	// max_bytes counts what is allocated (PROTOCOL.md, Limits): an entry with a
+	// 2 000-byte value takes a 2 KiB slab object (its 32-byte header included)
+	// and 32 bytes of buckets, and its history line another 2 KiB until the
+	// next line replaces it (history=1). Five fit in 16 KiB, where counting
+	// the bytes of keys and values would let eight in.
+	port = await restart(t, ['max_bytes=16384', 'len=4096', 'history=1']);
+	const value = 'x'.repeat(2000);
+	let stored = 0;
+	while ((await send(port, `insert k${stored} ${value}`)) === 'OK\n') stored++;
+	t.is(stored, 5, 'the table and its one history line hold five entries');
+	t.is(await send(port, `insert k${stored} ${value}`), 'ERR full\n');
+	const bytes = Number(/bytes=(\d+)/.exec(await send(port, 'stats'.padEnd(40)))?.[1]);
+	t.is(bytes, 8 + stored * (2048 + 32) + 2048, 'the ring, five entries and one line');
+	t.is(await send(port, 'delete k0'), 'OK\n');
+	// The deleted entry's memory comes back after an RCU grace period.
+	await guest(t, 'sleep 0.5');
+	t.is(await send(port, `insert k${stored} ${value}`), 'OK\n');
 });
 
 labTest('unload with 100 000 entries is prompt and leaves nothing behind', async t => {

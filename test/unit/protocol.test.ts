@@ -48,6 +48,10 @@ const MIRROR: Record<string, string | number> = {
 	KUDP_ERR_VALUE_LONG: protocol.ERR_REASONS.valueLong,
 	KUDP_ERR_CONTROL: protocol.ERR_REASONS.control,
 	KUDP_ERR_FULL: protocol.ERR_REASONS.full,
+	KUDP_ERR_BUSY: protocol.ERR_REASONS.busy,
+	KUDP_ERR_NOMEM: protocol.ERR_REASONS.noMemory,
+	KUDP_ERR_PAD: protocol.ERR_REASONS.pad,
+	KUDP_REFLECT_RATIO: protocol.REFLECT_RATIO,
 };
 
 test('the header was parsed, and every value is a plain literal', t => {
