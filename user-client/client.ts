@@ -12,6 +12,8 @@ import {
 	CMD_STATS,
 	formatRequest,
 	HELLO,
+	padRequest,
+	padSize,
 	parseReply,
 	parseStats,
 	type Reply,
@@ -187,6 +189,9 @@ export function request(message: string | Buffer, options: RequestOptions): Prom
 	});
 }
 
+/** Bytes of padding beyond what `ERR pad to N` asks for. */
+const PAD_MARGIN = 4;
+
 /**
  * Typed calls for each command of PROTOCOL.md. `ERR` replies reject with
  * KvServerError, replies that make no sense for the command with
@@ -201,9 +206,27 @@ export class KvClient {
 		return parseReply(await request(message, { ...this.options, ...overrides }));
 	}
 
+	/**
+	 * Sends a request that takes trailing spaces (not an insert). When the
+	 * server asks for a longer request (`ERR pad to N`: it bounds replies to
+	 * senders off its host to a few times the request, against reflection
+	 * attacks), sends it again padded with spaces, a few bytes more than
+	 * asked since counters may grow in between.
+	 */
+	private async ask(message: string, overrides?: Partial<RequestOptions>): Promise<Reply> {
+		let reply = await this.send(message, overrides);
+		for (let again = 0; again < 3 && reply.kind === 'err'; again++) {
+			const size = padSize(reply.reason);
+			if (size === undefined || size <= Buffer.byteLength(message)) break;
+			message = padRequest(message, size + PAD_MARGIN);
+			reply = await this.send(message, overrides);
+		}
+		return reply;
+	}
+
 	/** Resolves when the server answers GOT IT. */
 	async hello(overrides?: Partial<RequestOptions>): Promise<void> {
-		const reply = await this.send(formatRequest(HELLO), overrides);
+		const reply = await this.ask(formatRequest(HELLO), overrides);
 		if (reply.kind !== 'gotIt') unexpected(HELLO, reply);
 	}
 
@@ -215,7 +238,7 @@ export class KvClient {
 
 	/** The value stored under `key`, or undefined for NOT FOUND. */
 	async lookup(key: string, overrides?: Partial<RequestOptions>): Promise<string | undefined> {
-		const reply = await this.send(formatRequest(CMD_LOOKUP, key), overrides);
+		const reply = await this.ask(formatRequest(CMD_LOOKUP, key), overrides);
 		if (reply.kind === 'notFound') return undefined;
 		if (reply.kind !== 'ok' || reply.value === undefined) unexpected(CMD_LOOKUP, reply);
 		return reply.value;
@@ -223,7 +246,7 @@ export class KvClient {
 
 	/** True when `key` was there and is now gone, false for NOT FOUND. */
 	async delete(key: string, overrides?: Partial<RequestOptions>): Promise<boolean> {
-		const reply = await this.send(formatRequest(CMD_DELETE, key), overrides);
+		const reply = await this.ask(formatRequest(CMD_DELETE, key), overrides);
 		if (reply.kind === 'notFound') return false;
 		if (reply.kind !== 'ok' || reply.value !== undefined) unexpected(CMD_DELETE, reply);
 		return true;
@@ -231,7 +254,7 @@ export class KvClient {
 
 	/** The server's counters (fields that did not fit in `len` are missing). */
 	async stats(overrides?: Partial<RequestOptions>): Promise<Stats> {
-		const reply = await this.send(formatRequest(CMD_STATS), overrides);
+		const reply = await this.ask(formatRequest(CMD_STATS), overrides);
 		const stats = reply.kind === 'ok' ? parseStats(reply.value ?? '') : undefined;
 		if (!stats) unexpected(CMD_STATS, reply);
 		return stats;
