@@ -19,31 +19,33 @@ const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
 async function measure(port: number, clients: number): Promise<number> {
 	const deadline = Date.now() + SECONDS * 1000;
 	const counts = await Promise.all(
-		Array.from({ length: clients }, (_, client) =>
-			new Promise<number>(resolve => {
-				const socket = dgram.createSocket('udp4');
-				let done = 0;
-				let timer: NodeJS.Timeout | undefined;
-				const next = () => {
-					if (Date.now() >= deadline) {
+		Array.from(
+			{ length: clients },
+			(_, client) =>
+				new Promise<number>(resolve => {
+					const socket = dgram.createSocket('udp4');
+					let done = 0;
+					let timer: NodeJS.Timeout | undefined;
+					const next = () => {
+						if (Date.now() >= deadline) {
+							clearTimeout(timer);
+							socket.close();
+							resolve(done);
+							return;
+						}
+						const key = `c${client}k${done % 500}`;
+						const message = done % 2 === 0 ? `insert ${key} value${done}` : `lookup ${key}`;
+						socket.send(message);
+						// A lost datagram must not stall the client.
 						clearTimeout(timer);
-						socket.close();
-						resolve(done);
-						return;
-					}
-					const key = `c${client}k${done % 500}`;
-					const message = done % 2 === 0 ? `insert ${key} value${done}` : `lookup ${key}`;
-					socket.send(message);
-					// A lost datagram must not stall the client.
-					clearTimeout(timer);
-					timer = setTimeout(next, 500);
-				};
-				socket.on('message', () => {
-					done++;
-					next();
-				});
-				socket.connect(port, '127.0.0.1', next);
-			}),
+						timer = setTimeout(next, 500);
+					};
+					socket.on('message', () => {
+						done++;
+						next();
+					});
+					socket.connect(port, '127.0.0.1', next);
+				}),
 		),
 	);
 	return counts.reduce((sum, count) => sum + count, 0) / SECONDS;
@@ -60,10 +62,9 @@ export async function runBenchmark(): Promise<void> {
 
 		const userPort = await freePort('udp');
 		await target.exposeUdp(userPort, 3001);
-		await target.exec(
-			['sh', '-c', `setsid ${process.execPath} ${PROJECT_ROOT}/dist/bench/userspace-server.js 3001 >/dev/null 2>&1 &`],
-			{ timeoutMs: 10_000 },
-		);
+		await target.exec(['sh', '-c', `setsid ${process.execPath} ${PROJECT_ROOT}/dist/bench/userspace-server.js 3001 >/dev/null 2>&1 &`], {
+			timeoutMs: 10_000,
+		});
 		await sleep(5000); // Node's first start in the guest is slow under emulation.
 
 		const rows: Array<[string, number, number]> = [];
@@ -73,13 +74,16 @@ export async function runBenchmark(): Promise<void> {
 		}
 
 		// Memory per entry: unreclaimable slab before and after 100 000 inserts.
-		const slab = async () =>
-			Number((await target.exec(['sh', '-c', "sync; awk '/^SUnreclaim/ {print $2}' /proc/meminfo"])).stdout);
+		const slab = async () => Number((await target.exec(['sh', '-c', "sync; awk '/^SUnreclaim/ {print $2}' /proc/meminfo"])).stdout);
 		await unload(target, 'udp_server');
 		await load(target, server, { name: 'udp_server', params: ['port=3000'], hostPort: kernelPort, daemon: false });
 		const before = await slab();
 		await target.exec(
-			['sh', '-c', `${process.execPath} -e 'const fs=require("fs"); const fd=fs.openSync("/proc/ht","w"); for (let i=0;i<100000;i++) fs.writeSync(fd, "insert key"+String(i).padStart(6,"0")+" value"+String(i).padStart(6,"0"));'`],
+			[
+				'sh',
+				'-c',
+				`${process.execPath} -e 'const fs=require("fs"); const fd=fs.openSync("/proc/ht","w"); for (let i=0;i<100000;i++) fs.writeSync(fd, "insert key"+String(i).padStart(6,"0")+" value"+String(i).padStart(6,"0"));'`,
+			],
 			{ timeoutMs: 600_000 },
 		);
 		const after = await slab();
@@ -92,9 +96,10 @@ export async function runBenchmark(): Promise<void> {
 			console.log(`| ${name} | ${clients} | ${rate.toFixed(0)} | ${(rate / baseline).toFixed(2)}× |`);
 		}
 		const perEntry = ((after - before) * 1024) / 100_000;
-		console.log(`\nmemory: 100 000 entries (12-byte keys, 12-byte values) took ${after - before} kB of kernel slab, ${perEntry.toFixed(0)} bytes per entry`);
+		console.log(
+			`\nmemory: 100 000 entries (12-byte keys, 12-byte values) took ${after - before} kB of kernel slab, ${perEntry.toFixed(0)} bytes per entry`,
+		);
 	} finally {
 		await target.lab.down();
 	}
 }
-

@@ -55,10 +55,9 @@ export async function isLoaded(target: Target, name: ModuleName): Promise<boolea
 
 /** The module's current parameter values, from /sys/module/NAME/parameters. */
 export async function currentParams(target: Target, name: ModuleName): Promise<Record<string, string>> {
-	const result = await target.exec(
-		['sh', '-c', `cd /sys/module/${name}/parameters 2>/dev/null && grep -H . * 2>/dev/null`],
-		{ timeoutMs: 10_000 },
-	);
+	const result = await target.exec(['sh', '-c', `cd /sys/module/${name}/parameters 2>/dev/null && grep -H . * 2>/dev/null`], {
+		timeoutMs: 10_000,
+	});
 	const values: Record<string, string> = {};
 	for (const line of result.stdout.split('\n')) {
 		const colon = line.indexOf(':');

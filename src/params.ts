@@ -147,8 +147,5 @@ export function validateParams(moduleName: string, specs: ParamSpec[], words: st
 
 /** The value a parameter will have: the assigned one, else the documented default. */
 export function effectiveValue(specs: ParamSpec[], assignments: ParamAssignment[], name: string): string | undefined {
-	return (
-		assignments.find(assignment => assignment.name === name)?.value ??
-		specs.find(spec => spec.name === name)?.defaultValue
-	);
+	return assignments.find(assignment => assignment.name === name)?.value ?? specs.find(spec => spec.name === name)?.defaultValue;
 }

@@ -97,6 +97,7 @@ export function isSpawnEnoent(error: unknown): boolean {
  * `reject` is set. (ENOENT also comes from a missing `cwd`: the program is
  * blamed only when it really cannot be found.)
  */
+// biome-ignore lint/complexity/noBannedTypes: execa's own default, so results keep their string types
 export async function runProgram<O extends Options = {}>(file: string, args: readonly string[], options?: O) {
 	const searchPath = options?.env?.['PATH'] ?? process.env['PATH'];
 	const missing = (cause: unknown) =>

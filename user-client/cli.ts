@@ -10,7 +10,17 @@ import { pino, type Logger } from 'pino';
 import { prettyFactory } from 'pino-pretty';
 import { KvClient, KvNetworkError, KvProtocolError, KvServerError, KvTimeoutError, request, type RequestOptions } from './client.js';
 import { EXIT_INTERNAL, EXIT_OK, EXIT_USAGE } from '../src/errors.js';
-import { checkKey, checkValue, CMD_DELETE, CMD_INSERT, CMD_LOOKUP, CMD_STATS, DEFAULT_PORT, InvalidRequestError, MAX_KEY } from './protocol.js';
+import {
+	checkKey,
+	checkValue,
+	CMD_DELETE,
+	CMD_INSERT,
+	CMD_LOOKUP,
+	CMD_STATS,
+	DEFAULT_PORT,
+	InvalidRequestError,
+	MAX_KEY,
+} from './protocol.js';
 
 /**
  * Exit codes: 0 ok, 1 not found, 2 the server said ERR, 3 no answer / network;
@@ -120,9 +130,16 @@ export function buildProgram(io: Io = defaultIo): Command {
 	program
 		.description('Talk to the kernel-udp key-value server over UDP: one datagram per request (see PROTOCOL.md).')
 		.addOption(new Option('--host <host>', 'server address or name').default('127.0.0.1').env('KVCLIENT_HOST'))
-		.addOption(new Option('--port <port>', 'server UDP port (1-65535)').default(DEFAULT_PORT).env('KVCLIENT_PORT').argParser(integer('port', 1, 65535)))
+		.addOption(
+			new Option('--port <port>', 'server UDP port (1-65535)')
+				.default(DEFAULT_PORT)
+				.env('KVCLIENT_PORT')
+				.argParser(integer('port', 1, 65535)),
+		)
 		.addOption(new Option('--timeout <ms>', 'how long to wait for each reply').default(1000).argParser(integer('timeout', 1, 600_000)))
-		.addOption(new Option('--retries <n>', 'how many times to send again when no reply comes').default(2).argParser(integer('retries', 0, 100)))
+		.addOption(
+			new Option('--retries <n>', 'how many times to send again when no reply comes').default(2).argParser(integer('retries', 0, 100)),
+		)
 		.option('-v, --verbose', 'log what is sent and received (stderr)')
 		.configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
 		.showHelpAfterError('(kvclient --help for usage)')
@@ -130,7 +147,9 @@ export function buildProgram(io: Io = defaultIo): Command {
 
 	program
 		.command('send')
-		.description('send the words, joined by spaces, as one datagram and print the raw reply; without words, send each line of stdin as one datagram')
+		.description(
+			'send the words, joined by spaces, as one datagram and print the raw reply; without words, send each line of stdin as one datagram',
+		)
 		.argument('[message...]', 'the request, e.g. "lookup dog"')
 		.action(async (words: string[]) => {
 			// The reply as received; a newline is added only if it has none.

@@ -77,7 +77,7 @@ export class InvalidRequestError extends Error {
 	}
 }
 
-// eslint-disable-next-line no-control-regex
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it finds
 const CONTROL = /[\x00-\x1f\x7f]/;
 
 /** Why `key` cannot be sent as a key, or undefined when it can. */

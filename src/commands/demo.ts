@@ -92,11 +92,7 @@ export async function demoCommand(options: TargetChoice): Promise<void> {
  * booted. Every step is tried even if one fails (a stuck rmmod); each failure
  * is reported, and the first one fails the demo.
  */
-export async function cleanUp(
-	target: Target,
-	labWasUp: boolean,
-	unloadModule: typeof unload = unload,
-): Promise<void> {
+export async function cleanUp(target: Target, labWasUp: boolean, unloadModule: typeof unload = unload): Promise<void> {
 	const failures: unknown[] = [];
 	const attempt = async (what: string, step: () => Promise<void>) => {
 		try {

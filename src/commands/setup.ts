@@ -33,6 +33,7 @@ export const SYSTEM_PACKAGES: Record<string, string> = {
 
 async function missingPackages(): Promise<string[]> {
 	const names = Object.keys(SYSTEM_PACKAGES);
+	// biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own ${field} format, not a template
 	const { stdout } = await runProgram('dpkg-query', ['-W', '-f', '${Package} ${db:Status-Status}\n', ...names], {
 		reject: false,
 	});
@@ -100,7 +101,7 @@ export async function putCommandsOnPath(): Promise<void> {
 			if (current === target) {
 				continue;
 			}
-			if (!current || !current.endsWith(`/bin/${command}`)) {
+			if (!current?.endsWith(`/bin/${command}`)) {
 				log.warn(`${link} exists and is not ours; not touching it (use ${target})`);
 				continue;
 			}

@@ -32,11 +32,7 @@ export interface AgentAddress {
 	token: string;
 }
 
-export async function agentExec(
-	agent: AgentAddress,
-	argv: string[],
-	options: ExecOptions = {},
-): Promise<ExecResult> {
+export async function agentExec(agent: AgentAddress, argv: string[], options: ExecOptions = {}): Promise<ExecResult> {
 	const socket = net.connect({ host: '127.0.0.1', port: agent.port });
 	const stdout: Buffer[] = [];
 	const stderr: Buffer[] = [];
@@ -60,8 +56,7 @@ export async function agentExec(
 				resolve(outcome);
 			}
 		};
-		const forwardInput = (chunk: Buffer | string) =>
-			socket.write(encodeFrame({ stdin: Buffer.from(chunk).toString('base64') }));
+		const forwardInput = (chunk: Buffer | string) => socket.write(encodeFrame({ stdin: Buffer.from(chunk).toString('base64') }));
 		const endInput = () => socket.write(encodeFrame({ stdinEnd: true }));
 
 		// The agent enforces timeoutMs; this catches a guest that stopped answering at all.
@@ -95,30 +90,30 @@ export async function agentExec(
 			}
 		});
 		const read = frameReader<GuestFrame>(frame => {
-				if ('stdout' in frame) {
-					const chunk = Buffer.from(frame.stdout, 'base64');
-					stdout.push(chunk);
-					options.onStdout?.(chunk);
-				} else if ('stderr' in frame) {
-					const chunk = Buffer.from(frame.stderr, 'base64');
-					stderr.push(chunk);
-					options.onStderr?.(chunk);
-				} else if ('error' in frame) {
-					finish(
-						frame.code === 'ENOENT' && (frame.program ?? argv[0])
-							? new MissingProgramError((frame.program ?? argv[0])!, { where: 'in the lab guest' })
-							: new UserError(`the lab agent refused the command: ${frame.error}`),
-					);
-				} else {
-					finish({
-						exitCode: frame.exit,
-						signal: frame.signal,
-						timedOut: frame.timedOut,
-						stdout: Buffer.concat(stdout).toString('utf8'),
-						stderr: Buffer.concat(stderr).toString('utf8'),
-					});
-				}
-			});
+			if ('stdout' in frame) {
+				const chunk = Buffer.from(frame.stdout, 'base64');
+				stdout.push(chunk);
+				options.onStdout?.(chunk);
+			} else if ('stderr' in frame) {
+				const chunk = Buffer.from(frame.stderr, 'base64');
+				stderr.push(chunk);
+				options.onStderr?.(chunk);
+			} else if ('error' in frame) {
+				finish(
+					frame.code === 'ENOENT' && (frame.program ?? argv[0])
+						? new MissingProgramError((frame.program ?? argv[0])!, { where: 'in the lab guest' })
+						: new UserError(`the lab agent refused the command: ${frame.error}`),
+				);
+			} else {
+				finish({
+					exitCode: frame.exit,
+					signal: frame.signal,
+					timedOut: frame.timedOut,
+					stdout: Buffer.concat(stdout).toString('utf8'),
+					stderr: Buffer.concat(stderr).toString('utf8'),
+				});
+			}
+		});
 		// A frame that is not JSON would throw out of the 'data' event, uncaught: fail this command instead.
 		socket.on('data', (chunk: Buffer) => {
 			try {
@@ -127,11 +122,7 @@ export async function agentExec(
 				finish(new UserError(`the lab agent sent a bad frame: ${(error as Error).message}`, { cause: error }));
 			}
 		});
-		socket.on('error', error =>
-			finish(new UserError(`lost the connection to the lab agent: ${error.message}`, { cause: error })),
-		);
-		socket.on('close', () =>
-			finish(new UserError('the lab agent closed the connection before the command finished')),
-		);
+		socket.on('error', error => finish(new UserError(`lost the connection to the lab agent: ${error.message}`, { cause: error })));
+		socket.on('close', () => finish(new UserError('the lab agent closed the connection before the command finished')));
 	});
 }

@@ -21,10 +21,7 @@ export interface ExecRequest {
 	tty?: { rows: number; cols: number };
 }
 
-export type HostFrame =
-	| { stdin: string }
-	| { stdinEnd: true }
-	| { signal: NodeJS.Signals };
+export type HostFrame = { stdin: string } | { stdinEnd: true } | { signal: NodeJS.Signals };
 
 export type GuestFrame =
 	| { stdout: string }
@@ -42,8 +39,7 @@ export function frameReader<T>(onFrame: (frame: T) => void): (chunk: Buffer) => 
 	let pending = '';
 	return chunk => {
 		pending += chunk.toString('utf8');
-		let newline: number;
-		while ((newline = pending.indexOf('\n')) >= 0) {
+		for (let newline = pending.indexOf('\n'); newline >= 0; newline = pending.indexOf('\n')) {
 			const line = pending.slice(0, newline);
 			pending = pending.slice(newline + 1);
 			if (line.trim() !== '') {

@@ -8,13 +8,7 @@ import { spawn } from 'node:child_process';
 import { timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import { parseArgs } from 'node:util';
-import {
-	encodeFrame,
-	frameReader,
-	type ExecRequest,
-	type GuestFrame,
-	type HostFrame,
-} from './agent-protocol.js';
+import { encodeFrame, frameReader, type ExecRequest, type GuestFrame, type HostFrame } from './agent-protocol.js';
 
 const { values } = parseArgs({
 	options: {
@@ -86,11 +80,7 @@ function serve(socket: net.Socket): void {
 	});
 }
 
-function start(
-	request: ExecRequest,
-	send: (frame: GuestFrame) => void,
-	done: () => void,
-): ReturnType<typeof spawn> {
+function start(request: ExecRequest, send: (frame: GuestFrame) => void, done: () => void): ReturnType<typeof spawn> {
 	let argv = request.argv;
 	if (request.tty) {
 		// util-linux `script` gives the command a real pseudo-terminal.

@@ -52,6 +52,7 @@ export async function installedLabKernels(): Promise<LabKernel[]> {
 /** The release Debian's linux-image-cloud-amd64 stands for: the distribution's own kernel. */
 async function distributionKernel(): Promise<string | undefined> {
 	// Only a preference: without dpkg (not Debian) the newest installed kernel is used.
+	// biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own ${field} format, not a template
 	const { stdout } = await runProgram('dpkg-query', ['-W', '-f', '${Depends}', LAB_KERNEL_PACKAGES[0]!], { reject: false }).catch(
 		(error: unknown) => {
 			if (error instanceof MissingProgramError) {
@@ -86,9 +87,7 @@ export async function findLabKernel(wanted = process.env['KUDP_LAB_KERNEL']): Pr
 				? `the lab kernel ${wanted} is not installed with its headers`
 				: 'no Debian cloud kernel with matching headers is installed for the lab',
 			{
-				hint: wanted
-					? `installed: ${releases.join(', ') || 'none'}`
-					: `run ./run setup (it installs ${LAB_KERNEL_PACKAGES.join(' and ')})`,
+				hint: wanted ? `installed: ${releases.join(', ') || 'none'}` : `run ./run setup (it installs ${LAB_KERNEL_PACKAGES.join(' and ')})`,
 			},
 		);
 	}

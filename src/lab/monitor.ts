@@ -21,7 +21,13 @@ export async function hmp(socketPath: string, command: string, timeoutMs = 5000)
 			socket.destroy();
 			// The reply is what follows the echoed command, up to the next prompt.
 			const afterEcho = buffer.slice(buffer.indexOf(command) + command.length);
-			resolve(afterEcho.replace(PROMPT, '').replace(/\x1b\[[0-9;]*[A-Za-z]/g, '').trim());
+			resolve(
+				afterEcho
+					.replace(PROMPT, '')
+					// biome-ignore lint/suspicious/noControlCharactersInRegex: ESC starts the terminal codes removed here
+					.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '')
+					.trim(),
+			);
 		};
 		socket.on('data', chunk => {
 			buffer += chunk.toString('utf8');

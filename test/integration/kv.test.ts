@@ -110,8 +110,7 @@ labTest('length boundaries: len-1 and len bytes are served, len+1 is refused who
 
 labTest('netcat (netcat-openbsd) works exactly as in the README', async t => {
 	const port = await restart(t, []);
-	const nc = async (line: string) =>
-		(await execa('sh', ['-c', `echo "${line}" | nc -u -w1 127.0.0.1 ${port}`])).stdout;
+	const nc = async (line: string) => (await execa('sh', ['-c', `echo "${line}" | nc -u -w1 127.0.0.1 ${port}`])).stdout;
 	t.is(await nc('insert dog baileys'), 'OK');
 	t.is(await nc('lookup dog'), 'OK baileys');
 	t.is(await nc('delete dog'), 'OK');

@@ -72,7 +72,9 @@ labTest('the table is charged to the memory cgroup of whoever loaded the module;
 		const current = Number(await guest(t, `cat ${cgroup}/memory.current`));
 		const events = await guest(t, `cat ${cgroup}/memory.events`);
 		const slabBytes = Number(/^slab_unreclaimable (\d+)$/m.exec(await guest(t, `cat ${cgroup}/memory.stat`))?.[1]);
-		t.log(`${stored} entries until ${code}; the cgroup holds ${current} bytes, ${slabBytes} of them unreclaimable slab; memory.events: ${events.replace(/\n/g, ' ')}`);
+		t.log(
+			`${stored} entries until ${code}; the cgroup holds ${current} bytes, ${slabBytes} of them unreclaimable slab; memory.events: ${events.replace(/\n/g, ' ')}`,
+		);
 		t.is(code, 'ENOMEM', 'the cgroup limit, not max_bytes (16 MiB), stopped the inserts');
 		t.true(stored > 10_000, 'the table did grow in the cgroup');
 		t.true(current <= 4 * 1024 * 1024, `memory.current is ${current}`);
@@ -80,9 +82,13 @@ labTest('the table is charged to the memory cgroup of whoever loaded the module;
 		t.regex(events, /^oom_kill 0$/m, 'nothing was OOM-killed');
 		// Over UDP too (a few inserts may still find room in slab pages already charged).
 		const replies: string[] = [];
-		while (replies.length < 200 && replies.at(-1) !== 'ERR out of memory\n') replies.push(await send(hostPort, `insert udp${replies.length} v`));
+		while (replies.length < 200 && replies.at(-1) !== 'ERR out of memory\n')
+			replies.push(await send(hostPort, `insert udp${replies.length} v`));
 		t.is(replies.at(-1), 'ERR out of memory\n', `${replies.length} inserts over UDP`);
-		t.deepEqual([...new Set(replies.slice(0, -1))].filter(reply => reply !== 'OK\n'), []);
+		t.deepEqual(
+			[...new Set(replies.slice(0, -1))].filter(reply => reply !== 'OK\n'),
+			[],
+		);
 		t.is(await send(hostPort, 'lookup k0'), 'OK v\n', 'lookups do not allocate');
 	} finally {
 		await guest(t, `rmmod udp_server 2>/dev/null; sleep 0.5; rmdir ${cgroup} 2>/dev/null; true`);

@@ -6,12 +6,13 @@
  */
 import test from 'ava';
 import { execa } from 'execa';
-import { cp, mkdir, mkdtemp, readdir, rm, symlink, utimes } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from '../../src/lab/lab.js';
 import { kbuildPath, PROJECT_ROOT } from '../../src/modules.js';
+import { linkPackages } from '../helpers/packages.js';
 
 const LAB = `test-paths-${process.pid}`;
 let scratch = '';
@@ -25,25 +26,6 @@ function run(args: string[]) {
 		all: true,
 		env: { KUDP_TARGET: 'lab', KUDP_LAB: LAB },
 	});
-}
-
-/**
- * The clone uses the installed packages: its own node_modules of symlinks to
- * each package plus a copy of npm's record, so its bootstrap runs no npm ci
- * (one that could empty the real node_modules through a symlink).
- */
-async function linkPackages(root: string): Promise<void> {
-	const source = path.join(PROJECT_ROOT, 'node_modules');
-	const target = path.join(root, 'node_modules');
-	await mkdir(target);
-	for (const entry of await readdir(source)) {
-		if (entry !== '.package-lock.json') {
-			await symlink(path.join(source, entry), path.join(target, entry));
-		}
-	}
-	await cp(path.join(source, '.package-lock.json'), path.join(target, '.package-lock.json'));
-	const then = new Date(Date.now() - 60_000);
-	await utimes(path.join(root, 'package-lock.json'), then, then);
 }
 
 test.before(async () => {

@@ -54,21 +54,42 @@ function* datagrams(seed: number, len: number, count: number, prefix: string): G
 	while (produced < count) {
 		produced++;
 		switch (g.int(12)) {
-			case 0: yield g.bytes(g.int(len + 8)); break; // binary, NULs, invalid UTF-8
-			case 1: yield Buffer.alloc(g.int(len + 4), 0x20); break; // only spaces
-			case 2: yield Buffer.from(`insert ${prefix}${'K'.repeat(MAX_KEY - prefix.length - 2 + g.int(5))} v`); break; // around the key limit
-			case 3: yield Buffer.from(`insert ${prefix}big ${'V'.repeat(MAX_VALUE - 2 + g.int(5))}`); break; // around the value limit
-			case 4: yield g.int(50) === 0 ? g.bytes(1 + g.int(65_507)) : g.bytes(len + g.int(2000)); break; // oversized
-			case 5: yield Buffer.from(`insert ${prefix}flood${produced} ${produced}`); break; // unique keys
-			case 6: { // a well-formed command with one byte flipped
+			case 0:
+				yield g.bytes(g.int(len + 8));
+				break; // binary, NULs, invalid UTF-8
+			case 1:
+				yield Buffer.alloc(g.int(len + 4), 0x20);
+				break; // only spaces
+			case 2:
+				yield Buffer.from(`insert ${prefix}${'K'.repeat(MAX_KEY - prefix.length - 2 + g.int(5))} v`);
+				break; // around the key limit
+			case 3:
+				yield Buffer.from(`insert ${prefix}big ${'V'.repeat(MAX_VALUE - 2 + g.int(5))}`);
+				break; // around the value limit
+			case 4:
+				yield g.int(50) === 0 ? g.bytes(1 + g.int(65_507)) : g.bytes(len + g.int(2000));
+				break; // oversized
+			case 5:
+				yield Buffer.from(`insert ${prefix}flood${produced} ${produced}`);
+				break; // unique keys
+			case 6: {
+				// a well-formed command with one byte flipped
 				const buffer = Buffer.from(wellFormed());
 				buffer[g.int(buffer.length)] = g.int(256);
 				yield buffer;
 				break;
 			}
-			case 7: yield Buffer.from(`${wellFormed()}${g.pick(['\n', '\r\n', '\n\n', '\r', ' ', '\0'])}`); break;
-			case 8: yield Buffer.from(`${g.pick(commands)}${' '.repeat(g.int(4))}${g.pick(['', `${prefix}a`, `${prefix}a b`, `${prefix}\xff\xfe`, `${prefix}k `.repeat(10)])}`, 'latin1'); break;
-			default: yield Buffer.from(wellFormed());
+			case 7:
+				yield Buffer.from(`${wellFormed()}${g.pick(['\n', '\r\n', '\n\n', '\r', ' ', '\0'])}`);
+				break;
+			case 8:
+				yield Buffer.from(
+					`${g.pick(commands)}${' '.repeat(g.int(4))}${g.pick(['', `${prefix}a`, `${prefix}a b`, `${prefix}\xff\xfe`, `${prefix}k `.repeat(10)])}`,
+					'latin1',
+				);
+				break;
+			default:
+				yield Buffer.from(wellFormed());
 		}
 	}
 }
@@ -156,7 +177,9 @@ async function fuzz(port: number, len: number, seed: number, count: number, lane
 				}
 				tally.worstRatio = Math.max(tally.worstRatio, reply.length / Math.max(datagram.length, 1));
 				if (typeof expected === 'string' ? text !== expected : !expected.test(text)) {
-					tally.wrong.push(`${show(datagram)}: got ${JSON.stringify(text.slice(0, 80))}, expected ${JSON.stringify(String(expected).slice(0, 80))}`);
+					tally.wrong.push(
+						`${show(datagram)}: got ${JSON.stringify(text.slice(0, 80))}, expected ${JSON.stringify(String(expected).slice(0, 80))}`,
+					);
 				}
 			}
 		} finally {
@@ -196,14 +219,19 @@ labTest('fuzz: 100 000+ random and adversarial datagrams, each answered exactly 
 	const records = await recordsSince(t.context.target, since);
 	const counted = records.filter(record => /^udp_server: \d+ greetings not logged \(rate limit\)$/.test(record.text));
 	t.true(counted.length > 0, 'no "greetings not logged" line');
-	t.deepEqual(records.filter(record => /callbacks suppressed/.test(record.text)).map(record => record.text), []);
+	t.deepEqual(
+		records.filter(record => /callbacks suppressed/.test(record.text)).map(record => record.text),
+		[],
+	);
 });
 
 labTest('the table stays within max_entries and max_bytes under a flood of unique keys', async t => {
 	const server = await loadServer(t, ['max_entries=3000', 'max_bytes=65536']);
 	let full = 0;
 	for (let i = 0; i < 6000; i++) {
-		const reply = (await request(`insert flood${i} ${'x'.repeat(20)}`, { host: '127.0.0.1', port: server.port, timeoutMs: 2000 })).toString();
+		const reply = (
+			await request(`insert flood${i} ${'x'.repeat(20)}`, { host: '127.0.0.1', port: server.port, timeoutMs: 2000 })
+		).toString();
 		if (reply === 'ERR full\n') full++;
 	}
 	// Padded: a stats line is longer than a 5-byte request may draw from another host.
@@ -273,7 +301,9 @@ labTest('50 load/unload cycles under a flood: every unload is prompt, nothing le
 		.filter((us): us is string => us !== undefined)
 		.map(us => Number(us) / 1000);
 	const worst = (values: number[]) => Math.max(...values).toFixed(1);
-	t.log(`50 cycles under a flood of ${sent} datagrams: module_exit worst ${worst(inKernel)} ms; rmmod command worst ${worst(wall)} ms; unreclaimable slab ${after - before} kB`);
+	t.log(
+		`50 cycles under a flood of ${sent} datagrams: module_exit worst ${worst(inKernel)} ms; rmmod command worst ${worst(wall)} ms; unreclaimable slab ${after - before} kB`,
+	);
 	t.is(wall.length, 50);
 	t.true(inKernel.length >= 50, `${inKernel.length} "stopped" lines`);
 	t.true(Math.max(...inKernel) < 100, `module_exit took up to ${worst(inKernel)} ms`);
@@ -334,8 +364,11 @@ labTest('out-of-range /proc writes and huge writes are refused without harm', as
 	t.is(await guest(t, 'cat /proc/daemonpid'), '0\n');
 	t.is(await guest(t, 'stat -c "%a %U" /proc/ht /proc/hashtable /proc/daemonpid'), '600 root\n400 root\n600 root\n');
 	// Nobody but root may write: an unprivileged user is refused.
-	const asNobody = await t.context.target.exec(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', 'sh', '-c', 'echo "insert x y" > /proc/ht'], {
-		timeoutMs: 10_000,
-	});
+	const asNobody = await t.context.target.exec(
+		['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', 'sh', '-c', 'echo "insert x y" > /proc/ht'],
+		{
+			timeoutMs: 10_000,
+		},
+	);
 	t.not(asNobody.exitCode, 0);
 });

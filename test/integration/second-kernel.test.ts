@@ -57,7 +57,10 @@ labTest('the backup daemon keeps the table across a reload on the second kernel'
 	await guest(t, `rm -f ${backup}`);
 	let server = await loadServer(t, [], { daemon: true, backup });
 	for (let i = 0; i < 200; i++) {
-		t.is((await request(`insert key${i} value${i}`, { host: '127.0.0.1', port: server.port, timeoutMs: 2000, retries: 2 })).toString(), 'OK\n');
+		t.is(
+			(await request(`insert key${i} value${i}`, { host: '127.0.0.1', port: server.port, timeoutMs: 2000, retries: 2 })).toString(),
+			'OK\n',
+		);
 	}
 	await unload(t.context.target, 'udp_server');
 	server = await loadServer(t, [], { daemon: true, backup });

@@ -6,41 +6,32 @@
  */
 import test from 'ava';
 import { execa } from 'execa';
-import { cp, mkdir, mkdtemp, readdir, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PROJECT_ROOT } from '../../src/modules.js';
+import { linkPackages } from '../helpers/packages.js';
 
 async function scratchProject(t: { teardown(fn: () => Promise<void>): void }): Promise<string> {
 	const root = await mkdtemp(path.join(tmpdir(), 'kudp-bootstrap-'));
 	t.teardown(() => rm(root, { recursive: true, force: true }));
-	for (const entry of ['bin', 'src', 'user-client', 'daemon', 'bench', 'test/unit', 'test/fixtures', 'test/helpers', 'tsconfig.json', 'package.json']) {
+	for (const entry of [
+		'bin',
+		'src',
+		'user-client',
+		'daemon',
+		'bench',
+		'test/unit',
+		'test/fixtures',
+		'test/helpers',
+		'tsconfig.json',
+		'package.json',
+	]) {
 		await cp(path.join(PROJECT_ROOT, entry), path.join(root, entry), { recursive: true });
 	}
 	await linkPackages(root);
 	return root;
-}
-
-/**
- * The project's packages, without npm ci in the copy: a node_modules of its
- * own holding a symlink to each installed package and a copy of npm's record,
- * no older than the copy's package-lock.json. (Never one symlink to the whole
- * node_modules: an npm ci there would empty the real one.)
- */
-export async function linkPackages(root: string): Promise<void> {
-	const source = path.join(PROJECT_ROOT, 'node_modules');
-	const target = path.join(root, 'node_modules');
-	await mkdir(target);
-	for (const entry of await readdir(source)) {
-		if (entry !== '.package-lock.json') {
-			await symlink(path.join(source, entry), path.join(target, entry));
-		}
-	}
-	await cp(path.join(PROJECT_ROOT, 'package-lock.json'), path.join(root, 'package-lock.json'));
-	await cp(path.join(source, '.package-lock.json'), path.join(target, '.package-lock.json'));
-	const then = new Date(Date.now() - 60_000);
-	await utimes(path.join(root, 'package-lock.json'), then, then);
 }
 
 function bootstrap(root: string) {
@@ -65,7 +56,11 @@ test('a deleted source file loses its compiled file', async t => {
 	t.false(existsSync(path.join(root, 'dist/test/unit/deleted-later.test.js')));
 	t.false(existsSync(path.join(root, 'dist/test/unit/deleted-later.test.js.map')));
 	t.true(existsSync(path.join(root, 'dist/src/cli.js')));
-	t.deepEqual((await readdir(root)).filter(name => name.startsWith('.dist-next')), [], 'no temporary build left');
+	t.deepEqual(
+		(await readdir(root)).filter(name => name.startsWith('.dist-next')),
+		[],
+		'no temporary build left',
+	);
 
 	const unchanged = await bootstrap(root);
 	t.notRegex(unchanged.stderr, /compiling/, 'nothing changed: no compile');

@@ -18,7 +18,18 @@ function run(args: string[], env: Record<string, string> = {}) {
 test('--help lists the commands and shows how to load a module', async t => {
 	const { stdout, exitCode } = await run(['--help']);
 	t.is(exitCode, 0);
-	for (const text of ['Usage: run [options] MODULE [name=value ...] | COMMAND', 'unload', 'logs', 'status', 'shell', 'down', 'setup', 'demo', 'udp_server', 'udp_client']) {
+	for (const text of [
+		'Usage: run [options] MODULE [name=value ...] | COMMAND',
+		'unload',
+		'logs',
+		'status',
+		'shell',
+		'down',
+		'setup',
+		'demo',
+		'udp_server',
+		'udp_client',
+	]) {
 		t.true(stdout.includes(text), text);
 	}
 });
@@ -54,7 +65,10 @@ test('a lab that cannot boot because QEMU fails says so', async t => {
 test('a machine without QEMU is told how to install it', async t => {
 	const { stderr, exitCode } = await run(['shell', '--', 'true'], { PATH: '/nonexistent' });
 	t.is(exitCode, 1);
-	t.regex(stderr, /run: qemu-system-x86_64 is not installed \(Debian package: qemu-system-x86\)\ninstall it: apt-get install qemu-system-x86/);
+	t.regex(
+		stderr,
+		/run: qemu-system-x86_64 is not installed \(Debian package: qemu-system-x86\)\ninstall it: apt-get install qemu-system-x86/,
+	);
 });
 
 test('./run down on a lab that is not running is harmless', async t => {

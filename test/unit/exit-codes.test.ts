@@ -47,7 +47,10 @@ test('./run: a failed operation exits 1', async t => {
 
 test('both --help texts list the exit codes', async t => {
 	const runHelp = (await run(['--help'])).stdout;
-	t.regex(runHelp, /Exit codes:\n {2}0 {3}success\n {2}1 {3}the operation failed.*\n {2}64 {2}a usage error.*\n {2}70 {2}an internal error/);
+	t.regex(
+		runHelp,
+		/Exit codes:\n {2}0 {3}success\n {2}1 {3}the operation failed.*\n {2}64 {2}a usage error.*\n {2}70 {2}an internal error/,
+	);
 	const kvHelp = (await execa(process.execPath, [KVCLIENT, '--help'])).stdout;
 	t.regex(kvHelp, /Exit codes:\n(.*\n){5} {2}70 an internal error/);
 });

@@ -109,7 +109,11 @@ test('a miss exits 1 with "not found"; ERR exits 2 with the reason; a nonsense r
 	t.deepEqual(await kvclient(server.port, ['lookup', 'cat']), { code: 1, stdout: '', stderr: 'kvclient: not found\n' });
 	t.deepEqual(await kvclient(server.port, ['delete', 'cat']), { code: 1, stdout: '', stderr: 'kvclient: not found\n' });
 	t.deepEqual(await kvclient(server.port, ['delete', 'x']), { code: 2, stdout: '', stderr: 'kvclient: server error: unknown command\n' });
-	t.deepEqual(await kvclient(server.port, ['lookup', 'weird']), { code: 2, stdout: '', stderr: 'kvclient: unexpected reply to lookup: "GOT IT"\n' });
+	t.deepEqual(await kvclient(server.port, ['lookup', 'weird']), {
+		code: 2,
+		stdout: '',
+		stderr: 'kvclient: unexpected reply to lookup: "GOT IT"\n',
+	});
 	server.close();
 });
 
@@ -155,7 +159,11 @@ test('a closed port is reported as refused, exit 3', async t => {
 
 test('a host that does not resolve is a clear network error (resolver faked: no DNS traffic)', async t => {
 	// dgram also looks up the address it binds to (0.0.0.0): only the server's name fails.
-	const lookup = ((hostname: string, _options: unknown, callback: (error: NodeJS.ErrnoException | null, address?: string, family?: number) => void) => {
+	const lookup = ((
+		hostname: string,
+		_options: unknown,
+		callback: (error: NodeJS.ErrnoException | null, address?: string, family?: number) => void,
+	) => {
 		if (isIP(hostname)) return callback(null, hostname, isIP(hostname));
 		const error: NodeJS.ErrnoException = new Error(`getaddrinfo ENOTFOUND ${hostname}`);
 		error.code = 'ENOTFOUND';
@@ -172,7 +180,11 @@ test('an aborted request rejects at once and sends nothing more', async t => {
 	setTimeout(() => controller.abort(), 50);
 	const started = Date.now();
 	// The rejection is the signal's reason, a DOMException (which AVA's throwsAsync does not accept).
-	const reason = (promise: Promise<unknown>) => promise.then(() => undefined, (error: unknown) => (error as { name?: string }).name);
+	const reason = (promise: Promise<unknown>) =>
+		promise.then(
+			() => undefined,
+			(error: unknown) => (error as { name?: string }).name,
+		);
 	t.is(await reason(pending), 'AbortError');
 	t.true(Date.now() - started < 1000);
 	t.is(await reason(request('HELLO', { host: '127.0.0.1', port: server.port, signal: controller.signal })), 'AbortError');
@@ -232,7 +244,15 @@ test('bad options and keys are usage errors, and nothing is sent', async t => {
 test('--help goes to stdout with the commands and examples, exit 0', async t => {
 	const { out, io } = capture();
 	t.is(await main(['--help'], io), 0);
-	for (const text of ['Usage: kvclient [options] [command]', '--host <host>', 'KVCLIENT_PORT', 'send [message...]', 'insert <key> <value...>', 'Examples:', 'Exit codes:']) {
+	for (const text of [
+		'Usage: kvclient [options] [command]',
+		'--host <host>',
+		'KVCLIENT_PORT',
+		'send [message...]',
+		'insert <key> <value...>',
+		'Examples:',
+		'Exit codes:',
+	]) {
 		t.true(out.stdout.includes(text), text);
 	}
 	t.is(out.stderr, '');

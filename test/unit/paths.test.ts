@@ -19,7 +19,13 @@ test('kernel command line values survive guest-init.sh decoding', async t => {
 	t.teardown(() => rm(scratch, { recursive: true, force: true }));
 	for (const value of ['/usr/bin/node', '/tmp/a folder with space/kernel-udp/dist/src/lab/agent.js', '/tmp/100%20 "odd"\tname/x']) {
 		const cmdline = path.join(scratch, 'cmdline');
-		await execa('sh', ['-c', 'printf "%s\\n" "$1" > "$2"', 'w', `console=ttyS0 kudp.agent=${encodeBootArg(value)} kudp.token=abc`, cmdline]);
+		await execa('sh', [
+			'-c',
+			'printf "%s\\n" "$1" > "$2"',
+			'w',
+			`console=ttyS0 kudp.agent=${encodeBootArg(value)} kudp.token=abc`,
+			cmdline,
+		]);
 		const { stdout } = await execa('sh', ['-c', `${arg}\narg agent`], { env: { CMDLINE: cmdline }, stripFinalNewline: true });
 		t.is(stdout, value);
 		t.false(encodeBootArg(value).includes(' '));

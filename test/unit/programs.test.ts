@@ -50,7 +50,10 @@ for (const [program, debianPackage] of Object.entries(EXPECTED)) {
 }
 
 test('virtiofsd, which is not on PATH, is named by its path and package', t => {
-	t.is(new MissingProgramError('/usr/lib/qemu/virtiofsd').message, '/usr/lib/qemu/virtiofsd is not installed (Debian package: qemu-system-common)');
+	t.is(
+		new MissingProgramError('/usr/lib/qemu/virtiofsd').message,
+		'/usr/lib/qemu/virtiofsd is not installed (Debian package: qemu-system-common)',
+	);
 	t.throws(() => requireProgram('/nonexistent/virtiofsd'), { message: '/nonexistent/virtiofsd is not installed' });
 });
 
@@ -71,7 +74,9 @@ test('./run without make says so, with no stack and no "compiler output above"',
 
 test('a program missing in the lab guest is named too (the agent reports ENOENT)', async t => {
 	const server = net.createServer(socket => {
-		socket.once('data', () => socket.end(encodeFrame({ error: 'cannot run insmod: spawn insmod ENOENT', code: 'ENOENT', program: 'insmod' })));
+		socket.once('data', () =>
+			socket.end(encodeFrame({ error: 'cannot run insmod: spawn insmod ENOENT', code: 'ENOENT', program: 'insmod' })),
+		);
 	});
 	await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));
 	t.teardown(() => server.close());

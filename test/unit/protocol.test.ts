@@ -105,7 +105,13 @@ test('formatRequest builds the request line and refuses what the server would re
 
 test('stats values are parsed, including a line cut short by len', t => {
 	t.deepEqual(protocol.parseStats('entries=1 bytes=10 requests=3 hits=1 misses=0 errors=2 drops=0'), {
-		entries: 1, bytes: 10, requests: 3, hits: 1, misses: 0, errors: 2, drops: 0,
+		entries: 1,
+		bytes: 10,
+		requests: 3,
+		hits: 1,
+		misses: 0,
+		errors: 2,
+		drops: 0,
 	});
 	t.deepEqual(protocol.parseStats('entries=1 bytes=10'), { entries: 1, bytes: 10 });
 	t.is(protocol.parseStats('entries=1 bytes'), undefined);
