@@ -63,5 +63,6 @@
 #define KUDP_ERR_BUSY		"busy"
 #define KUDP_ERR_NOMEM		"out of memory"
 #define KUDP_ERR_PAD		"pad to"
+#define KUDP_ERR_NO_BACKUP	"no backup"
 
 #endif /* KUDP_PROTOCOL_H */

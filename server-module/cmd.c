@@ -181,6 +181,18 @@ static void do_lookup(const struct span *key, struct kudp_reply *reply)
 }
 
 /*
+ * With durable=1 a change is only made while the backup daemon is there to
+ * save it; its reply then waits for the daemon (main.c, proc.c).
+ */
+static bool refuse_undurable(struct kudp_reply *reply)
+{
+	if (kudp_daemon_registered() || !kudp_durable)
+		return false;
+	kudp_reply_error(reply, -ENOLINK, KUDP_ERR_NO_BACKUP);
+	return true;
+}
+
+/*
  * The history line is charged with the entry, so that the two together stay
  * within max_bytes; a line that cannot be allocated is left out.
  */
@@ -191,6 +203,10 @@ static void do_insert(const struct span *key, const struct span *value,
 	int ret;
 
 	mutex_lock(&kv_mutex);
+	if (refuse_undurable(reply)) {
+		mutex_unlock(&kv_mutex);
+		return;
+	}
 	line = kudp_line_new("insert %.*s %.*s", (int)key->n, key->p,
 			     (int)value->n, value->p);
 	ret = kv_insert(key->p, key->n, value->p, value->n,
@@ -199,13 +215,15 @@ static void do_insert(const struct span *key, const struct span *value,
 		kudp_history_add(line);
 	else
 		kfree(line);
+	if (!ret)
+		reply->seq = kudp_journal_add("insert %.*s %.*s", (int)key->n,
+					      key->p, (int)value->n, value->p);
 	mutex_unlock(&kv_mutex);
 
 	if (ret) {
 		reply_change_failed(reply, ret);
 		return;
 	}
-	kudp_notify_daemon();
 	reply_line(reply, 0, "%s\n", KUDP_OK);
 }
 
@@ -220,6 +238,10 @@ static void do_delete(const struct span *key, struct kudp_reply *reply)
 	int ret;
 
 	mutex_lock(&kv_mutex);
+	if (refuse_undurable(reply)) {
+		mutex_unlock(&kv_mutex);
+		return;
+	}
 	ret = kv_delete(key->p, key->n);
 	if (!ret) {
 		line = kudp_line_new("delete %.*s", (int)key->n, key->p);
@@ -227,6 +249,8 @@ static void do_delete(const struct span *key, struct kudp_reply *reply)
 			kudp_history_add(line);
 		else
 			kfree(line);
+		reply->seq = kudp_journal_add("delete %.*s", (int)key->n,
+					      key->p);
 	}
 	mutex_unlock(&kv_mutex);
 
@@ -234,7 +258,6 @@ static void do_delete(const struct span *key, struct kudp_reply *reply)
 		reply_line(reply, -ENOENT, "%s\n", KUDP_NOT_FOUND);
 		return;
 	}
-	kudp_notify_daemon();
 	reply_line(reply, 0, "%s\n", KUDP_OK);
 }
 
@@ -321,6 +344,7 @@ void kudp_execute(const char *req, size_t size, struct kudp_reply *reply)
 
 	atomic_long_inc(&kudp_stats.requests);
 	reply->greeting = false;
+	reply->seq = 0;
 	if (size > kudp_len) {
 		kudp_reply_error(reply, -EMSGSIZE, KUDP_ERR_TOO_LONG);
 		return;

@@ -18,6 +18,7 @@
 #include <linux/in.h>
 #include <linux/inet.h>
 #include <linux/kthread.h>
+#include <linux/list.h>
 #include <linux/ktime.h>
 #include <linux/memcontrol.h>
 #include <linux/module.h>
@@ -72,6 +73,10 @@ KUDP_PARAM_UINT_RANGE_NAMED(history, kudp_history, 1, 65536);
 MODULE_PARM_DESC(history, "Changing commands kept for /proc/ht "
 		 KUDP_RANGE(1, 65536, KUDP_DEFAULT_HISTORY));
 
+bool kudp_durable;
+module_param_named(durable, kudp_durable, bool, 0444);
+MODULE_PARM_DESC(durable, "Answer a change only once the backup daemon has it on disk (default off)");
+
 static struct socket *sock;
 static struct task_struct *thread;
 /*
@@ -123,9 +128,9 @@ static bool log_greeting(void)
 	return true;
 }
 
-static void send_reply(struct sockaddr_in *to, size_t size)
+static void send_reply(struct sockaddr_in *to, const char *data, size_t size)
 {
-	struct kvec iov = { .iov_base = reply_buf, .iov_len = size };
+	struct kvec iov = { .iov_base = (char *)data, .iov_len = size };
 	struct msghdr msg = {
 		.msg_name = to,
 		.msg_namelen = sizeof(*to),
@@ -140,6 +145,94 @@ static void send_reply(struct sockaddr_in *to, size_t size)
 		pr_debug("cannot reply to %pI4:%u: error %d\n",
 			 &to->sin_addr, ntohs(to->sin_port), ret);
 	}
+}
+
+/*
+ * With durable=1, the replies to changes wait here until the backup daemon
+ * has the change on disk (journal.c): the server thread parks them, and the
+ * daemon's word, written to /proc/kvjournal, sends them. A flood cannot park
+ * more than KUDP_PARKED_MAX; past that a reply is dropped, and the client's
+ * retry (the same insert, or a delete answered NOT FOUND) finds the change.
+ */
+#define KUDP_PARKED_MAX		65536
+
+struct parked_reply {
+	struct list_head node;
+	u64 seq;
+	struct sockaddr_in to;
+	size_t size;
+	char data[];
+};
+
+static LIST_HEAD(parked);
+static unsigned int parked_count;
+static DEFINE_SPINLOCK(parked_lock);
+
+/* Parks a reply until change @seq is on disk, or sends it if it already is. */
+static void park_reply(struct sockaddr_in *to, const struct kudp_reply *reply)
+{
+	struct parked_reply *p;
+
+	p = kmalloc(struct_size(p, data, reply->size), KUDP_GFP);
+	if (!p) {
+		atomic_long_inc(&kudp_stats.drops);
+		return;
+	}
+	p->seq = reply->seq;
+	p->to = *to;
+	p->size = reply->size;
+	memcpy(p->data, reply->buf, reply->size);
+
+	/* Checked under the lock that kudp_release_replies() takes. */
+	spin_lock(&parked_lock);
+	if (kudp_journal_synced(p->seq) || parked_count >= KUDP_PARKED_MAX) {
+		spin_unlock(&parked_lock);
+		if (kudp_journal_synced(p->seq))
+			send_reply(&p->to, p->data, p->size);
+		else
+			atomic_long_inc(&kudp_stats.drops);
+		kfree(p);
+		return;
+	}
+	list_add_tail(&p->node, &parked);
+	parked_count++;
+	spin_unlock(&parked_lock);
+}
+
+/**
+ * kudp_release_replies() - send the replies whose change is now on disk
+ * @synced: the daemon has every change up to this one
+ *
+ * Context: the daemon's write to /proc/kvjournal.
+ */
+void kudp_release_replies(u64 synced)
+{
+	struct parked_reply *p, *next;
+	LIST_HEAD(ready);
+
+	spin_lock(&parked_lock);
+	list_for_each_entry_safe(p, next, &parked, node) {
+		if (p->seq > synced)
+			break;	/* parked in the order of their changes */
+		list_move_tail(&p->node, &ready);
+		parked_count--;
+	}
+	spin_unlock(&parked_lock);
+	list_for_each_entry_safe(p, next, &ready, node) {
+		send_reply(&p->to, p->data, p->size);
+		kfree(p);
+	}
+}
+
+/* At unload: the changes were made; their replies are dropped. */
+static void drop_parked_replies(void)
+{
+	struct parked_reply *p, *next;
+
+	list_for_each_entry_safe(p, next, &parked, node)
+		kfree(p);
+	INIT_LIST_HEAD(&parked);
+	parked_count = 0;
 }
 
 /**
@@ -192,7 +285,10 @@ static void serve(struct sockaddr_in *from, size_t size)
 	else
 		pr_debug("%zu-byte request from %pI4:%u: status %d\n", size,
 			 &from->sin_addr, ntohs(from->sin_port), reply.status);
-	send_reply(from, reply.size);
+	if (kudp_durable && reply.seq)
+		park_reply(from, &reply);
+	else
+		send_reply(from, reply.buf, reply.size);
 	if (log)
 		pr_info("sent " KUDP_GOT_IT " to %pI4:%u\n",
 			&from->sin_addr, ntohs(from->sin_port));
@@ -369,9 +465,9 @@ out_free_buffers:
 /*
  * The reverse of init, starting with what lets work in: the shutdown makes
  * the thread's receive return at once, so kthread_stop() does not wait for
- * a datagram or a timeout. The /proc files go next (remove_proc_entry()
- * waits for readers and writers inside them), and only then, with nobody
- * left to reach it, the table.
+ * a datagram. The /proc files go next (remove_proc_entry() waits for readers
+ * and writers inside them, and kudp_journal_exit() wakes those that wait),
+ * then the socket, and only then, with nobody left to reach it, the table.
  */
 static void __exit udp_server_exit(void)
 {
@@ -382,8 +478,10 @@ static void __exit udp_server_exit(void)
 	if (packet_log_missed)
 		pr_info("%u greetings not logged (rate limit)\n",
 			packet_log_missed);
-	sock_release(sock);
+	/* The daemon may send parked replies until its /proc files are gone. */
 	kudp_proc_exit();
+	drop_parked_replies();
+	sock_release(sock);
 	kv_destroy();
 	kvfree(reply_buf);
 	kvfree(request_buf);

@@ -5,11 +5,10 @@
  *   /proc/ht         0600  write: run one command, like a datagram;
  *                          read: the history of changing commands
  *   /proc/hashtable  0400  read: the whole table, "KEY VALUE" per line
- *   /proc/daemonpid  0600  the backup daemon registers itself here and gets
- *                          SIGUSR1 after every change to the table
+ *   /proc/daemonpid  0600  the backup daemon registers itself here, then
+ *                          follows the changes in /proc/kvjournal (journal.c)
  *
- * Only root can open them at all, except /proc/hashtable, which root can only
- * read. The module signals no process but the one that registered itself.
+ * Only root can open them, and /proc/hashtable only to read.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
@@ -205,6 +204,9 @@ static ssize_t ht_write(struct file *file, const char __user *ubuf,
 	}
 	kudp_execute(req, count, &reply);
 	ret = reply.status ? reply.status : count;
+	/* durable=1: the write returns once the change is on disk. */
+	if (!reply.status && reply.seq && kudp_durable)
+		ret = kudp_journal_wait(reply.seq) ?: count;
 out:
 	kvfree(req);
 	kvfree(reply.buf);
@@ -233,85 +235,54 @@ static const struct proc_ops hashtable_ops = {
 };
 
 /*
- * The registered backup daemon, kvd. Holding its struct pid (not the number)
- * makes PID reuse harmless: a new process with the same number has a
- * different struct pid, which nobody registered. kvd_lock guards the
- * pointer; whoever clears or replaces it puts the registration's reference.
+ * The registered backup daemon, kvd, guarded by kv_mutex so that it comes
+ * and goes between two changes, never in the middle of one (journal.c).
+ * Holding its struct pid (not the number) makes PID reuse harmless: a new
+ * process with the same number has a different struct pid, which nobody
+ * registered.
  */
 static struct pid *kvd_pid;
-static DEFINE_SPINLOCK(kvd_lock);
 
 static void kvd_set(struct pid *pid)
 {
-	struct pid *old;
-
-	spin_lock(&kvd_lock);
-	old = kvd_pid;
+	lockdep_assert_held(&kv_mutex);
+	put_pid(kvd_pid);
 	kvd_pid = pid;
-	spin_unlock(&kvd_lock);
-	put_pid(old);
-}
-
-static bool kvd_alive(struct pid *pid)
-{
-	bool alive;
-
-	rcu_read_lock();
-	alive = pid_task(pid, PIDTYPE_PID);
-	rcu_read_unlock();
-	return alive;
+	kudp_journal_start(pid);
 }
 
 /**
- * kvd_get() - the registered daemon, if it is still running
+ * kudp_daemon_registered() - whether the backup daemon is there
  *
  * A daemon that exited without unregistering is forgotten here.
  *
- * Return: the daemon's struct pid with a reference for the caller, or NULL.
+ * Context: the caller holds kv_mutex.
+ * Return: true while a registered daemon runs.
  */
-static struct pid *kvd_get(void)
+bool kudp_daemon_registered(void)
 {
-	struct pid *pid;
-	bool cleared = false;
+	bool alive;
 
-	spin_lock(&kvd_lock);
-	pid = get_pid(kvd_pid);
-	spin_unlock(&kvd_lock);
-	if (!pid || kvd_alive(pid))
-		return pid;
-
-	spin_lock(&kvd_lock);
-	if (kvd_pid == pid) {	/* not replaced meanwhile */
-		kvd_pid = NULL;
-		cleared = true;
-	}
-	spin_unlock(&kvd_lock);
-	if (cleared)
-		put_pid(pid);	/* the registration's reference */
-	put_pid(pid);		/* ours */
-	return NULL;
-}
-
-/*
- * One SIGUSR1 per change: cheap, and the daemon coalesces them. Only the
- * registered process is ever signalled.
- */
-void kudp_notify_daemon(void)
-{
-	struct pid *pid = kvd_get();
-
-	if (pid) {
-		kill_pid(pid, SIGUSR1, 1);
-		put_pid(pid);
-	}
+	lockdep_assert_held(&kv_mutex);
+	if (!kvd_pid)
+		return false;
+	rcu_read_lock();
+	alive = pid_task(kvd_pid, PIDTYPE_PID);
+	rcu_read_unlock();
+	if (!alive)
+		kvd_set(NULL);
+	return alive;
 }
 
 static int daemonpid_show(struct seq_file *m, void *v)
 {
-	struct pid *pid = kvd_get();
+	int nr = 0;
 
-	seq_printf(m, "%d\n", pid ? pid_vnr(pid) : 0);
-	put_pid(pid);
+	mutex_lock(&kv_mutex);
+	if (kudp_daemon_registered())
+		nr = pid_vnr(kvd_pid);
+	mutex_unlock(&kv_mutex);
+	seq_printf(m, "%d\n", nr);
 	return 0;
 }
 
@@ -328,7 +299,7 @@ static int daemonpid_open(struct inode *inode, struct file *file)
  * @count: its length
  * @ppos: unused
  *
- * The file is root's alone (0600), and root may signal any process anyway.
+ * The file is root's alone (0600).
  *
  * Return: @count; -EINVAL or -ERANGE for text that is not a PID, -ESRCH for
  * a PID no process has.
@@ -343,18 +314,15 @@ static ssize_t daemonpid_write(struct file *file, const char __user *ubuf,
 		return ret;
 	if (nr < 0)
 		return -EINVAL;
-	if (nr == 0) {
-		kvd_set(NULL);
-		return count;
-	}
 	/*
-	 * Only the writer itself may register: any datagram can make the
-	 * module send SIGUSR1, whose default action kills, so registering
-	 * some other process would hand the network a way to kill it.
+	 * Only the writer itself may register: the table's changes are then
+	 * queued for it, and a durable change waits for its word.
 	 */
-	if (nr != task_tgid_vnr(current))
+	if (nr && nr != task_tgid_vnr(current))
 		return -EPERM;
-	kvd_set(get_task_pid(current, PIDTYPE_TGID));
+	mutex_lock(&kv_mutex);
+	kvd_set(nr ? get_task_pid(current, PIDTYPE_TGID) : NULL);
+	mutex_unlock(&kv_mutex);
 	return count;
 }
 
@@ -394,8 +362,13 @@ int kudp_proc_init(void)
 		goto out_remove_ht;
 	if (!proc_create("daemonpid", 0600, NULL, &daemonpid_ops))
 		goto out_remove_hashtable;
+	ret = kudp_journal_init();
+	if (ret)
+		goto out_remove_daemonpid;
 	return 0;
 
+out_remove_daemonpid:
+	remove_proc_entry("daemonpid", NULL);
 out_remove_hashtable:
 	remove_proc_entry("hashtable", NULL);
 out_remove_ht:
@@ -417,10 +390,13 @@ void kudp_proc_exit(void)
 {
 	unsigned int i;
 
+	kudp_journal_exit();
 	remove_proc_entry("daemonpid", NULL);
 	remove_proc_entry("hashtable", NULL);
 	remove_proc_entry("ht", NULL);
+	mutex_lock(&kv_mutex);
 	kvd_set(NULL);
+	mutex_unlock(&kv_mutex);
 	for (i = 0; i < kudp_history; i++) {
 		if (ring[i]) {
 			kv_mem_release(ring[i]->cost);

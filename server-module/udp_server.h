@@ -8,6 +8,7 @@
  *           budget, max_bytes, that the table and the history share
  *   proc.c  /proc/ht (commands and their history), /proc/hashtable,
  *           /proc/daemonpid
+ *   journal.c  /proc/kvjournal and /proc/kvrestore, for the backup daemon
  */
 #ifndef UDP_SERVER_H
 #define UDP_SERVER_H
@@ -33,6 +34,7 @@ extern unsigned int kudp_len;
 extern unsigned int kudp_max_entries;
 extern unsigned int kudp_max_bytes;
 extern unsigned int kudp_history;
+extern bool kudp_durable;
 
 /*
  * Memory that requests make the server allocate: charged to the memory
@@ -63,12 +65,14 @@ extern struct kudp_stats kudp_stats;
  * @status: 0 for OK and GOT IT, else the errno PROTOCOL.md gives for the
  *          reply (-ENOENT for NOT FOUND, -ENOSPC for ERR full, ...)
  * @greeting: the request was HELLO, answered with GOT IT
+ * @seq: the number of the change the request made (journal.c), or 0
  */
 struct kudp_reply {
 	char *buf;
 	size_t size;
 	int status;
 	bool greeting;
+	u64 seq;
 };
 
 /* cmd.c */
@@ -93,6 +97,17 @@ size_t kv_mem_cost(size_t size);
 int kv_seq_open(struct file *file);
 int kv_seq_release(struct inode *inode, struct file *file);
 
+/* main.c: replies that wait for their change to be on disk (durable=1). */
+void kudp_release_replies(u64 synced);
+
+/* journal.c */
+int kudp_journal_init(void);
+void kudp_journal_exit(void);
+void kudp_journal_start(bool on);
+u64 kudp_journal_add(const char *fmt, ...) __printf(1, 2);
+bool kudp_journal_synced(u64 seq);
+int kudp_journal_wait(u64 seq);
+
 /* proc.c: the history of changing commands, and the files in /proc. */
 struct kudp_line;
 
@@ -101,6 +116,6 @@ void kudp_proc_exit(void);
 struct kudp_line *kudp_line_new(const char *fmt, ...) __printf(1, 2);
 size_t kudp_line_cost(const struct kudp_line *line);
 void kudp_history_add(struct kudp_line *line);
-void kudp_notify_daemon(void);
+bool kudp_daemon_registered(void);
 
 #endif /* UDP_SERVER_H */

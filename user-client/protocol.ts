@@ -51,6 +51,7 @@ export const ERR_REASONS = {
 	busy: 'busy',
 	noMemory: 'out of memory',
 	pad: 'pad to',
+	noBackup: 'no backup',
 } as const;
 
 export type ErrReason = (typeof ERR_REASONS)[keyof typeof ERR_REASONS];

@@ -51,6 +51,7 @@ const MIRROR: Record<string, string | number> = {
 	KUDP_ERR_BUSY: protocol.ERR_REASONS.busy,
 	KUDP_ERR_NOMEM: protocol.ERR_REASONS.noMemory,
 	KUDP_ERR_PAD: protocol.ERR_REASONS.pad,
+	KUDP_ERR_NO_BACKUP: protocol.ERR_REASONS.noBackup,
 	KUDP_REFLECT_RATIO: protocol.REFLECT_RATIO,
 };
 

@@ -1,0 +1,437 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The change journal of udp_server: how the backup daemon, kvd, keeps a copy
+ * of the table on disk without reading the whole table after every change.
+ *
+ *   /proc/kvjournal  0600  read: the changes since the last read, one line
+ *                          each; write: "N", the changes up to N are on disk
+ *   /proc/kvrestore  0200  write: "KEY VALUE" lines, put back into the table
+ *
+ * Every change to the table gets a sequence number, under kv_mutex, so the
+ * numbers follow the order of the changes. While a daemon is registered in
+ * /proc/daemonpid, each change is also queued here as a line:
+ *
+ *   N insert KEY VALUE
+ *   N delete KEY
+ *   N snapshot
+ *
+ * "snapshot" means: save the whole table (/proc/hashtable) now; the table
+ * holds every change up to N. It is the first line after a daemon registers,
+ * and it replaces the queue when the queue would pass KUDP_JOURNAL_MAX bytes
+ * (a daemon too slow to keep up), so the queue stays bounded and nothing is
+ * lost: the lines after it may repeat changes that the snapshot already
+ * holds, and replaying them in order gives the same table.
+ *
+ * A read blocks until there is a line (or returns -EAGAIN with O_NONBLOCK;
+ * poll() works), hands out whole lines only, and returns 0 once the module
+ * is being unloaded. With durable=1, replies to changes wait until the daemon
+ * writes back a number at least theirs: one fsync of the daemon answers all
+ * the changes it read in one go (group commit).
+ *
+ * Restoring a backup is not a stream of commands: /proc/kvrestore inserts
+ * "KEY VALUE" lines (keys and values as in the protocol, whatever len is now)
+ * without history, journal or len, and reports how far it got, so that the
+ * daemon can keep aside a line the table's limits refuse.
+ */
+
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/kernel.h>
+#include <linux/list.h>
+#include <linux/overflow.h>
+#include <linux/poll.h>
+#include <linux/proc_fs.h>
+#include <linux/sizes.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <linux/string.h>
+#include <linux/uaccess.h>
+#include <linux/wait.h>
+
+#include "kudp_protocol.h"
+#include "udp_server.h"
+
+/* Most bytes of lines the queue holds before it gives way to a snapshot. */
+#define KUDP_JOURNAL_MAX	SZ_4M
+/* The largest /proc/kvrestore write taken at once. */
+#define KUDP_RESTORE_MAX	SZ_1M
+
+struct journal_line {
+	struct list_head node;
+	size_t len;
+	char text[];
+};
+
+/* The number of the last change (it grows under kv_mutex)... */
+static atomic64_t journal_seq;
+/* ...and whether to queue the changes for a daemon. */
+static bool journal_on;
+
+/* Under journal_lock: the queue, and a snapshot to ask for before it. */
+static DEFINE_SPINLOCK(journal_lock);
+static LIST_HEAD(journal);
+static size_t journal_bytes;
+static bool journal_snapshot_due;
+static u64 journal_snapshot;	/* N of "N snapshot" */
+static bool journal_closing;
+static DECLARE_WAIT_QUEUE_HEAD(journal_wait);
+
+/* The last change the daemon has on disk; durable replies wait for it. */
+static atomic64_t journal_synced;
+static DECLARE_WAIT_QUEUE_HEAD(synced_wait);
+
+/* Frees every queued line; the caller holds journal_lock. */
+static void journal_drop_locked(struct list_head *dropped)
+{
+	list_splice_init(&journal, dropped);
+	journal_bytes = 0;
+}
+
+static void journal_free(struct list_head *lines)
+{
+	struct journal_line *line, *next;
+
+	list_for_each_entry_safe(line, next, lines, node)
+		kfree(line);
+}
+
+/* Replaces the queue with "N snapshot"; the caller holds journal_lock. */
+static void journal_ask_snapshot_locked(u64 seq, struct list_head *dropped)
+{
+	journal_drop_locked(dropped);
+	journal_snapshot_due = true;
+	journal_snapshot = seq;
+}
+
+/**
+ * kudp_journal_start() - a daemon registered: start queueing, from a snapshot
+ * @on: false when the daemon unregistered
+ *
+ * Context: the caller holds kv_mutex, so no change is half recorded.
+ */
+void kudp_journal_start(bool on)
+{
+	LIST_HEAD(dropped);
+
+	lockdep_assert_held(&kv_mutex);
+	journal_on = on;
+	spin_lock(&journal_lock);
+	if (on)
+		journal_ask_snapshot_locked(atomic64_read(&journal_seq),
+					    &dropped);
+	else
+		journal_drop_locked(&dropped);
+	spin_unlock(&journal_lock);
+	journal_free(&dropped);
+	wake_up_interruptible(&journal_wait);
+}
+
+/**
+ * kudp_journal_add() - number a change, and queue it for the daemon
+ * @fmt: printf-style format of the change, without "N " and "\n"
+ *
+ * Context: the caller holds kv_mutex and has just made the change.
+ * Return: the change's number.
+ */
+u64 kudp_journal_add(const char *fmt, ...)
+{
+	struct journal_line *line = NULL;
+	LIST_HEAD(dropped);
+	va_list args;
+	u64 seq;
+	int n;
+
+	lockdep_assert_held(&kv_mutex);
+	seq = atomic64_inc_return(&journal_seq);
+	if (!journal_on)
+		return seq;
+
+	va_start(args, fmt);
+	n = vsnprintf(NULL, 0, fmt, args);
+	va_end(args);
+	/* "N " + the change + "\n" + NUL; N has at most 20 digits. */
+	line = kmalloc(struct_size(line, text, n + 23), KUDP_GFP);
+	if (line) {
+		line->len = scnprintf(line->text, 22, "%llu ", seq);
+		va_start(args, fmt);
+		line->len += vscnprintf(line->text + line->len, n + 1, fmt,
+					args);
+		va_end(args);
+		line->text[line->len++] = '\n';
+	}
+
+	spin_lock(&journal_lock);
+	if (line && journal_bytes + line->len <= KUDP_JOURNAL_MAX) {
+		list_add_tail(&line->node, &journal);
+		journal_bytes += line->len;
+		line = NULL;
+	} else {
+		/* No memory or no room: the daemon saves the whole table. */
+		journal_ask_snapshot_locked(seq, &dropped);
+	}
+	spin_unlock(&journal_lock);
+	kfree(line);
+	journal_free(&dropped);
+	wake_up_interruptible(&journal_wait);
+	return seq;
+}
+
+/* Whether a change numbered @seq is on the daemon's disk. */
+bool kudp_journal_synced(u64 seq)
+{
+	return atomic64_read(&journal_synced) >= seq;
+}
+
+/**
+ * kudp_journal_wait() - wait until change @seq is on disk, or the unload
+ * @seq: the change's number
+ *
+ * Return: 0, -EINTR when a signal came first, -ESHUTDOWN at unload.
+ */
+int kudp_journal_wait(u64 seq)
+{
+	int ret;
+
+	ret = wait_event_interruptible(synced_wait,
+				       kudp_journal_synced(seq) ||
+				       READ_ONCE(journal_closing));
+	if (ret)
+		return -EINTR;
+	return kudp_journal_synced(seq) ? 0 : -ESHUTDOWN;
+}
+
+static bool journal_readable(void)
+{
+	bool readable;
+
+	spin_lock(&journal_lock);
+	readable = journal_closing || journal_snapshot_due ||
+		   !list_empty(&journal);
+	spin_unlock(&journal_lock);
+	return readable;
+}
+
+/*
+ * Takes the lines that fit in @room off the queue, "N snapshot" first. A
+ * line is never split; a buffer too small for the first one is an error.
+ */
+static ssize_t journal_take(struct list_head *taken, bool *snapshot,
+			    u64 *seq, size_t room)
+{
+	struct journal_line *line, *next;
+	size_t size = 0;
+
+	spin_lock(&journal_lock);
+	*snapshot = journal_snapshot_due;
+	*seq = journal_snapshot;
+	journal_snapshot_due = false;
+	if (*snapshot)
+		size = 24 + 9;	/* room kept for "N snapshot\n" */
+	list_for_each_entry_safe(line, next, &journal, node) {
+		if (size + line->len > room)
+			break;
+		list_move_tail(&line->node, taken);
+		journal_bytes -= line->len;
+		size += line->len;
+	}
+	if (!size && !list_empty(&journal)) {
+		spin_unlock(&journal_lock);
+		return -EINVAL;
+	}
+	spin_unlock(&journal_lock);
+	return size;
+}
+
+static ssize_t journal_read(struct file *file, char __user *ubuf,
+			    size_t count, loff_t *ppos)
+{
+	struct journal_line *line;
+	char snapshot_line[40];
+	LIST_HEAD(dropped);
+	LIST_HEAD(taken);
+	size_t done = 0;
+	bool snapshot;
+	ssize_t ret;
+	u64 seq;
+
+	if (count < sizeof(snapshot_line))
+		return -EINVAL;
+	if (!(file->f_flags & O_NONBLOCK)) {
+		ret = wait_event_interruptible(journal_wait, journal_readable());
+		if (ret)
+			return ret;
+	}
+	if (READ_ONCE(journal_closing))
+		return 0;
+	ret = journal_take(&taken, &snapshot, &seq, count);
+	if (ret < 0)
+		return ret;
+	if (!ret && !snapshot)
+		return -EAGAIN;
+
+	if (snapshot) {
+		done = scnprintf(snapshot_line, sizeof(snapshot_line),
+				 "%llu snapshot\n", seq);
+		if (copy_to_user(ubuf, snapshot_line, done))
+			goto fault;
+	}
+	list_for_each_entry(line, &taken, node) {
+		if (copy_to_user(ubuf + done, line->text, line->len))
+			goto fault;
+		done += line->len;
+	}
+	journal_free(&taken);
+	return done;
+
+fault:
+	/* What was taken is lost to the daemon: it must save everything. */
+	journal_free(&taken);
+	mutex_lock(&kv_mutex);
+	spin_lock(&journal_lock);
+	journal_ask_snapshot_locked(atomic64_read(&journal_seq), &dropped);
+	spin_unlock(&journal_lock);
+	mutex_unlock(&kv_mutex);
+	journal_free(&dropped);
+	return -EFAULT;
+}
+
+/* "N": the daemon has every change up to N on disk. */
+static ssize_t journal_write(struct file *file, const char __user *ubuf,
+			     size_t count, loff_t *ppos)
+{
+	u64 seq, synced;
+	int ret;
+
+	ret = kstrtou64_from_user(ubuf, count, 10, &seq);
+	if (ret)
+		return ret;
+	if (seq > atomic64_read(&journal_seq))
+		return -EINVAL;
+	synced = atomic64_read(&journal_synced);
+	while (seq > synced) {
+		u64 old = atomic64_cmpxchg(&journal_synced, synced, seq);
+
+		if (old == synced)
+			break;
+		synced = old;
+	}
+	wake_up_interruptible(&synced_wait);
+	kudp_release_replies(seq);
+	return count;
+}
+
+static __poll_t journal_poll(struct file *file, poll_table *wait)
+{
+	poll_wait(file, &journal_wait, wait);
+	return journal_readable() ? EPOLLIN | EPOLLRDNORM : 0;
+}
+
+static const struct proc_ops journal_ops = {
+	.proc_read = journal_read,
+	.proc_write = journal_write,
+	.proc_poll = journal_poll,
+	.proc_lseek = noop_llseek,
+};
+
+/*
+ * One "KEY VALUE" line (no line end), checked like an insert request: a key
+ * of 1..KUDP_MAX_KEY bytes without spaces, then one space, then a value of
+ * 1..KUDP_MAX_VALUE bytes, no control bytes.
+ */
+static int restore_line(const char *p, size_t n)
+{
+	const char *space = memchr(p, ' ', n);
+	size_t klen, i;
+
+	if (!space)
+		return -EINVAL;
+	klen = space - p;
+	if (!klen || klen > KUDP_MAX_KEY || n - klen - 1 < 1 ||
+	    n - klen - 1 > KUDP_MAX_VALUE)
+		return -EINVAL;
+	for (i = 0; i < n; i++)
+		if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
+			return -EINVAL;
+	return kv_insert(p, klen, space + 1, n - klen - 1, 0);
+}
+
+/**
+ * restore_write() - put "KEY VALUE\n" lines back into the table
+ * @file: unused
+ * @ubuf: whole lines, each ending in "\n"
+ * @count: their length
+ * @ppos: unused
+ *
+ * Return: the bytes of the lines put back, up to the first that could not
+ * be (the next write starts there); for that first line itself, the reason:
+ * -EINVAL (not a valid KEY VALUE line), -ENOSPC (max_entries or max_bytes),
+ * -EBUSY or -ENOMEM.
+ */
+static ssize_t restore_write(struct file *file, const char __user *ubuf,
+			     size_t count, loff_t *ppos)
+{
+	struct mem_cgroup *memcg;
+	size_t done = 0;
+	char *buf, *end;
+	int ret = 0;
+
+	count = min_t(size_t, count, KUDP_RESTORE_MAX);
+	buf = vmemdup_user(ubuf, count);
+	if (IS_ERR(buf))
+		return PTR_ERR(buf);
+	memcg = kudp_memcg_enter();
+	mutex_lock(&kv_mutex);
+	while (done < count) {
+		end = memchr(buf + done, '\n', count - done);
+		if (!end) {
+			ret = done ? 0 : -EINVAL;
+			break;
+		}
+		ret = restore_line(buf + done, end - (buf + done));
+		if (ret)
+			break;
+		done = end - buf + 1;
+	}
+	mutex_unlock(&kv_mutex);
+	kudp_memcg_leave(memcg);
+	kvfree(buf);
+	return done ? done : ret;
+}
+
+static const struct proc_ops restore_ops = {
+	.proc_write = restore_write,
+	.proc_lseek = noop_llseek,
+};
+
+int kudp_journal_init(void)
+{
+	if (!proc_create("kvjournal", 0600, NULL, &journal_ops))
+		goto out_exists;
+	if (!proc_create("kvrestore", 0200, NULL, &restore_ops))
+		goto out_remove_journal;
+	return 0;
+
+out_remove_journal:
+	remove_proc_entry("kvjournal", NULL);
+out_exists:
+	return -EEXIST;
+}
+
+/*
+ * Wakes a daemon blocked in a read and writers waiting for their change to
+ * be on disk, so that remove_proc_entry(), which waits for them, returns.
+ */
+void kudp_journal_exit(void)
+{
+	LIST_HEAD(dropped);
+
+	spin_lock(&journal_lock);
+	journal_closing = true;
+	journal_drop_locked(&dropped);
+	spin_unlock(&journal_lock);
+	wake_up_interruptible_all(&journal_wait);
+	wake_up_interruptible_all(&synced_wait);
+	remove_proc_entry("kvrestore", NULL);
+	remove_proc_entry("kvjournal", NULL);
+	journal_free(&dropped);
+}
