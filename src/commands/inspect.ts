@@ -47,6 +47,8 @@ export interface StatusReport {
 		bootedAt?: string;
 		bootSeconds?: number;
 		udpForwards?: Record<string, number>;
+		/** The guest's eth1 on the labs' private network (see src/lab/network.ts). */
+		network?: { address: string; prefixLength: number; mac: string };
 		kernelLog: string;
 	};
 	modules: Record<string, { loaded: boolean; params?: Record<string, string> }>;
@@ -73,6 +75,9 @@ export async function statusCommand(options: TargetChoice & { json?: boolean }):
 					bootedAt: state.bootedAt,
 					bootSeconds: state.bootSeconds,
 					udpForwards: state.udpForwards,
+					...(state.network
+						? { network: { address: state.network.address, prefixLength: state.network.prefixLength, mac: state.network.mac } }
+						: {}),
 					kernelLog: target.lab.kernelLog,
 				}
 			: { running: false, name: target.lab.name, kernelLog: target.lab.kernelLog };
@@ -98,6 +103,10 @@ export async function statusCommand(options: TargetChoice & { json?: boolean }):
 		);
 		for (const [hostPort, guestPort] of Object.entries(report.lab.udpForwards ?? {})) {
 			lines.push(`         UDP 127.0.0.1:${hostPort} → guest port ${guestPort}`);
+		}
+		if (report.lab.network) {
+			const { address, prefixLength, mac } = report.lab.network;
+			lines.push(`         labs' network: ${address}/${prefixLength} on eth1 (MAC ${mac}), reaches the other lab guests only`);
 		}
 		lines.push(`         kernel log mirrored to ${report.lab.kernelLog}`);
 	}

@@ -89,6 +89,15 @@ stage2() {
 	ip link set eth0 up
 	ip addr add 10.0.2.15/32 dev eth0
 	ip route add 10.0.2.2/32 dev eth0
+	# eth1: the labs' private network 10.0.9.0/24 (lab/network.ts), whose
+	# frames reach the other lab guests only. Its /24 route is the only one
+	# it adds: still no default route.
+	if [ -n "$(arg net)" ]; then
+		[ "$(cat /sys/class/net/eth1/address 2>/dev/null)" = "$(arg netmac)" ] ||
+			fail "eth1 is not the labs' network card (MAC $(arg netmac))"
+		ip link set eth1 up
+		ip addr add "$(arg net)" dev eth1 || fail "cannot give eth1 the address $(arg net)"
+	fi
 
 	# This shell stays PID 1: it reaps orphans (daemons started through
 	# the agent) and restarts the agent should it ever die.

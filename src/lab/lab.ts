@@ -23,13 +23,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { ifMissing, UserError, messageOf } from '../errors.js';
 import { writeFileAtomically } from '../files.js';
-import { isAlive, withFileLock } from '../lock.js';
+import { isAlive, lockOwner, withFileLock } from '../lock.js';
 import { log } from '../log.js';
 import { requireProgram, runProgram } from '../programs.js';
 import { agentExec, type ExecOptions, type ExecResult } from './agent-client.js';
 import { AGENT_GUEST_PORT } from './agent-protocol.js';
 import { buildInitramfs, findLabKernel, type LabKernel } from './kernel.js';
 import { hmp } from './monitor.js';
+import { assignHost, type LabNetwork, networkOf, qemuNetworkArgs } from './network.js';
 
 export interface LabState {
 	qemuPid: number;
@@ -41,6 +42,8 @@ export interface LabState {
 	bootSeconds: number;
 	/** Host port → guest port, UDP, on 127.0.0.1. */
 	udpForwards: Record<string, number>;
+	/** The guest's eth1 on the labs' private network (network.ts); absent in states of older versions. */
+	network?: LabNetwork;
 }
 
 export interface LabOptions {
@@ -208,6 +211,8 @@ export class Lab {
 		];
 		const agentPort = await freePort();
 		const token = randomBytes(16).toString('hex');
+		const labRoot = path.dirname(this.dir);
+		const network = networkOf(labRoot, await assignHost(labRoot, this.name, other => this.peerInUse(other)));
 		const state: LabState = {
 			qemuPid: 0,
 			virtiofsdPids,
@@ -217,9 +222,10 @@ export class Lab {
 			bootedAt: new Date().toISOString(),
 			bootSeconds: 0,
 			udpForwards: {},
+			network,
 		};
 		try {
-			state.qemuPid = await this.startQemu(kernel, initramfs, agentPort, token);
+			state.qemuPid = await this.startQemu(kernel, initramfs, agentPort, token, network);
 			await this.saveState(state);
 			await this.waitForAgent(state);
 		} catch (error) {
@@ -230,6 +236,14 @@ export class Lab {
 		await this.saveState(state);
 		log.info(`the lab is up (${state.bootSeconds.toFixed(1)} s)`);
 		return state;
+	}
+
+	/** Whether another lab of this checkout is running or booting: its network address is not free. */
+	private async peerInUse(name: string): Promise<boolean> {
+		const peer = new Lab({ ...this.options, name });
+		const bootLock = await lockOwner(path.join(peer.dir, 'boot.lock'));
+		// A state file that cannot be read may belong to a running lab: keep its address.
+		return (await peer.state().catch(() => true)) !== undefined || (bootLock !== undefined && isAlive(bootLock.pid));
 	}
 
 	private async checkTools(): Promise<void> {
@@ -260,7 +274,7 @@ export class Lab {
 		return child.pid;
 	}
 
-	private async startQemu(kernel: LabKernel, initramfs: string, agentPort: number, token: string): Promise<number> {
+	private async startQemu(kernel: LabKernel, initramfs: string, agentPort: number, token: string, network: LabNetwork): Promise<number> {
 		const khz = await cpuKhz();
 		const memory = `${this.options.memoryMb}M`;
 		const append = [
@@ -274,6 +288,8 @@ export class Lab {
 			`kudp.agent=${encodeBootArg(AGENT_SCRIPT)}`,
 			`kudp.token=${token}`,
 			'kudp.state=1',
+			`kudp.net=${network.address}/${network.prefixLength}`,
+			`kudp.netmac=${network.mac}`,
 		].filter(Boolean);
 		const pidFile = path.join(this.dir, 'qemu.pid');
 		await rm(pidFile, { force: true });
@@ -316,6 +332,7 @@ export class Lab {
 			`user,id=n0,hostfwd=tcp:127.0.0.1:${agentPort}-:${AGENT_GUEST_PORT}`,
 			'-device',
 			'virtio-net-device,netdev=n0',
+			...qemuNetworkArgs(network),
 			'-device',
 			'virtio-serial-device',
 			'-chardev',
