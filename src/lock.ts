@@ -155,10 +155,17 @@ async function tryTake(lockPath: string): Promise<{ taken: LockOwner } | { holde
 }
 
 async function release(lockPath: string, owner: LockOwner): Promise<void> {
-	held.delete(owner.nonce);
-	// Nobody removes a live owner's lock, so it is still ours; check anyway.
-	if ((await lockOwner(lockPath))?.nonce === owner.nonce) {
-		await rm(lockPath, { force: true });
+	// Forget the nonce only once the file is gone: until then a waiter in this
+	// process would judge the lock stale and remove it through a guard lock,
+	// whose own release would open the same window again (with many waiters,
+	// a chain of .stale-<nonce> guards until the name is too long).
+	try {
+		// Nobody removes a live owner's lock, so it is still ours; check anyway.
+		if ((await lockOwner(lockPath))?.nonce === owner.nonce) {
+			await rm(lockPath, { force: true });
+		}
+	} finally {
+		held.delete(owner.nonce);
 	}
 }
 
