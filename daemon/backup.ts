@@ -1,31 +1,80 @@
 /**
- * The backup file format (kvd writes it with src/files.ts, durably).
+ * kvd's files: a base (the whole table at one moment) and a change log (what
+ * changed since), both readable text. kvd writes the base with
+ * src/files.ts (temporary file, fsync, rename) and appends to the log.
  *
- *   # kernel-udp backup v1
- *   # instance <boot id>:<module load time>
+ * The base, `<backup>` (v2):
+ *
+ *   # kernel-udp backup v2
+ *   # instance <boot id>:<inode of /sys/module/udp_server>
+ *   # generation <G> covers <G0>:<B0>
  *   # entries <N> sha256 <hex digest of the entry lines>
  *   KEY VALUE
  *   ...
  *
- * The header makes a truncated or corrupt file detectable (entry count and
- * digest), so a bad backup is refused whole instead of being loaded half.
- * The instance line says which loaded copy of the module the file was taken
- * from (see kvd.ts for why that matters).
+ * The change log, `<backup>.log`, one batch per group commit:
+ *
+ *   # kernel-udp changes v2 generation <G>
+ *   + KEY VALUE
+ *   - KEY
+ *   # batch <lines> <first 16 hex digits of the sha256 of the batch's lines>
+ *
+ * A log belongs to the base of its generation. A new base is written before
+ * its log; the base says which log it already holds, and up to which byte
+ * ("covers G0:B0"), so that a crash between the two files loses nothing: the
+ * old log is replayed from byte B0 on. (Compaction writes the new base while
+ * batches keep being appended to the old log.)
+ *
+ * v1 (`# kernel-udp backup v1`, one file, no generation, no log) is still read.
+ *
+ * Nothing here throws on a bad file: what cannot be trusted is returned as
+ * rejected lines with a reason, for kvd to keep in a rejects file, and what
+ * can be is restored.
  */
 import { createHash } from 'node:crypto';
 
-export const MAGIC = '# kernel-udp backup v1';
+export const MAGIC_V1 = '# kernel-udp backup v1';
+export const MAGIC = '# kernel-udp backup v2';
+export const LOG_MAGIC = '# kernel-udp changes v2';
 
-export interface Backup {
-	instance: string;
-	entries: Map<string, string>;
+/** Lines kept aside, and why. */
+export interface Rejected {
+	reason: string;
+	lines: string[];
 }
 
-export class CorruptBackupError extends Error {
-	constructor(file: string, reason: string) {
-		super(`the backup ${file} is corrupt (${reason}); it was not loaded`);
-		this.name = 'CorruptBackupError';
-	}
+export interface Base {
+	version: 0 | 1 | 2;
+	/** The loaded copy of the module the base was taken from ('' if unknown). */
+	instance: string;
+	generation: number;
+	/** The older log this base already holds, up to which byte. */
+	covers?: { generation: number; bytes: number };
+	entries: Map<string, string>;
+	rejected: Rejected[];
+	/** What was wrong with the file, if anything. */
+	problem?: string;
+}
+
+export interface Change {
+	op: '+' | '-';
+	key: string;
+	value?: string;
+}
+
+export interface ChangeLog {
+	generation: number;
+	changes: Change[];
+	rejected: Rejected[];
+	problem?: string;
+}
+
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+
+/** Splits `KEY VALUE` at the first space; undefined for a line that is not one. */
+export function splitEntry(line: string): [string, string] | undefined {
+	const space = line.indexOf(' ');
+	return space > 0 && space < line.length - 1 ? [line.slice(0, space), line.slice(space + 1)] : undefined;
 }
 
 /** Parses `KEY VALUE` lines as /proc/hashtable prints them. */
@@ -35,52 +84,201 @@ export function parseTable(text: string): Map<string, string> {
 		if (line === '') {
 			continue;
 		}
-		const space = line.indexOf(' ');
-		if (space <= 0) {
+		const entry = splitEntry(line);
+		if (!entry) {
 			throw new Error(`not a KEY VALUE line: ${JSON.stringify(line.slice(0, 80))}`);
 		}
-		entries.set(line.slice(0, space), line.slice(space + 1));
+		entries.set(entry[0], entry[1]);
 	}
 	return entries;
 }
 
-function body(entries: Map<string, string>): string {
-	let text = '';
+export function tableLines(entries: Map<string, string>): string {
+	const lines: string[] = [];
 	for (const [key, value] of entries) {
-		text += `${key} ${value}\n`;
+		lines.push(`${key} ${value}\n`);
 	}
-	return text;
+	return lines.join('');
 }
 
-export function serialize(backup: Backup): string {
-	const lines = body(backup.entries);
-	const digest = createHash('sha256').update(lines).digest('hex');
-	return `${MAGIC}\n# instance ${backup.instance}\n# entries ${backup.entries.size} sha256 ${digest}\n${lines}`;
+export interface BaseHeader {
+	instance: string;
+	generation: number;
+	covers: { generation: number; bytes: number };
 }
 
-export function deserialize(file: string, text: string): Backup {
-	const header = text.split('\n', 3);
-	if (header[0] !== MAGIC) {
-		throw new CorruptBackupError(file, 'it does not start with the kernel-udp header');
+/** A v2 base; `body` is tableLines() of the entries (passed in: kvd builds it once). */
+export function serializeBase(header: BaseHeader, body: string, count: number): string {
+	return [
+		MAGIC,
+		`# instance ${header.instance}`,
+		`# generation ${header.generation} covers ${header.covers.generation}:${header.covers.bytes}`,
+		`# entries ${count} sha256 ${sha256(body)}`,
+		body,
+	].join('\n');
+}
+
+/** v1, as kvd wrote it before the change log: kept for tests of the upgrade. */
+export function serializeV1(instance: string, entries: Map<string, string>): string {
+	const body = tableLines(entries);
+	return `${MAGIC_V1}\n# instance ${instance}\n# entries ${entries.size} sha256 ${sha256(body)}\n${body}`;
+}
+
+/**
+ * Reads a base (v1 or v2). A file that is truncated, edited or not a backup
+ * at all still gives every well-formed line; the malformed ones (a torn last
+ * line among them) are rejected, and `problem` says what was wrong.
+ */
+export function parseBase(text: string): Base {
+	const base: Base = { version: 0, instance: '', generation: 0, entries: new Map(), rejected: [] };
+	const lines = text.split('\n');
+	let at = 0;
+	let counted: { entries: number; digest: string } | undefined;
+	if (lines[0] === MAGIC || lines[0] === MAGIC_V1) {
+		base.version = lines[0] === MAGIC ? 2 : 1;
+		const headerLines = base.version === 2 ? 4 : 3;
+		const instance = /^# instance (\S+)$/.exec(lines[1] ?? '');
+		const generation = base.version === 2 ? /^# generation (\d+) covers (\d+):(\d+)$/.exec(lines[2] ?? '') : undefined;
+		const entries = /^# entries (\d+) sha256 ([0-9a-f]{64})$/.exec(lines[headerLines - 1] ?? '');
+		if (instance && entries && (base.version === 1 || generation)) {
+			base.instance = instance[1]!;
+			if (generation) {
+				base.generation = Number(generation[1]);
+				base.covers = { generation: Number(generation[2]), bytes: Number(generation[3]) };
+			}
+			counted = { entries: Number(entries[1]), digest: entries[2]! };
+			at = headerLines;
+		} else {
+			base.problem = 'its header is incomplete';
+			at = 1;
+		}
+	} else {
+		base.problem = 'it does not start with the kernel-udp header';
 	}
-	const instance = /^# instance (\S+)$/.exec(header[1] ?? '')?.[1];
-	const counted = /^# entries (\d+) sha256 ([0-9a-f]{64})$/.exec(header[2] ?? '');
-	if (!instance || !counted) {
-		throw new CorruptBackupError(file, 'its header is incomplete');
+	const body = lines.slice(at).join('\n');
+	if (counted && sha256(body) !== counted.digest) {
+		base.problem = 'its checksum does not match: truncated or edited';
 	}
-	const headerLength = header.join('\n').length + 1;
-	const lines = text.slice(headerLength);
-	if (createHash('sha256').update(lines).digest('hex') !== counted[2]) {
-		throw new CorruptBackupError(file, 'its checksum does not match: truncated or edited');
+	const malformed: string[] = [];
+	const bodyLines = body.split('\n');
+	const torn = bodyLines.pop();
+	if (torn) {
+		// No line end: the file was cut in the middle of this line.
+		base.problem ??= 'its last line is cut short';
+		base.rejected.push({ reason: 'a line cut short at the end of the base', lines: [torn] });
 	}
-	let entries: Map<string, string>;
-	try {
-		entries = parseTable(lines);
-	} catch (error) {
-		throw new CorruptBackupError(file, (error as Error).message);
+	const headerProblem = at < (base.version === 2 ? 4 : 3);
+	for (const line of bodyLines) {
+		// Without a header, "# ..." lines are the remains of one, not keys.
+		const entry = line === '' || (headerProblem && line.startsWith('# ')) ? undefined : splitEntry(line);
+		if (entry) {
+			base.entries.set(entry[0], entry[1]);
+		} else if (line !== '') {
+			malformed.push(line);
+		}
 	}
-	if (entries.size !== Number(counted[1])) {
-		throw new CorruptBackupError(file, `it holds ${entries.size} entries, its header says ${counted[1]}`);
+	if (malformed.length > 0) {
+		base.problem ??= `${malformed.length} lines are not KEY VALUE`;
+		base.rejected.push({ reason: 'not a KEY VALUE line in the base', lines: malformed });
 	}
-	return { instance, entries };
+	if (counted && !base.problem && base.entries.size !== counted.entries) {
+		base.problem = `it holds ${base.entries.size} entries, its header says ${counted.entries}`;
+	}
+	return base;
+}
+
+export function logHeader(generation: number): string {
+	return `${LOG_MAGIC} generation ${generation}\n`;
+}
+
+/** One group commit: the change lines and their trailer. */
+export function serializeBatch(changes: Change[]): string {
+	const lines = changes.map(change => (change.op === '+' ? `+ ${change.key} ${change.value}\n` : `- ${change.key}\n`)).join('');
+	return `${lines}# batch ${changes.length} ${sha256(lines).slice(0, 16)}\n`;
+}
+
+function parseChange(line: string): Change | undefined {
+	if (line.startsWith('+ ')) {
+		const entry = splitEntry(line.slice(2));
+		return entry ? { op: '+', key: entry[0], value: entry[1] } : undefined;
+	}
+	if (line.startsWith('- ') && line.length > 2 && !line.includes(' ', 2)) {
+		return { op: '-', key: line.slice(2) };
+	}
+	return undefined;
+}
+
+/**
+ * Reads a change log from byte `from` on (0: the whole file). Batches whose
+ * trailer matches are returned in order; a batch that does not verify (a
+ * torn end after a hard kill, an edit) is rejected whole, with its lines.
+ */
+export function parseLog(text: string, from = 0): ChangeLog {
+	const log: ChangeLog = { generation: -1, changes: [], rejected: [] };
+	const headerEnd = text.indexOf('\n');
+	const header = new RegExp(`^${LOG_MAGIC} generation (\\d+)$`).exec(text.slice(0, headerEnd));
+	if (!header) {
+		log.problem = 'it does not start with the kernel-udp header';
+		log.rejected.push({ reason: 'a change log without its header', lines: text.split('\n').filter(Boolean) });
+		return log;
+	}
+	log.generation = Number(header[1]);
+	const lines = text.slice(Math.max(from, headerEnd + 1)).split('\n');
+	const torn = lines.pop();
+	let batch: string[] = [];
+	const reject = (reason: string, rejected: string[]) => {
+		log.problem ??= reason;
+		log.rejected.push({ reason, lines: rejected });
+	};
+	for (const line of lines) {
+		const trailer = /^# batch (\d+) ([0-9a-f]{16})$/.exec(line);
+		if (!trailer) {
+			batch.push(line);
+			continue;
+		}
+		const body = batch.map(change => `${change}\n`).join('');
+		const changes = batch.map(parseChange);
+		if (Number(trailer[1]) !== batch.length || sha256(body).slice(0, 16) !== trailer[2] || changes.includes(undefined)) {
+			reject('a batch of the change log that does not match its checksum', batch);
+		} else {
+			log.changes.push(...(changes as Change[]));
+		}
+		batch = [];
+	}
+	if (torn) {
+		batch.push(torn);
+	}
+	if (batch.length > 0) {
+		reject('the last batch of the change log is incomplete (cut short by a crash)', batch);
+	}
+	return log;
+}
+
+/** Applies changes in order. */
+export function applyChanges(entries: Map<string, string>, changes: Iterable<Change>): void {
+	for (const change of changes) {
+		if (change.op === '+') {
+			entries.set(change.key, change.value!);
+		} else {
+			entries.delete(change.key);
+		}
+	}
+}
+
+export interface JournalLine {
+	seq: number;
+	op: 'insert' | 'delete' | 'snapshot';
+	key?: string;
+	value?: string;
+}
+
+/** One line of /proc/kvjournal: `N insert KEY VALUE`, `N delete KEY` or `N snapshot`. */
+export function parseJournalLine(line: string): JournalLine | undefined {
+	const match = /^(\d+) (insert|delete|snapshot)(?: (\S+)(?: (.+))?)?$/.exec(line);
+	if (!match) {
+		return undefined;
+	}
+	const [, seq, op, key, value] = match;
+	const valid = op === 'insert' ? key !== undefined && value !== undefined : op === 'delete' ? key !== undefined && !value : !key;
+	return valid ? { seq: Number(seq), op: op as JournalLine['op'], ...(key ? { key } : {}), ...(value ? { value } : {}) } : undefined;
 }

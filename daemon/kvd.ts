@@ -1,185 +1,536 @@
 /**
  * kvd: keeps a copy of udp_server's key-value table on disk and puts it back.
  *
- * It registers its PID in /proc/daemonpid; the module sends it SIGUSR1 after
- * every change; kvd then reads /proc/hashtable and replaces the backup file
- * atomically. Signals that arrive while a save runs are coalesced into one
- * more save, so a burst of 10 000 inserts costs a handful of saves and the
- * last one has them all.
+ * One kvd runs per target (per boot) and outlives module reloads:
  *
- * Restore: the backup records which loaded copy of the module it was taken
- * from (boot id + the load time of /sys/module/udp_server). If kvd restarts
- * beside the same copy, the table already holds every write (it may be newer
- * than the file) and nothing is restored. If the module was loaded again or
- * the guest rebooted, the entries of the backup are inserted through /proc/ht
- * — only keys the new table does not have, since writes that reached it
- * after loading are newer than the backup.
+ *   waiting   ──/proc/daemonpid appears──▶ register (write our PID)
+ *   restoring  if the module is another loaded copy than the backup's, put
+ *              the backup (base + change log) back through /proc/kvrestore
+ *   following  read /proc/kvjournal, append each batch to the change log,
+ *              fdatasync once, write back the batch's last number (group
+ *              commit; with durable=1 that releases the replies)
+ *   ──journal EOF (unload) or SIGUSR2 (./run is about to unload)──▶ waiting
+ *
+ * "N snapshot" (first after registering, or when kvd fell 4 MiB behind)
+ * makes a new base from /proc/hashtable. When the change log outgrows the
+ * base, kvd writes a new base from the table it keeps in memory while it
+ * goes on appending (compaction, as Redis rewrites its AOF). The file
+ * formats are in backup.ts.
+ *
+ * The journal is read with O_NONBLOCK: a blocking read would sit in a libuv
+ * thread that nothing can wake, and Node cannot exit while it does. When the
+ * journal is empty kvd polls again at once, then every millisecond, then
+ * every 10 ms once idle.
+ *
+ * State for ./run, in --run-dir (default /run, so it goes with the boot):
+ * kvd.pid; kvd.status (JSON: state, restored, rejected, rejects file);
+ * kvd.ready (the module copy kvd follows, once restored and saved);
+ * kvd.detached (the copy it left on SIGUSR2, the go-ahead for rmmod).
  */
 import { Command, InvalidArgumentError } from 'commander';
-import { existsSync } from 'node:fs';
-import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { closeSync, constants, existsSync, openSync, readSync, writeFileSync, writeSync } from 'node:fs';
+import { copyFile, type FileHandle, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
-import { acquireLock, type HeldLock } from '../src/lock.js';
 import { writeFileAtomically } from '../src/files.js';
-import { deserialize, parseTable, serialize } from './backup.js';
+import { acquireLock, type HeldLock } from '../src/lock.js';
+import {
+	applyChanges,
+	type Change,
+	logHeader,
+	parseJournalLine,
+	parseTable,
+	type Rejected,
+	serializeBase,
+	serializeBatch,
+	tableLines,
+} from './backup.js';
+import { COMPACT_MIN, compactionDue, loadBackup, REFUSED, writeRejects } from './store.js';
 
-export const DEFAULT_BACKUP = '/var/tmp/hashtable_backup.txt';
+const DEFAULT_BACKUP = '/var/tmp/hashtable_backup.txt';
+/** The most bytes of lines one /proc/kvrestore write carries. */
+export const RESTORE_CHUNK = 256 * 1024;
+/** A batch stops growing here, to be committed. */
+const BATCH_MAX = 4 * 1024 * 1024;
 
 interface Options {
 	backup: string;
 	proc: string;
 	module: string;
-	pidFile: string;
-	json?: boolean;
+	runDir: string;
+}
+
+type State = 'waiting' | 'restoring' | 'following' | 'detached' | 'stopped' | 'failed';
+
+export interface Status {
+	pid: number;
+	state: State;
+	backup: string;
+	/** The loaded copy of the module followed or last left. */
+	instance?: string;
+	restored: number;
+	rejected: number;
+	rejectsFile?: string;
+	problems: string[];
+	error?: string;
+	since: string;
 }
 
 const log = pino({ base: undefined, name: 'kvd' }, pino.destination(2));
 
-class Kvd {
-	private saving: Promise<void> | undefined;
-	private dirty = false;
-	private saves = 0;
-	private lock: HeldLock | undefined;
-	private queue: Promise<void> = Promise.resolve();
+interface Compaction {
+	generation: number;
+	baseBytes: number;
+	/** Batches appended to the old log after the new base was taken. */
+	pending: string[];
+	promise: Promise<void>;
+	outcome: { done: boolean; error?: unknown };
+}
 
-	constructor(private readonly options: Options) {}
+/** Unregisters from the module (ENOENT: it is gone already, which is as good). */
+function unregister(daemonpid: string): void {
+	try {
+		writeFileSync(daemonpid, '0\n');
+	} catch (error) {
+		if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
+			throw error;
+		}
+	}
+}
+
+class Kvd {
+	private lock: HeldLock | undefined;
+	private status: Status;
+	private stopping = false;
+	private leaving = false;
+	/** The module copy kvd must not register with again (it left it). */
+	private detachedFrom: string | undefined;
+	private following: string | undefined;
+
+	// The backup as kvd has it on disk, and the table it describes.
+	private entries = new Map<string, string>();
+	private baseGeneration = 0;
+	private baseBytes = 0;
+	private logGeneration = 0;
+	private logBytes = 0;
+	private logHandle: FileHandle | undefined;
+	private compaction: Compaction | undefined;
+	private compactFloor = COMPACT_MIN;
+	private batches = 0;
+
+	constructor(private readonly options: Options) {
+		this.status = {
+			pid: process.pid,
+			state: 'waiting',
+			backup: options.backup,
+			restored: 0,
+			rejected: 0,
+			problems: [],
+			since: new Date().toISOString(),
+		};
+	}
 
 	private proc(name: string): string {
 		return path.join(this.options.proc, name);
 	}
 
-	private get lockFile(): string {
-		return `${this.options.backup}.lock`;
+	private run(name: string): string {
+		return path.join(this.options.runDir, `kvd.${name}`);
+	}
+
+	private get logFile(): string {
+		return `${this.options.backup}.log`;
 	}
 
 	/** Which loaded copy of the module this is: changes on every insmod and every boot. */
 	async instance(): Promise<string> {
 		const bootId = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
-		const loaded = await stat(path.join('/sys/module', this.options.module), { bigint: true });
-		return `${bootId}:${loaded.ctimeNs}`;
+		const loaded = await stat(path.join('/sys/module', this.options.module));
+		return `${bootId}:${loaded.ino}`;
 	}
 
-	async start(): Promise<void> {
-		if (!existsSync(this.proc('hashtable'))) {
-			throw new Error(`${this.options.module} is not loaded (${this.proc('hashtable')} is missing)`);
-		}
-		await this.takeLock();
-		// SIGUSR1 would kill us before the handler exists: install it first.
-		process.on('SIGUSR1', () => this.scheduleSave());
-		await writeFile(this.proc('daemonpid'), `${process.pid}\n`);
-
-		const restored = await this.restore();
-		await this.saveInTurn();
-		await writeFile(this.options.pidFile, `${process.pid}\n`);
-		log.info({ restored, backup: this.options.backup }, `ready: restored ${restored} entries`);
+	private async setStatus(change: Partial<Status>): Promise<void> {
+		this.status = { ...this.status, ...change, since: new Date().toISOString() };
+		await writeFileAtomically(this.run('status'), `${JSON.stringify(this.status)}\n`);
 	}
 
 	/**
 	 * One kvd per backup file: the shared lock of src/lock.ts, which records
-	 * the owner's boot id beside its PID. The boot id matters because the file
-	 * outlives the machine (the lab keeps /var/tmp on the host), and after a
-	 * reboot the same PID may belong to anything.
+	 * the owner's boot id beside its PID (the lab keeps /var/tmp on the host,
+	 * so the lock outlives the guest).
 	 */
-	private async takeLock(): Promise<void> {
+	async start(): Promise<void> {
 		this.lock = await acquireLock(
-			this.lockFile,
+			`${this.options.backup}.lock`,
 			0,
 			holder => `another kvd (pid ${holder.pid}) is already running for ${this.options.backup}`,
 		);
+		await rm(this.run('ready'), { force: true });
+		await this.setStatus({ state: 'waiting' });
+		await writeFile(this.run('pid'), `${process.pid}\n`);
+		log.info({ backup: this.options.backup }, 'started; waiting for the module');
 	}
 
-	private async restore(): Promise<number> {
-		const text = await readFile(this.options.backup, 'utf8').catch(error => {
+	async loop(): Promise<void> {
+		while (!this.stopping) {
+			const instance = await this.waitForModule();
+			if (!instance) {
+				break;
+			}
+			try {
+				await this.follow(instance);
+			} catch (error) {
+				log.error({ err: error }, `following ${this.options.module} failed; trying again in 1 s`);
+				await this.setStatus({ state: 'failed', error: (error as Error).message });
+				this.following = undefined;
+				await rm(this.run('ready'), { force: true });
+				await sleep(1000);
+			}
+		}
+	}
+
+	/** Polls for a module to register with (every 100 ms); undefined when stopping. */
+	private async waitForModule(): Promise<string | undefined> {
+		while (!this.stopping) {
+			if (existsSync(this.proc('daemonpid'))) {
+				const instance = await this.instance().catch(() => undefined);
+				if (instance && instance !== this.detachedFrom) {
+					return instance;
+				}
+			}
+			await sleep(100);
+		}
+		return undefined;
+	}
+
+	private async follow(instance: string): Promise<void> {
+		try {
+			await writeFile(this.proc('daemonpid'), `${process.pid}\n`);
+		} catch (error) {
 			if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-				return undefined;
+				return; // unloaded meanwhile
 			}
 			throw error;
-		});
-		if (text === undefined) {
-			log.info(`no backup at ${this.options.backup} yet; starting empty`);
-			return 0;
 		}
-		const backup = deserialize(this.options.backup, text);
-		if (backup.instance === (await this.instance())) {
-			return 0;
+		this.following = instance;
+		this.leaving = this.stopping || this.detachedFrom === instance;
+		const journal = openSync(this.proc('kvjournal'), constants.O_RDWR | constants.O_NONBLOCK);
+		try {
+			await this.setStatus({ state: 'restoring', instance, restored: 0, rejected: 0, problems: [] });
+			log.info({ instance }, 'registered');
+			await this.restore(instance);
+			const how = await this.pump(journal, instance);
+			if (how === 'left') {
+				// At once: the module drops the changes queued for a daemon that leaves.
+				unregister(this.proc('daemonpid'));
+			}
+			await this.finishCompaction(true);
+			this.detachedFrom = instance;
+			this.following = undefined;
+			await rm(this.run('ready'), { force: true });
+			await this.setStatus({ state: this.stopping ? 'stopped' : 'detached' });
+			await writeFile(this.run('detached'), `${instance}\n`);
+			log.info({ instance, batches: this.batches }, how === 'left' ? 'left the module' : 'the module was unloaded');
+		} finally {
+			closeSync(journal);
+			await this.logHandle?.close();
+			this.logHandle = undefined;
+		}
+	}
+
+	/** Loads the backup and, for a new copy of the module, puts it back. */
+	private async restore(instance: string): Promise<void> {
+		const started = performance.now();
+		const loaded = await loadBackup(this.options.backup);
+		this.entries = loaded.entries;
+		this.baseGeneration = loaded.baseGeneration;
+		this.baseBytes = loaded.baseBytes;
+		this.logGeneration = loaded.logGeneration;
+		this.logBytes = loaded.logBytes;
+		if (loaded.instance === instance) {
+			log.info('the module is the copy the backup was taken from: it holds every write; nothing to restore');
+			return;
+		}
+		for (const problem of loaded.problems) {
+			log.error(problem);
+		}
+		if (loaded.problems.length > 0 && existsSync(this.options.backup)) {
+			// The next snapshot replaces the base: keep the damaged one as it was.
+			const copy = `${this.options.backup}.damaged-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+			await copyFile(this.options.backup, copy, constants.COPYFILE_EXCL);
+			log.warn(`kept the damaged base as ${copy}`);
 		}
 		const current = parseTable(await readFile(this.proc('hashtable'), 'utf8'));
-		let restored = 0;
-		for (const [key, value] of backup.entries) {
-			if (current.has(key)) {
-				continue;
-			}
-			// One command per write(2): /proc/ht runs each write as one request.
-			await writeFile(this.proc('ht'), `insert ${key} ${value}`);
-			restored++;
+		const { restored, refused } = this.restoreEntries(loaded.entries, current);
+		const rejected = [...loaded.rejected, ...refused];
+		const count = rejected.reduce((sum, group) => sum + group.lines.length, 0);
+		const rejectsFile = await writeRejects(this.options.backup, rejected);
+		const ms = Math.round(performance.now() - started);
+		if (rejectsFile) {
+			log.warn({ restored, rejected: count, rejectsFile }, `restored ${restored} entries; ${count} could not be: kept in ${rejectsFile}`);
+		} else {
+			log.info({ restored, ms }, `restored ${restored} entries in ${ms} ms`);
 		}
-		return restored;
-	}
-
-	scheduleSave(): void {
-		this.dirty = true;
-		this.saving ??= this.saveWhileDirty().finally(() => {
-			this.saving = undefined;
-		});
-	}
-
-	private async saveWhileDirty(): Promise<void> {
-		while (this.dirty) {
-			this.dirty = false;
-			try {
-				await this.saveInTurn();
-			} catch (error) {
-				log.error({ err: error }, 'save failed');
-				await sleep(100);
-			}
-		}
+		await this.setStatus({ restored, rejected: count, problems: loaded.problems, ...(rejectsFile ? { rejectsFile } : {}) });
 	}
 
 	/**
-	 * Saves one at a time, whoever asks (start, a signal, stop): two saves at
-	 * once would race on the temporary file and the rename.
+	 * Writes the entries the table does not have to /proc/kvrestore, in big
+	 * writes. A write stops before a line the module refuses; the next write
+	 * starting with it fails with the reason, and the line is kept aside.
 	 */
-	private saveInTurn(): Promise<void> {
-		const turn = this.queue.then(() => this.save());
-		// The caller awaits `turn` and sees its error; the queue only orders the saves.
-		this.queue = turn.catch(() => undefined);
-		return turn;
-	}
-
-	private async save(): Promise<void> {
-		// Clear `dirty` before reading: a change during the read triggers one more save.
-		const entries = parseTable(await readFile(this.proc('hashtable'), 'utf8'));
-		// A crash at any moment leaves the old or the new complete backup.
-		await writeFileAtomically(this.options.backup, serialize({ instance: await this.instance(), entries }), {
-			mode: 0o600,
-			durable: true,
-		});
-		this.saves++;
-		log.info({ entries: entries.size, saves: this.saves }, 'saved');
-	}
-
-	/** Final save, then unregister: used on SIGTERM and before the module is unloaded. */
-	async stop(): Promise<void> {
-		await this.saving;
-		if (existsSync(this.proc('hashtable'))) {
-			await this.saveInTurn().catch(error => log.error({ err: error }, 'final save failed'));
-			// The module may have been unloaded since the check: only that is expected.
-			await writeFile(this.proc('daemonpid'), '0\n').catch(error => {
-				if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
-					log.error({ err: error }, 'could not unregister from /proc/daemonpid');
+	private restoreEntries(entries: Map<string, string>, current: Map<string, string>): { restored: number; refused: Rejected[] } {
+		const refused = new Map<string, string[]>();
+		let restored = 0;
+		const fd = openSync(this.proc('kvrestore'), 'w');
+		const flush = (chunk: string) => {
+			const buffer = Buffer.from(chunk);
+			let offset = 0;
+			while (offset < buffer.length) {
+				try {
+					const taken = writeSync(fd, buffer, offset);
+					for (let i = offset; i < offset + taken; i++) {
+						if (buffer[i] === 0x0a) restored++;
+					}
+					offset += taken;
+				} catch (error) {
+					const code = (error as NodeJS.ErrnoException).code ?? '';
+					if (!REFUSED.has(code)) {
+						throw error;
+					}
+					const end = buffer.indexOf(0x0a, offset);
+					const group = refused.get(code) ?? [];
+					group.push(buffer.toString('utf8', offset, end));
+					refused.set(code, group);
+					offset = end + 1;
 				}
-			});
+			}
+		};
+		try {
+			let chunk = '';
+			for (const [key, value] of entries) {
+				if (current.has(key)) {
+					continue; // written since the load: newer than the backup
+				}
+				const line = `${key} ${value}\n`;
+				if (chunk.length + line.length > RESTORE_CHUNK) {
+					flush(chunk);
+					chunk = '';
+				}
+				chunk += line;
+			}
+			flush(chunk);
+		} finally {
+			closeSync(fd);
 		}
-		await this.cleanUp();
-		log.info({ saves: this.saves }, 'stopped');
+		const reasons: Record<string, string> = {
+			EINVAL: 'EINVAL: refused by the module as not a valid KEY VALUE line',
+			ENOSPC: 'ENOSPC: the table is full (max_entries or max_bytes)',
+			EBUSY: 'EBUSY: the module was busy',
+			ENOMEM: 'ENOMEM: the module had no memory for it',
+		};
+		return { restored, refused: [...refused].map(([code, lines]) => ({ reason: reasons[code] ?? code, lines })) };
+	}
+
+	/** Follows the journal until the module goes (EOF) or kvd is asked to leave. */
+	private async pump(journal: number, instance: string): Promise<'eof' | 'left'> {
+		const buffer = Buffer.allocUnsafe(1024 * 1024);
+		let idle = 0;
+		for (;;) {
+			let text = '';
+			let eof = false;
+			while (text.length < BATCH_MAX) {
+				let n: number;
+				try {
+					n = readSync(journal, buffer);
+				} catch (error) {
+					if ((error as NodeJS.ErrnoException).code === 'EAGAIN') break;
+					throw error;
+				}
+				if (n === 0) {
+					eof = true;
+					break;
+				}
+				text += buffer.toString('utf8', 0, n);
+			}
+			if (text) {
+				idle = 0;
+				await this.commit(journal, text, instance);
+			}
+			await this.finishCompaction(false);
+			if (eof) {
+				return 'eof';
+			}
+			if (!text) {
+				if (this.leaving) {
+					if (!this.compaction) {
+						return 'left';
+					}
+					await this.finishCompaction(true); // then drain once more
+					continue;
+				}
+				idle++;
+				await (idle < 64 ? new Promise(resolve => setImmediate(resolve)) : sleep(idle < 1000 ? 1 : 10));
+			}
+		}
+	}
+
+	/** One group commit: append the batch, fdatasync once, confirm its last number. */
+	private async commit(journal: number, text: string, instance: string): Promise<void> {
+		const lines = text.split('\n');
+		lines.pop();
+		let last = 0;
+		let changes: Change[] = [];
+		for (const line of lines) {
+			const parsed = parseJournalLine(line);
+			if (!parsed) {
+				log.error(`not a journal line, skipped: ${JSON.stringify(line.slice(0, 80))}`);
+				continue;
+			}
+			last = Math.max(last, parsed.seq);
+			if (parsed.op === 'snapshot') {
+				// The snapshot holds every change before it in the batch.
+				changes = [];
+				await this.snapshot(instance);
+			} else {
+				changes.push(parsed.op === 'insert' ? { op: '+', key: parsed.key!, value: parsed.value! } : { op: '-', key: parsed.key! });
+			}
+		}
+		if (changes.length > 0) {
+			const batch = serializeBatch(changes);
+			applyChanges(this.entries, changes);
+			await this.append(batch);
+		}
+		if (last > 0) {
+			writeSync(journal, String(last));
+		}
+		this.batches++;
+		if (this.following === instance && this.status.state !== 'following') {
+			await this.setStatus({ state: 'following' });
+			await writeFile(this.run('ready'), `${instance}\n`);
+			log.info({ entries: this.entries.size }, 'ready');
+		}
+		this.maybeCompact(instance);
+	}
+
+	private async openLog(): Promise<FileHandle> {
+		this.logHandle ??= await open(this.logFile, 'a', 0o600);
+		return this.logHandle;
+	}
+
+	private async append(batch: string): Promise<void> {
+		const handle = await this.openLog();
+		await handle.writeFile(batch);
+		await handle.datasync();
+		this.logBytes += Buffer.byteLength(batch);
+		this.compaction?.pending.push(batch);
+	}
+
+	/** Replaces the log by an empty one (plus `pending`) of a new base's generation. */
+	private async resetLog(generation: number, pending: string): Promise<void> {
+		const text = logHeader(generation) + pending;
+		await this.logHandle?.close();
+		this.logHandle = undefined;
+		await writeFileAtomically(this.logFile, text, { mode: 0o600, durable: true });
+		this.logGeneration = generation;
+		this.logBytes = Buffer.byteLength(text);
+	}
+
+	private newBase(instance: string, generation: number): string {
+		return serializeBase(
+			{ instance, generation, covers: { generation: this.logGeneration, bytes: this.logBytes } },
+			tableLines(this.entries),
+			this.entries.size,
+		);
+	}
+
+	/** "N snapshot": the table as it is now becomes the base. */
+	private async snapshot(instance: string): Promise<void> {
+		await this.finishCompaction(true);
+		const started = performance.now();
+		this.entries = parseTable(await readFile(this.proc('hashtable'), 'utf8'));
+		const generation = Math.max(this.baseGeneration, this.logGeneration) + 1;
+		const text = this.newBase(instance, generation);
+		await writeFileAtomically(this.options.backup, text, { mode: 0o600, durable: true });
+		this.baseGeneration = generation;
+		this.baseBytes = Buffer.byteLength(text);
+		await this.resetLog(generation, '');
+		log.info({ entries: this.entries.size, ms: Math.round(performance.now() - started) }, 'snapshot saved');
+	}
+
+	/** Starts writing a new base from memory while batches go on into the old log. */
+	private maybeCompact(instance: string): void {
+		if (this.compaction || !compactionDue(this.logBytes, this.baseBytes, this.compactFloor)) {
+			return;
+		}
+		const generation = Math.max(this.baseGeneration, this.logGeneration) + 1;
+		const text = this.newBase(instance, generation);
+		const outcome: Compaction['outcome'] = { done: false };
+		const promise = writeFileAtomically(this.options.backup, text, { mode: 0o600, durable: true }).then(
+			() => {
+				outcome.done = true;
+			},
+			error => {
+				outcome.error = error;
+			},
+		);
+		this.compaction = { generation, baseBytes: Buffer.byteLength(text), pending: [], promise, outcome };
+	}
+
+	private async finishCompaction(wait: boolean): Promise<void> {
+		const compaction = this.compaction;
+		if (!compaction) {
+			return;
+		}
+		if (wait) {
+			await compaction.promise;
+		}
+		const { outcome } = compaction;
+		if (!outcome.done && outcome.error === undefined) {
+			return;
+		}
+		this.compaction = undefined;
+		if (outcome.error !== undefined) {
+			// The old base and log are intact; try again when the log has doubled.
+			this.compactFloor = this.logBytes * 2;
+			log.error({ err: outcome.error }, 'compaction failed');
+			return;
+		}
+		const before = this.logBytes;
+		this.baseGeneration = compaction.generation;
+		this.baseBytes = compaction.baseBytes;
+		await this.resetLog(compaction.generation, compaction.pending.join(''));
+		this.compactFloor = COMPACT_MIN;
+		log.info({ entries: this.entries.size, logBytesBefore: before, logBytes: this.logBytes }, 'compacted');
+	}
+
+	/** SIGUSR2 from ./run before rmmod: confirm everything, unregister, and wait for the next copy. */
+	async detach(): Promise<void> {
+		const instance = await this.instance().catch(() => undefined);
+		this.detachedFrom = instance;
+		if (this.following && this.following === instance) {
+			this.leaving = true; // follow() acknowledges once it has left
+		} else {
+			await writeFile(this.run('detached'), `${instance ?? ''}\n`);
+		}
+	}
+
+	/** SIGTERM: leave as detach() does, then exit. */
+	stop(): void {
+		this.stopping = true;
+		this.leaving = true;
 	}
 
 	async cleanUp(): Promise<void> {
-		await rm(this.options.pidFile, { force: true });
-		await this.lock?.release();
-		this.lock = undefined;
+		await this.logHandle?.close();
+		await rm(this.run('pid'), { force: true });
+		await rm(this.run('ready'), { force: true });
+		if (this.lock) {
+			await this.setStatus({ state: 'stopped' });
+			await this.lock.release();
+			this.lock = undefined;
+		}
 	}
 }
 
@@ -191,44 +542,32 @@ function absolutePath(value: string): string {
 }
 
 const program = new Command('kvd')
-	.description("Back up udp_server's key-value table to a file and restore it when the module or the machine restarts.")
-	.option('--backup <file>', 'the backup file', absolutePath, DEFAULT_BACKUP)
-	.option('--pid-file <file>', 'written once the table is restored and kvd is ready', absolutePath, '/run/kvd.pid')
+	.description("Back up udp_server's key-value table to a file and restore it into each newly loaded copy of the module.")
+	.option('--backup <file>', 'the backup file (its change log is <file>.log)', absolutePath, DEFAULT_BACKUP)
+	.option('--run-dir <dir>', 'where kvd.pid, kvd.status, kvd.ready and kvd.detached go', absolutePath, '/run')
 	.option('--proc <dir>', 'where the module’s /proc files are', absolutePath, '/proc')
 	.option('--module <name>', 'the server module', 'udp_server')
 	.addHelpText(
 		'after',
 		`
-Run as root beside a loaded udp_server. Logs are JSON lines on stderr.
-Stop it with SIGTERM (it saves once more and unregisters).`,
+Run as root, once per boot; it registers with each udp_server loaded after it.
+Logs are JSON lines on stderr. SIGUSR2: leave the loaded module (before rmmod).
+SIGTERM: leave it and exit; either way every change read is on disk first.`,
 	)
 	.action(async (options: Options) => {
 		const kvd = new Kvd(options);
-		let stopping = false;
-		const stop = async () => {
-			if (stopping) {
-				return;
-			}
-			stopping = true;
-			await kvd.stop();
-			process.exit(0);
-		};
-		process.on('SIGTERM', () => void stop());
-		process.on('SIGINT', () => void stop());
+		process.on('SIGTERM', () => kvd.stop());
+		process.on('SIGINT', () => kvd.stop());
+		process.on('SIGUSR2', () => {
+			kvd.detach().catch(error => log.error({ err: error }, 'detach failed'));
+		});
 		try {
 			await kvd.start();
-		} catch (error) {
+			await kvd.loop();
+		} finally {
 			await kvd.cleanUp();
-			throw error;
 		}
-		// Leave when the module goes away (it was unloaded without stopping us first).
-		const watch = setInterval(() => {
-			if (!existsSync(path.join(options.proc, 'hashtable'))) {
-				log.warn(`${options.module} was unloaded; exiting`);
-				clearInterval(watch);
-				void kvd.cleanUp().then(() => process.exit(0));
-			}
-		}, 500);
+		log.info('stopped');
 	});
 
 try {

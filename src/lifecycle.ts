@@ -93,6 +93,20 @@ export const DEFAULT_BACKUP = '/var/tmp/hashtable_backup.txt';
 const KVD_PID_FILE = '/run/kvd.pid';
 const KVD_LOG = '/var/log/kvd.log';
 const KVD_SCRIPT = path.join(PROJECT_ROOT, 'dist/daemon/kvd.js');
+/** Shell: the loaded copy of udp_server, as kvd names it (boot id + sysfs inode). */
+const KVD_INSTANCE = 'echo "$(cat /proc/sys/kernel/random/boot_id):$(stat -c %i /sys/module/udp_server 2>/dev/null)"';
+
+/** What kvd says of itself in /run/kvd.status (see daemon/kvd.ts). */
+export interface DaemonStatus {
+	pid: number;
+	state: string;
+	backup: string;
+	restored: number;
+	rejected: number;
+	rejectsFile?: string;
+	problems: string[];
+	error?: string;
+}
 
 /** The backup daemon's PID in the target, if it is running. */
 export async function daemonPid(target: Target): Promise<number | undefined> {
@@ -103,22 +117,34 @@ export async function daemonPid(target: Target): Promise<number | undefined> {
 	return result.exitCode === 0 && pid > 0 ? pid : undefined;
 }
 
+/** kvd's status file, if it has one (it stays after kvd stops, saying so). */
+export async function daemonStatus(target: Target): Promise<DaemonStatus | undefined> {
+	const result = await target.exec(['cat', '/run/kvd.status'], { timeoutMs: 10_000 });
+	return result.exitCode === 0 && result.stdout.trim() ? (JSON.parse(result.stdout) as DaemonStatus) : undefined;
+}
+
 /**
- * Starts kvd beside the loaded server and waits until it has restored the
- * backup (it writes its PID file then). Its log is /var/log/kvd.log.
+ * Makes sure kvd runs in the target (it starts once per boot and follows
+ * every udp_server loaded after it), then waits until it has registered with
+ * the loaded server, restored the backup into it and saved it: kvd names that
+ * copy of the module in /run/kvd.ready. Its log is /var/log/kvd.log.
  */
 export async function startDaemon(target: Target, backup = DEFAULT_BACKUP): Promise<number> {
 	const running = await daemonPid(target);
-	if (running) {
-		return running;
+	if (running && (await daemonStatus(target))?.backup !== backup) {
+		log.info(`kvd (pid ${running}) keeps another backup file: restarting it for ${backup}`);
+		await stopDaemon(target);
 	}
 	const script = [
-		`rm -f ${KVD_PID_FILE}`,
+		'kvd=$(cat /run/kvd.pid 2>/dev/null)',
+		'if [ -z "$kvd" ] || ! kill -0 "$kvd" 2>/dev/null; then',
 		// Paths as arguments, never in the script's text: the project path may have spaces.
-		`setsid "$2" "$3" --backup "$1" --pid-file ${KVD_PID_FILE} >>${KVD_LOG} 2>&1 </dev/null &`,
-		'kvd=$!',
+		`  setsid "$2" "$3" --backup "$1" >>${KVD_LOG} 2>&1 </dev/null &`,
+		'  kvd=$!',
+		'fi',
+		`want=$(${KVD_INSTANCE})`,
 		'for i in $(seq 1200); do',
-		`  [ -s ${KVD_PID_FILE} ] && exit 0`,
+		'  [ "$(cat /run/kvd.ready 2>/dev/null)" = "$want" ] && exit 0',
 		`  kill -0 $kvd 2>/dev/null || { tail -n 5 ${KVD_LOG} >&2; exit 1; }`,
 		'  sleep 0.1',
 		'done',
@@ -141,10 +167,44 @@ export async function startDaemon(target: Target, backup = DEFAULT_BACKUP): Prom
 	if (!pid) {
 		throw new UserError('the backup daemon kvd started but exited at once', { hint: `see ${KVD_LOG} in the target` });
 	}
+	const status = await daemonStatus(target);
+	if (status?.rejected) {
+		log.warn(`kvd could not restore ${status.rejected} entries; they are kept in ${status.rejectsFile} in the target`);
+	}
 	return pid;
 }
 
-/** Stops kvd after its final save (it saves once more on SIGTERM). */
+/**
+ * Before rmmod: kvd (SIGUSR2) confirms every change it has read, leaves the
+ * module, and says so in /run/kvd.detached; it stays up for the next load.
+ * Returns whether kvd was there to leave.
+ */
+export async function detachDaemon(target: Target): Promise<boolean> {
+	const pid = await daemonPid(target);
+	if (!pid) {
+		return false;
+	}
+	const script = [
+		`want=$(${KVD_INSTANCE})`,
+		'rm -f /run/kvd.detached',
+		`kill -USR2 ${pid} || exit 0`,
+		'for i in $(seq 300); do',
+		'  [ "$(cat /run/kvd.detached 2>/dev/null)" = "$want" ] && exit 0',
+		`  kill -0 ${pid} 2>/dev/null || exit 0`,
+		'  sleep 0.05',
+		'done',
+		'exit 1',
+	].join('\n');
+	const result = await target.exec(['sh', '-c', script], { timeoutMs: 30_000 });
+	if (result.exitCode !== 0) {
+		throw new UserError(`the backup daemon (pid ${pid}) did not confirm its last changes within 15 s`, {
+			hint: `the module is left loaded so no write is lost; see ${KVD_LOG} in the target`,
+		});
+	}
+	return true;
+}
+
+/** Stops kvd: it confirms every change it has read first (SIGTERM). */
 export async function stopDaemon(target: Target): Promise<boolean> {
 	const pid = await daemonPid(target);
 	if (!pid) {
@@ -156,7 +216,7 @@ export async function stopDaemon(target: Target): Promise<boolean> {
 	);
 	if (result.exitCode !== 0) {
 		throw new UserError(`the backup daemon (pid ${pid}) did not stop within 15 s`, {
-			hint: 'the module is left loaded so no write is lost; see /var/log/kvd.log in the target',
+			hint: `the module is left loaded so no write is lost; see ${KVD_LOG} in the target`,
 		});
 	}
 	return true;
@@ -175,14 +235,15 @@ export async function stopLab(target: LabTarget): Promise<boolean> {
 
 /**
  * Unloads a module; returns how long rmmod took, or undefined if it was not
- * loaded. The server's backup daemon is stopped first, after its last save.
+ * loaded. The server's backup daemon leaves it first, with every change on
+ * disk, and stays up for the next load.
  */
 export async function unload(target: Target, name: ModuleName): Promise<number | undefined> {
 	if (!(await isLoaded(target, name))) {
 		return undefined;
 	}
-	if (name === 'udp_server' && (await stopDaemon(target))) {
-		log.info('stopped the backup daemon kvd after its final save');
+	if (name === 'udp_server' && (await detachDaemon(target))) {
+		log.info('the backup daemon kvd has every change on disk and left the module');
 	}
 	const started = performance.now();
 	const result = await target.exec(['rmmod', name], { timeoutMs: UNLOAD_TIMEOUT_MS });
@@ -222,6 +283,11 @@ export async function load(target: Target, module: BuiltModule, request: LoadReq
 	const unloadTime = await unload(target, module.name);
 	if (unloadTime !== undefined) {
 		log.info(`unloaded the ${module.name} that was already loaded (${unloadTime.toFixed(0)} ms)`);
+	}
+
+	// --no-daemon: a running kvd would register with the new module on its own.
+	if (module.name === 'udp_server' && request.daemon === false && (await stopDaemon(target))) {
+		log.info('stopped the backup daemon kvd (--no-daemon), after it confirmed every change');
 	}
 
 	if (module.name === 'udp_server') {
