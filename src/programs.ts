@@ -21,6 +21,8 @@ export const PROGRAM_PACKAGES: Readonly<Record<string, string>> = {
 	gzip: 'gzip',
 	xz: 'xz-utils',
 	zstd: 'zstd',
+	lz4: 'lz4',
+	'qemu-ga': 'qemu-guest-agent',
 	'qemu-system-x86_64': 'qemu-system-x86',
 	'/usr/lib/qemu/virtiofsd': 'qemu-system-common',
 	'dpkg-query': 'dpkg',

@@ -26,6 +26,8 @@ export const SYSTEM_PACKAGES: Record<string, string> = {
 	'linux-headers-6.12-cloud-amd64': "the second kernel's headers",
 	'busybox-static': "the lab guest's initramfs",
 	cpio: "packs the lab guest's initramfs",
+	lz4: 'uncompresses the lab kernel once (an uncompressed kernel boots faster)',
+	'qemu-guest-agent': 'qemu-ga: runs commands in the lab guest',
 	'netcat-openbsd': 'nc -u: the interoperability tests and examples',
 	sparse: 'static analysis of the modules (make check)',
 	'linux-source-6.1': 'scripts/checkpatch.pl for the style check',

@@ -9,7 +9,7 @@
 #
 # Settings arrive on the kernel command line as kudp.NAME=VALUE.
 
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 fail() {
 	echo "kudp-init: $*" >&2
@@ -54,6 +54,11 @@ stage1() {
 		mount -t tmpfs -o mode=1777 tmpfs /newroot/var/tmp
 	fi
 	cp /init /newroot/run/kudp-init
+	# Stage 2 sets the guest up with busybox (static, in RAM) first on PATH:
+	# each of the host's dynamically linked programs costs a virtiofs read
+	# and a dynamic link, a few hundred ms apiece under emulation.
+	mkdir /newroot/run/kudp-bin
+	/bin/busybox --install -s /newroot/run/kudp-bin
 	exec chroot /newroot /bin/sh /run/kudp-init stage2
 }
 
@@ -65,6 +70,8 @@ arg() {
 }
 
 stage2() {
+	host_path=$PATH
+	PATH=/run/kudp-bin:$PATH
 	# Pseudo-terminals, for an interactive ./run shell.
 	mkdir -p /dev/pts
 	mount -t devpts -o gid=5,mode=620 devpts /dev/pts
@@ -72,7 +79,6 @@ stage2() {
 
 	# Kernel log: live to the host through the virtio console, and to
 	# /var/log/kern.log like on a Debian host.
-	modprobe virtio_console
 	i=0
 	while [ ! -e /dev/hvc0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 	# Raw records, one per line: no "\r" added by the tty layer.
@@ -84,7 +90,6 @@ stage2() {
 	# Network: loopback, and eth0 with a /32 address and a route to the
 	# host alias 10.0.2.2 only. No default route: anything else the guest
 	# sends is "Network is unreachable" and never leaves this machine.
-	modprobe virtio_net
 	ip link set lo up
 	ip link set eth0 up
 	ip addr add 10.0.2.15/32 dev eth0
@@ -99,12 +104,21 @@ stage2() {
 		ip addr add "$(arg net)" dev eth1 || fail "cannot give eth1 the address $(arg net)"
 	fi
 
+	# The guest agent (qemu-ga, lab/qga.ts) runs the host's commands. It
+	# starts last: the host counts the guest as ready when it answers. Its
+	# port has no /dev name of its own (no udev): find it by its sysfs name.
+	port=
+	for p in /sys/class/virtio-ports/*; do
+		[ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && port=/dev/${p##*/}
+	done
+	[ -n "$port" ] || fail "no virtio-serial port for qemu-ga"
+	PATH=$host_path
 	# This shell stays PID 1: it reaps orphans (daemons started through
 	# the agent) and restarts the agent should it ever die.
 	cd /
 	while :; do
-		"$(arg node)" "$(arg agent)" --port 7000 --token "$(arg token)"
-		echo "kudp-init: the agent exited ($?); restarting it" >/dev/kmsg
+		setsid -w qemu-ga -m virtio-serial -p "$port" -t /run -l /var/log/qemu-ga.log </dev/null >/dev/null 2>&1
+		echo "kudp-init: qemu-ga exited ($?); restarting it" >/dev/kmsg
 		sleep 1
 	done
 }

@@ -1,20 +1,36 @@
 /**
  * Which Debian kernel the lab boots, and the initramfs that boots it.
  */
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
-import { partialPath } from '../files.js';
+import { partialPath, writeFileAtomically } from '../files.js';
 import { MissingProgramError, requireProgram, runProgram } from '../programs.js';
 
 /** Debian's meta-packages: image and headers installed as a pair so their versions match. */
 export const LAB_KERNEL_PACKAGES = ['linux-image-cloud-amd64', 'linux-headers-cloud-amd64'];
 
-/** Modules the initramfs loads, in order, to reach the host's root over virtiofs. */
-const INITRAMFS_MODULES = ['virtio_ring', 'virtio', 'virtio_mmio', 'fuse', 'virtiofs', 'overlay'];
+/**
+ * Modules the initramfs loads, in order: to reach the host's root over
+ * virtiofs, then the consoles (kernel log, qemu-ga's port) and the network.
+ * insmod from the initramfs is much faster than modprobe from the host's root.
+ */
+const INITRAMFS_MODULES = [
+	'virtio_ring',
+	'virtio',
+	'virtio_mmio',
+	'fuse',
+	'virtiofs',
+	'overlay',
+	'virtio_console',
+	'failover',
+	'net_failover',
+	'virtio_net',
+];
 
 const GUEST_INIT = fileURLToPath(new URL('../../../src/lab/guest-init.sh', import.meta.url));
 
@@ -94,6 +110,42 @@ export async function findLabKernel(wanted = process.env['KUDP_LAB_KERNEL']): Pr
 	return kernel;
 }
 
+/** The LZ4 "legacy" frame magic, which Debian's bzImage payload starts with. */
+const LZ4_LEGACY_MAGIC = Buffer.from([0x02, 0x21, 0x4c, 0x18]);
+
+/**
+ * The kernel as an uncompressed ELF vmlinux, which boots faster under TCG
+ * than the bzImage (no decompression in the emulated guest). Extracted once
+ * per kernel into `cacheDir`, the way the kernel tree's scripts/extract-vmlinux
+ * does: find the compressed payload by its magic and decompress it (lz4).
+ */
+export async function uncompressedKernel(kernel: LabKernel, cacheDir: string): Promise<string> {
+	const output = path.join(cacheDir, `vmlinux-${kernel.release}`);
+	if (existsSync(output) && (await stat(output)).mtimeMs >= (await stat(kernel.image)).mtimeMs) {
+		return output;
+	}
+	requireProgram('lz4');
+	const image = await readFile(kernel.image);
+	for (let at = image.indexOf(LZ4_LEGACY_MAGIC); at >= 0; at = image.indexOf(LZ4_LEGACY_MAGIC, at + 1)) {
+		// lz4 stops with an error at the bytes after the payload; what it wrote before is the kernel.
+		const { stdout } = await runProgram('lz4', ['-dc'], {
+			input: image.subarray(at),
+			encoding: 'buffer',
+			reject: false,
+			stripFinalNewline: false,
+		});
+		const vmlinux = Buffer.from(stdout);
+		if (vmlinux.length > 64 && vmlinux.readUInt32BE(0) === 0x7f454c46) {
+			await mkdir(cacheDir, { recursive: true });
+			await writeFileAtomically(output, vmlinux);
+			return output;
+		}
+	}
+	throw new UserError(`cannot find an LZ4-compressed vmlinux in ${kernel.image}`, {
+		hint: 'the lab boots Debian cloud kernels, whose bzImage holds an LZ4 payload',
+	});
+}
+
 /** True for a dynamically linked ELF64 file (one with a PT_INTERP header): the initramfs has no loader. */
 export function hasInterpreter(elf: Buffer): boolean {
 	const PT_INTERP = 3;
@@ -139,11 +191,17 @@ async function copyModule(source: string, destination: string): Promise<void> {
 /**
  * Builds (or reuses) the lab's initramfs for a kernel: a static busybox, the
  * modules that reach virtiofs, and guest-init.sh as /init. Cached in `cacheDir`
- * and rebuilt when guest-init.sh changes.
+ * under a name made from guest-init.sh and the module list.
  */
 export async function buildInitramfs(kernel: LabKernel, cacheDir: string): Promise<string> {
-	const output = path.join(cacheDir, `initramfs-${kernel.release}.cpio.gz`);
-	if (existsSync(output) && (await stat(output)).mtimeMs >= (await stat(GUEST_INIT)).mtimeMs) {
+	// Named after what goes into it: a new guest-init.sh or module list makes a new one.
+	const recipe = createHash('sha256')
+		.update(await readFile(GUEST_INIT))
+		.update(INITRAMFS_MODULES.join(' '))
+		.digest('hex')
+		.slice(0, 12);
+	const output = path.join(cacheDir, `initramfs-${kernel.release}-${recipe}.cpio.gz`);
+	if (existsSync(output)) {
 		return output;
 	}
 	const busybox = '/bin/busybox';

@@ -4,9 +4,10 @@
  * that crashes or hangs takes down the guest, never the host.
  *
  * The guest runs the host's own programs: the host's root is shared read-only
- * over virtiofs with a tmpfs overlay on top (see guest-init.sh). An agent in
- * the guest runs commands for us (agent.ts). The guest stays up between
- * `./run` calls, until `./run down`; its state lives in `.lab/<name>/`.
+ * over virtiofs with a tmpfs overlay on top (see guest-init.sh). QEMU's guest
+ * agent, qemu-ga, runs commands for us there (qga.ts); an interactive shell
+ * goes through a Node agent started on demand (agent.ts). The guest stays up
+ * between `./run` calls, until `./run down`; its state lives in `.lab/<name>/`.
  *
  * Safety: the guest gets a /32 address and a route to the host alias
  * 10.0.2.2 only, so nothing it sends can leave this machine; the host side of
@@ -28,8 +29,9 @@ import { log } from '../log.js';
 import { requireProgram, runProgram } from '../programs.js';
 import { agentExec, type ExecOptions, type ExecResult } from './agent-client.js';
 import { AGENT_GUEST_PORT } from './agent-protocol.js';
-import { buildInitramfs, findLabKernel, type LabKernel } from './kernel.js';
+import { buildInitramfs, findLabKernel, uncompressedKernel, type LabKernel } from './kernel.js';
 import { hmp } from './monitor.js';
+import { QGA_PORT_NAME, QgaConnection, QgaTimeoutError, qgaExec } from './qga.js';
 import { assignHost, type LabNetwork, networkOf, qemuNetworkArgs } from './network.js';
 
 export interface LabState {
@@ -136,6 +138,11 @@ export class Lab {
 		return path.join(this.socketDir, 'monitor.sock');
 	}
 
+	/** QEMU's end of qemu-ga's virtio-serial port. */
+	private get qgaSocket(): string {
+		return path.join(this.socketDir, 'qga.sock');
+	}
+
 	/** The running lab's state, or undefined when it is down. */
 	async state(): Promise<LabState | undefined> {
 		const state = await this.savedState();
@@ -196,18 +203,25 @@ export class Lab {
 	private async boot(): Promise<LabState> {
 		await this.checkTools();
 		const kernel = await findLabKernel();
-		const initramfs = await buildInitramfs(kernel, path.join(this.options.root, '.lab', 'cache'));
+		const cacheDir = path.join(this.options.root, '.lab', 'cache');
+		const initramfs = await buildInitramfs(kernel, cacheDir);
+		// The uncompressed kernel boots faster under TCG than the LZ4 bzImage: extracted once, cached.
+		const image = await uncompressedKernel(kernel, cacheDir);
 		await mkdir(this.socketDir, { recursive: true, mode: 0o700 });
 		await mkdir(this.persistentDir, { recursive: true, mode: 0o700 });
 		await rm(this.kernelLog, { force: true });
 		await rm(this.serialLog, { force: true });
 
-		log.info(`booting the lab: Debian kernel ${kernel.release} under QEMU (software emulation, ~10-30 s)`);
+		log.info(`booting the lab: Debian kernel ${kernel.release} under QEMU (software emulation, a few seconds)`);
 		const started = Date.now();
 		const virtiofsdPids = [
-			// The guest mounts the host's root read-only, writing to a RAM overlay.
-			await this.startVirtiofsd('hostroot', '/'),
-			await this.startVirtiofsd('kudpstate', this.persistentDir),
+			// The guest mounts the host's root read-only, writing to a RAM overlay. It keeps
+			// what it read in its page cache (cache=always: with cache=auto every exec re-read
+			// the program and its libraries, 0.2-0.3 s under emulation) and still sees a host
+			// file that changed within a second (timeout=1: its name and attributes are
+			// looked up again, and a changed mtime drops the cached pages).
+			await this.startVirtiofsd('hostroot', '/', ['cache=always', 'timeout=1']),
+			await this.startVirtiofsd('kudpstate', this.persistentDir, ['cache=auto']),
 		];
 		const agentPort = await freePort();
 		const token = randomBytes(16).toString('hex');
@@ -225,7 +239,7 @@ export class Lab {
 			network,
 		};
 		try {
-			state.qemuPid = await this.startQemu(kernel, initramfs, agentPort, token, network);
+			state.qemuPid = await this.startQemu({ ...kernel, image }, initramfs, agentPort, network);
 			await this.saveState(state);
 			await this.waitForAgent(state);
 		} catch (error) {
@@ -251,11 +265,11 @@ export class Lab {
 		requireProgram(VIRTIOFSD);
 	}
 
-	private async startVirtiofsd(tag: string, source: string): Promise<number> {
+	private async startVirtiofsd(tag: string, source: string, cache: string[]): Promise<number> {
 		const socket = path.join(this.socketDir, `${tag}.sock`);
 		await rm(socket, { force: true });
 		const logFile = await open(path.join(this.dir, `virtiofsd-${tag}.log`), 'w');
-		const args = [`--socket-path=${socket}`, '-o', `source=${source}`, '-o', 'cache=auto', '-o', 'sandbox=chroot'];
+		const args = [`--socket-path=${socket}`, '-o', `source=${source}`, ...cache.flatMap(option => ['-o', option]), '-o', 'sandbox=chroot'];
 		// Detached: it must outlive this `./run` and serve the guest until `./run down`.
 		const child = spawn(VIRTIOFSD, args, {
 			detached: true,
@@ -274,7 +288,7 @@ export class Lab {
 		return child.pid;
 	}
 
-	private async startQemu(kernel: LabKernel, initramfs: string, agentPort: number, token: string, network: LabNetwork): Promise<number> {
+	private async startQemu(kernel: LabKernel, initramfs: string, agentPort: number, network: LabNetwork): Promise<number> {
 		const khz = await cpuKhz();
 		const memory = `${this.options.memoryMb}M`;
 		const append = [
@@ -284,9 +298,9 @@ export class Lab {
 			// A hung task or a soft lockup in our module should be loud.
 			'hung_task_panic=0',
 			khz ? `tsc_early_khz=${khz}` : '',
-			`kudp.node=${encodeBootArg(NODE_BINARY)}`,
-			`kudp.agent=${encodeBootArg(AGENT_SCRIPT)}`,
-			`kudp.token=${token}`,
+			// A fine clock: under TCG the kernel finds the vCPUs' TSCs unsynchronized and
+			// falls back to refined-jiffies (4 ms steps). QEMU's TSC is one host clock.
+			'tsc=reliable',
 			'kudp.state=1',
 			`kudp.net=${network.address}/${network.prefixLength}`,
 			`kudp.netmac=${network.mac}`,
@@ -339,6 +353,10 @@ export class Lab {
 			`file,id=klog,path=${this.kernelLog}`,
 			'-device',
 			'virtconsole,chardev=klog',
+			'-chardev',
+			`socket,id=qga0,path=${this.qgaSocket},server=on,wait=off`,
+			'-device',
+			`virtserialport,chardev=qga0,name=${QGA_PORT_NAME}`,
 			'-monitor',
 			`unix:${this.monitorSocket},server=on,wait=off`,
 			'-pidfile',
@@ -352,26 +370,31 @@ export class Lab {
 		return Number((await readFile(pidFile, 'utf8')).trim());
 	}
 
+	/**
+	 * Waits until qemu-ga answers. guest-init.sh starts it last, once the
+	 * guest is set up, so an answer means the guest is ready for commands.
+	 */
 	private async waitForAgent(state: LabState): Promise<void> {
 		const deadline = Date.now() + this.options.bootTimeoutMs;
 		while (Date.now() < deadline) {
 			if (!isAlive(state.qemuPid)) {
 				throw new UserError('the lab guest stopped while booting', { hint: await this.consoleTail() });
 			}
-			// guest-init.sh restarts an agent that dies; one that cannot start is fatal.
 			const kernelLog = await readFile(this.kernelLog, 'utf8').catch(ifMissing(''));
-			if (kernelLog.includes('kudp-init: the agent exited')) {
-				throw new UserError('the lab agent cannot start in the guest', { hint: await this.consoleTail() });
+			if (kernelLog.includes('kudp-init: qemu-ga exited')) {
+				throw new UserError('the guest agent (qemu-ga) cannot start in the guest', {
+					hint: `${await this.consoleTail()}\nits log in the guest: /var/log/qemu-ga.log`,
+				});
 			}
 			try {
-				const result = await agentExec(agentOf(state), ['true'], { timeoutMs: 5000 });
-				if (result.exitCode === 0) {
-					return;
+				// QEMU holds what we send until qemu-ga opens its port: one try waits up to a second.
+				(await QgaConnection.open(this.qgaSocket, 1000)).close();
+				return;
+			} catch (error) {
+				if (!(error instanceof QgaTimeoutError) && (error as NodeJS.ErrnoException).code !== 'ENOENT') {
+					throw new UserError(`cannot reach the lab's guest agent: ${messageOf(error)}`, { cause: error });
 				}
-			} catch {
-				// Not up yet: slirp accepts the connection and drops it until the agent listens.
 			}
-			await sleep(250);
 		}
 		throw new UserError(`the lab did not come up within ${this.options.bootTimeoutMs / 1000} s`, {
 			hint: await this.consoleTail(),
@@ -397,7 +420,7 @@ export class Lab {
 		}
 		// Flush the backup directory before the guest goes away.
 		// A guest that is stuck cannot sync or quit: say so, and kill it below.
-		await agentExec(agentOf(state), ['sync'], { timeoutMs: 5000 }).catch(error =>
+		await qgaExec(this.qgaSocket, ['sync'], { timeoutMs: 5000 }).catch(error =>
 			log.warn(`could not flush the lab's /var/tmp before stopping it: ${messageOf(error)}`),
 		);
 		await hmp(this.monitorSocket, 'quit').catch(error => log.warn(`QEMU did not take "quit" (${messageOf(error)}); killing it`));
@@ -429,7 +452,68 @@ export class Lab {
 		if (!state) {
 			throw new UserError('the lab is not running', { hint: 'it boots on demand: ./run status, or load a module' });
 		}
-		return agentExec(agentOf(state), argv, options);
+		if (options.tty) {
+			return this.interactive(state, argv, options);
+		}
+		if (options.stdin) {
+			// qemu-ga takes a command's whole input up front: read the stream to its end.
+			const chunks: Buffer[] = [];
+			for await (const chunk of options.stdin) {
+				chunks.push(Buffer.from(chunk));
+			}
+			const { stdin: _, ...rest } = options;
+			return qgaExec(this.qgaSocket, argv, { ...rest, input: Buffer.concat(chunks) });
+		}
+		return qgaExec(this.qgaSocket, argv, options);
+	}
+
+	/**
+	 * Runs an interactive command on a pseudo-terminal, with stdin streamed:
+	 * qemu-ga cannot (it takes input up front and returns output at the end),
+	 * so this goes through the Node agent (agent.ts), started on the first
+	 * interactive use and left running. Starting Node under emulation takes
+	 * seconds, a price paid only by a person at a terminal.
+	 */
+	private async interactive(state: LabState, argv: string[], options: ExecOptions): Promise<ExecResult> {
+		const agent = agentOf(state);
+		const reachable = async () => {
+			try {
+				return (await agentExec(agent, ['true'], { timeoutMs: 5000 })).exitCode === 0;
+			} catch {
+				// Not listening yet: slirp accepts the connection and drops it.
+				return false;
+			}
+		};
+		if (!(await reachable())) {
+			log.info('starting the interactive agent in the lab (Node, a few seconds under emulation)');
+			const started = await qgaExec(
+				this.qgaSocket,
+				[
+					'sh',
+					'-c',
+					'setsid "$1" "$2" --port "$3" --token "$4" </dev/null >>/var/log/kudp-agent.log 2>&1 &',
+					'agent',
+					NODE_BINARY,
+					AGENT_SCRIPT,
+					String(AGENT_GUEST_PORT),
+					state.token,
+				],
+				{ timeoutMs: 10_000 },
+			);
+			if (started.exitCode !== 0) {
+				throw new UserError(`cannot start the interactive agent in the lab: ${started.stderr.trim()}`);
+			}
+			const deadline = Date.now() + 120_000;
+			while (!(await reachable())) {
+				if (Date.now() > deadline) {
+					throw new UserError('the interactive agent did not start in the lab within 120 s', {
+						hint: './run shell -- cat /var/log/kudp-agent.log',
+					});
+				}
+				await sleep(250);
+			}
+		}
+		return agentExec(agent, argv, options);
 	}
 
 	/** Forwards UDP on the host's 127.0.0.1:hostPort to guestPort in the guest. */

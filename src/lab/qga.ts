@@ -1,0 +1,303 @@
+/**
+ * Runs commands in the lab guest through QEMU's guest agent: Debian's
+ * qemu-guest-agent (qemu-ga, written in C) runs in the guest and listens on a
+ * virtio-serial port, which QEMU connects to a Unix socket on this machine.
+ * It starts in milliseconds under emulation, where a Node agent took seconds.
+ *
+ * Protocol (QEMU's "QGA" JSON): a command `{"execute": ..., "arguments": ...}`
+ * gets one reply line, `{"return": ...}` or `{"error": {"class", "desc"}}`.
+ * A command runs with `guest-exec` (argv, environment, base64 stdin, captured
+ * output) and is polled with `guest-exec-status` until it has exited.
+ *
+ * QEMU serves one connection at a time on the socket and queues the others,
+ * so several `./run` may share a guest: each holds the connection for short
+ * spells only. A client that went away may leave a half-read reply in the
+ * pipe; `guest-sync-delimited` with a fresh id skips past it.
+ */
+import { randomInt } from 'node:crypto';
+import net from 'node:net';
+import { constants } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { UserError } from '../errors.js';
+import { MissingProgramError } from '../programs.js';
+import type { ExecOptions, ExecResult } from './agent-client.js';
+
+/** The virtio-serial port name qemu-ga looks for (and guest-init.sh finds it by). */
+export const QGA_PORT_NAME = 'org.qemu.guest_agent.0';
+
+/** What the guest's commands get, as a login shell would set it; ExecOptions.env adds to it. */
+const BASE_ENV = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', TERM: 'xterm' };
+
+/** How long one reply may take before the guest counts as not answering. */
+const REPLY_TIMEOUT_MS = 10_000;
+
+/** A connection is released after this long so that other `./run` get their turn during a long command. */
+const HOLD_MS = 200;
+
+/** qemu-ga refused a command (its error class and description). */
+export class QgaError extends Error {
+	constructor(
+		readonly errorClass: string,
+		readonly desc: string,
+	) {
+		super(`${desc} (${errorClass})`);
+		this.name = 'QgaError';
+	}
+}
+
+/** The guest did not answer in time (stuck kernel, or not booted yet). */
+export class QgaTimeoutError extends Error {
+	override name = 'QgaTimeoutError';
+}
+
+interface ExecStatus {
+	exited: boolean;
+	exitcode?: number;
+	signal?: number;
+	'out-data'?: string;
+	'err-data'?: string;
+	'out-truncated'?: boolean;
+	'err-truncated'?: boolean;
+}
+
+/** One connection to qemu-ga, synchronised (guest-sync-delimited) before use. */
+export class QgaConnection {
+	private buffer = Buffer.alloc(0);
+	private waiting: (() => void) | undefined;
+	private failure: Error | undefined;
+	private synced = false;
+
+	private constructor(private readonly socket: net.Socket) {
+		socket.on('data', chunk => {
+			this.buffer = Buffer.concat([this.buffer, chunk]);
+			this.wake();
+		});
+		socket.on('error', error => this.fail(error));
+		socket.on('close', () => this.fail(new Error('qemu-ga closed the connection')));
+	}
+
+	private fail(error: Error): void {
+		this.failure ??= error;
+		this.wake();
+	}
+
+	private wake(): void {
+		const waiting = this.waiting;
+		this.waiting = undefined;
+		waiting?.();
+	}
+
+	/**
+	 * Connects to the socket and waits until qemu-ga answers a sync. Before the
+	 * guest has started qemu-ga, QEMU holds what we send, so this also waits
+	 * for a booting guest (up to `timeoutMs`).
+	 */
+	static async open(socketPath: string, timeoutMs = REPLY_TIMEOUT_MS): Promise<QgaConnection> {
+		const deadline = Date.now() + timeoutMs;
+		for (let delay = 2; ; delay = Math.min(delay * 2, 50)) {
+			const socket = net.connect(socketPath);
+			try {
+				await new Promise<void>((resolve, reject) => {
+					socket.once('connect', resolve);
+					socket.once('error', reject);
+				});
+			} catch (error) {
+				socket.destroy();
+				// QEMU's listen backlog is 1: while others are queued, connect says EAGAIN.
+				const code = (error as NodeJS.ErrnoException).code;
+				if ((code === 'EAGAIN' || code === 'ECONNREFUSED') && Date.now() < deadline) {
+					await sleep(delay);
+					continue;
+				}
+				throw error;
+			}
+			const connection = new QgaConnection(socket);
+			try {
+				await connection.sync(deadline);
+				return connection;
+			} catch (error) {
+				connection.close();
+				throw error;
+			}
+		}
+	}
+
+	private async sync(deadline: number): Promise<void> {
+		const id = randomInt(1, 2 ** 31);
+		// 0xFF makes qemu-ga drop any half-received command; its reply starts with 0xFF too.
+		this.socket.write(
+			Buffer.concat([Buffer.from([0xff]), Buffer.from(`${JSON.stringify({ execute: 'guest-sync-delimited', arguments: { id } })}\n`)]),
+		);
+		for (;;) {
+			const marker = this.buffer.indexOf(0xff);
+			if (marker >= 0) {
+				this.buffer = this.buffer.subarray(marker + 1);
+				const reply = await this.readReply(deadline);
+				if (reply === id) {
+					this.synced = true;
+					return;
+				}
+				continue;
+			}
+			this.buffer = Buffer.alloc(0);
+			await this.more(deadline);
+		}
+	}
+
+	/** Waits for more bytes (or a failure) until the deadline. */
+	private async more(deadline: number): Promise<void> {
+		if (this.failure) {
+			throw this.failure;
+		}
+		const left = deadline - Date.now();
+		if (left <= 0) {
+			throw new QgaTimeoutError('qemu-ga did not answer');
+		}
+		await new Promise<void>(resolve => {
+			const timer = setTimeout(resolve, left);
+			this.waiting = () => {
+				clearTimeout(timer);
+				resolve();
+			};
+		});
+		if (this.failure) {
+			throw this.failure;
+		}
+	}
+
+	private async readReply(deadline: number): Promise<unknown> {
+		for (;;) {
+			const newline = this.buffer.indexOf(0x0a);
+			if (newline >= 0) {
+				const line = this.buffer.subarray(0, newline).toString('utf8').trim();
+				this.buffer = this.buffer.subarray(newline + 1);
+				if (line === '') {
+					continue;
+				}
+				const reply = JSON.parse(line) as { return?: unknown; error?: { class?: string; desc?: string } };
+				if (reply.error) {
+					throw new QgaError(reply.error.class ?? 'GenericError', reply.error.desc ?? 'unknown error');
+				}
+				return reply.return;
+			}
+			await this.more(deadline);
+		}
+	}
+
+	/** Sends one command and returns its `return` value. */
+	async request<T>(execute: string, args?: Record<string, unknown>, timeoutMs = REPLY_TIMEOUT_MS): Promise<T> {
+		if (!this.synced) {
+			throw new Error('qemu-ga connection used before it was synchronised');
+		}
+		this.socket.write(`${JSON.stringify(args ? { execute, arguments: args } : { execute })}\n`);
+		return (await this.readReply(Date.now() + timeoutMs)) as T;
+	}
+
+	close(): void {
+		this.socket.destroy();
+	}
+}
+
+/** Signal number → name (9 → SIGKILL). */
+function signalName(signal: number): string {
+	return Object.entries(constants.signals).find(([, number]) => number === signal)?.[0] ?? `signal ${signal}`;
+}
+
+function noAnswer(error: unknown): UserError {
+	return new UserError('the lab guest does not answer (qemu-ga)', {
+		hint: 'the guest kernel may be stuck; ./run down restarts the lab',
+		cause: error,
+	});
+}
+
+/** Starts a command with guest-exec; returns the connection (for polling) and its PID. */
+async function startCommand(
+	socketPath: string,
+	file: string,
+	request: Record<string, unknown>,
+): Promise<{ connection: QgaConnection; pid: number }> {
+	let connection: QgaConnection | undefined;
+	try {
+		connection = await QgaConnection.open(socketPath);
+		const { pid } = await connection.request<{ pid: number }>('guest-exec', request);
+		return { connection, pid };
+	} catch (error) {
+		connection?.close();
+		if (error instanceof QgaError && /No such file or directory/.test(error.desc)) {
+			throw new MissingProgramError(file, { where: 'in the lab guest', cause: error });
+		}
+		if (error instanceof QgaError) {
+			throw new UserError(`the lab guest could not run ${file}: ${error.desc}`, { cause: error });
+		}
+		throw noAnswer(error);
+	}
+}
+
+/**
+ * Runs argv in the guest and waits for it: ExecOptions/ExecResult as the
+ * other targets. Output arrives when the command has exited (onStdout and
+ * onStderr are called then); stdin is `input`, given in full up front.
+ */
+export async function qgaExec(socketPath: string, argv: string[], options: ExecOptions = {}): Promise<ExecResult> {
+	const [file = 'true', ...args] = argv;
+	const command = options.cwd
+		? { path: '/bin/sh', arg: ['-c', 'cd "$1" && shift && exec "$@"', 'sh', options.cwd, file, ...args] }
+		: { path: file, arg: args };
+	const env = Object.entries({ ...BASE_ENV, ...options.env }).map(([name, value]) => `${name}=${value}`);
+	const input = options.input === undefined ? undefined : Buffer.from(options.input).toString('base64');
+
+	let { connection, pid } = await startCommand(socketPath, file, {
+		...command,
+		env,
+		...(input === undefined ? {} : { 'input-data': input }),
+		'capture-output': true,
+	});
+	const started = Date.now();
+	let heldSince = started;
+	let timedOut = false;
+	let killedAt = 0;
+	try {
+		for (let delay = 1; ; delay = Math.min(delay * 2, Date.now() - started > 2000 ? 50 : 20)) {
+			const status = await connection.request<ExecStatus>('guest-exec-status', { pid });
+			if (status.exited) {
+				const stdout = Buffer.from(status['out-data'] ?? '', 'base64');
+				const stderr = Buffer.from(status['err-data'] ?? '', 'base64');
+				if (stdout.length > 0) options.onStdout?.(stdout);
+				if (stderr.length > 0) options.onStderr?.(stderr);
+				return {
+					exitCode: status.exitcode ?? null,
+					signal: status.signal === undefined ? null : signalName(status.signal),
+					timedOut,
+					stdout: stdout.toString('utf8'),
+					stderr: stderr.toString('utf8'),
+				};
+			}
+			if (options.timeoutMs !== undefined && !timedOut && Date.now() - started > options.timeoutMs) {
+				timedOut = true;
+				killedAt = Date.now();
+				// The command and its children (a shell's): like the old agent, SIGKILL.
+				await connection.request('guest-exec', {
+					path: '/bin/sh',
+					arg: ['-c', 'pkill -KILL -P "$1"; kill -KILL "$1"', 'kill', String(pid)],
+				});
+			}
+			if (timedOut && Date.now() - killedAt > REPLY_TIMEOUT_MS) {
+				// Something else holds its output open: give up on the rest of it.
+				return { exitCode: null, signal: 'SIGKILL', timedOut, stdout: '', stderr: '' };
+			}
+			await sleep(delay);
+			if (Date.now() - heldSince > HOLD_MS) {
+				connection.close();
+				connection = await QgaConnection.open(socketPath);
+				heldSince = Date.now();
+			}
+		}
+	} catch (error) {
+		if (error instanceof UserError) {
+			throw error;
+		}
+		throw noAnswer(error);
+	} finally {
+		connection.close();
+	}
+}
