@@ -138,6 +138,8 @@ export async function startDaemon(target: Target, backup = DEFAULT_BACKUP): Prom
 	const script = [
 		'kvd=$(cat /run/kvd.pid 2>/dev/null)',
 		'if [ -z "$kvd" ] || ! kill -0 "$kvd" 2>/dev/null; then',
+		// A kvd killed outright leaves its files: they are not the new one's word.
+		'  rm -f /run/kvd.pid /run/kvd.ready',
 		// Paths as arguments, never in the script's text: the project path may have spaces.
 		`  setsid "$2" "$3" --backup "$1" >>${KVD_LOG} 2>&1 </dev/null &`,
 		'  kvd=$!',
