@@ -4,7 +4,7 @@
  * with undefined" or a stack trace. Every execa call on an external program
  * goes through runProgram(); spawn() callers check with requireProgram().
  */
-import { execa, type Options } from 'execa';
+import type { Options } from 'execa';
 import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
 import { UserError } from './errors.js';
@@ -105,6 +105,8 @@ export async function runProgram<O extends Options = {}>(file: string, args: rea
 	const missing = (cause: unknown) =>
 		isSpawnEnoent(cause) && !findProgram(file, searchPath) ? new MissingProgramError(file, { cause }) : undefined;
 	try {
+		// Loaded when first needed: importing execa costs ~80 ms, a quarter of `./run shell -- true`.
+		const { execa } = await import('execa');
 		const result = await execa(file, args, options);
 		const error = (result as unknown as { failed: boolean }).failed ? missing(result) : undefined;
 		if (error) {

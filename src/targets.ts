@@ -2,7 +2,6 @@
  * Where modules run: `local` (this machine's own kernel) or `lab` (a QEMU
  * guest, see lab/lab.ts). Both look the same to the commands.
  */
-import { execa } from 'execa';
 import { createReadStream, existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import os from 'node:os';
@@ -87,6 +86,7 @@ class LocalTarget implements Target {
 
 	async exec(argv: string[], options: ExecOptions = {}): Promise<ExecResult> {
 		const [file = 'true', ...args] = argv;
+		const { execa } = await import('execa'); // ~80 ms to import: only when needed
 		const child = execa(file, args, {
 			reject: false,
 			input: options.input,

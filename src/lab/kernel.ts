@@ -3,7 +3,7 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -200,7 +200,7 @@ export async function buildInitramfs(kernel: LabKernel, cacheDir: string): Promi
 		.update(INITRAMFS_MODULES.join(' '))
 		.digest('hex')
 		.slice(0, 12);
-	const output = path.join(cacheDir, `initramfs-${kernel.release}-${recipe}.cpio.gz`);
+	const output = path.join(cacheDir, `initramfs-${kernel.release}-${recipe}.cpio`);
 	if (existsSync(output)) {
 		return output;
 	}
@@ -213,13 +213,17 @@ export async function buildInitramfs(kernel: LabKernel, cacheDir: string): Promi
 
 	// The archive is packed by a shell pipeline, which would only say "not found".
 	requireProgram('cpio');
-	requireProgram('gzip');
 	await mkdir(cacheDir, { recursive: true });
 	const staging = await mkdtemp(path.join(tmpdir(), 'kudp-initramfs-'));
 	try {
 		await mkdir(path.join(staging, 'bin'));
 		await mkdir(path.join(staging, 'modules'));
 		await copyFile(busybox, path.join(staging, 'bin/busybox'));
+		// Its applets' links, made here once rather than by `busybox --install` on every boot.
+		const { stdout: applets } = await runProgram(busybox, ['--list']);
+		for (const applet of applets.split('\n').filter(name => name && name !== 'busybox')) {
+			await symlink('busybox', path.join(staging, 'bin', applet));
+		}
 		await copyFile(GUEST_INIT, path.join(staging, 'init'));
 		const loadable: string[] = [];
 		for (const name of INITRAMFS_MODULES) {
@@ -235,7 +239,8 @@ export async function buildInitramfs(kernel: LabKernel, cacheDir: string): Promi
 		// checkout): each writes its own temporary, and either rename wins.
 		const partial = partialPath(output);
 		try {
-			await runProgram('sh', ['-c', 'find . | cpio --quiet -o -H newc -R 0:0 | gzip -1 > "$1"', 'pack', partial], {
+			// Not compressed: QEMU loads it at memory speed, and the emulated guest need not unpack it.
+			await runProgram('sh', ['-c', 'find . | cpio --quiet -o -H newc -R 0:0 > "$1"', 'pack', partial], {
 				cwd: staging,
 			});
 			await rename(partial, output);

@@ -214,15 +214,15 @@ export class Lab {
 
 		log.info(`booting the lab: Debian kernel ${kernel.release} under QEMU (software emulation, a few seconds)`);
 		const started = Date.now();
-		const virtiofsdPids = [
+		const virtiofsdPids = await Promise.all([
 			// The guest mounts the host's root read-only, writing to a RAM overlay. It keeps
 			// what it read in its page cache (cache=always: with cache=auto every exec re-read
 			// the program and its libraries, 0.2-0.3 s under emulation) and still sees a host
 			// file that changed within a second (timeout=1: its name and attributes are
 			// looked up again, and a changed mtime drops the cached pages).
-			await this.startVirtiofsd('hostroot', '/', ['cache=always', 'timeout=1']),
-			await this.startVirtiofsd('kudpstate', this.persistentDir, ['cache=auto']),
-		];
+			this.startVirtiofsd('hostroot', '/', ['cache=always', 'timeout=1']),
+			this.startVirtiofsd('kudpstate', this.persistentDir, ['cache=auto']),
+		]);
 		const agentPort = await freePort();
 		const token = randomBytes(16).toString('hex');
 		const labRoot = path.dirname(this.dir);
@@ -277,8 +277,8 @@ export class Lab {
 		});
 		child.unref();
 		await logFile.close();
-		for (let i = 0; i < 100 && !existsSync(socket); i++) {
-			await sleep(20);
+		for (let i = 0; i < 400 && !existsSync(socket); i++) {
+			await sleep(5);
 		}
 		if (!existsSync(socket) || child.pid === undefined) {
 			throw new UserError(`virtiofsd did not start for ${source}`, {

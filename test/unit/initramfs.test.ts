@@ -17,8 +17,10 @@ test('two builds of the initramfs at once both succeed and leave one whole file'
 		const built = await Promise.all([buildInitramfs(kernel, cache), buildInitramfs(kernel, cache)]);
 		t.is(built[0], built[1]);
 		t.deepEqual(await readdir(cache), [path.basename(built[0])]);
-		const listing = await execa('sh', ['-c', `gzip -dc '${built[0]}' | cpio -t --quiet`]);
-		t.true(listing.stdout.split('\n').includes('init'), 'the archive has /init');
+		const listing = (await execa('cpio', ['-t', '--quiet'], { inputFile: built[0] })).stdout.split('\n');
+		t.true(listing.includes('init'), 'the archive has /init');
+		// The applets' links are made when the archive is built, not on every boot.
+		t.true(listing.includes('bin/mount') && listing.includes('bin/insmod'), 'the archive has busybox applet links');
 	} finally {
 		await rm(cache, { recursive: true, force: true });
 	}
