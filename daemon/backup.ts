@@ -50,7 +50,9 @@ export interface Base {
 	generation: number;
 	/** The older log this base already holds, up to which byte. */
 	covers?: { generation: number; bytes: number };
-	entries: Map<string, string>;
+	/** The entry lines, `KEY VALUE\n` each (as many as `lines`). */
+	body: string;
+	lines: number;
 	rejected: Rejected[];
 	/** What was wrong with the file, if anything. */
 	problem?: string;
@@ -125,21 +127,24 @@ export function serializeV1(instance: string, entries: Map<string, string>): str
 }
 
 /**
- * Reads a base (v1 or v2). A file that is truncated, edited or not a backup
- * at all still gives every well-formed line; the malformed ones (a torn last
- * line among them) are rejected, and `problem` says what was wrong.
+ * Reads a base (v1 or v2) without taking it apart: `body` is its entry
+ * lines as they are, for kvd to hand to /proc/kvrestore in big writes (the
+ * module checks each line and refuses a malformed one, which kvd keeps
+ * aside). A file that is truncated, edited or not a backup at all still
+ * gives every whole line; a torn last line is rejected here, and `problem`
+ * says what was wrong.
  */
 export function parseBase(text: string): Base {
-	const base: Base = { version: 0, instance: '', generation: 0, entries: new Map(), rejected: [] };
-	const lines = text.split('\n');
-	let at = 0;
+	const base: Base = { version: 0, instance: '', generation: 0, body: '', lines: 0, rejected: [] };
+	const header = text.split('\n', 4);
+	let headerLines = 0;
 	let counted: { entries: number; digest: string } | undefined;
-	if (lines[0] === MAGIC || lines[0] === MAGIC_V1) {
-		base.version = lines[0] === MAGIC ? 2 : 1;
-		const headerLines = base.version === 2 ? 4 : 3;
-		const instance = /^# instance (\S+)$/.exec(lines[1] ?? '');
-		const generation = base.version === 2 ? /^# generation (\d+) covers (\d+):(\d+)$/.exec(lines[2] ?? '') : undefined;
-		const entries = /^# entries (\d+) sha256 ([0-9a-f]{64})$/.exec(lines[headerLines - 1] ?? '');
+	if (header[0] === MAGIC || header[0] === MAGIC_V1) {
+		base.version = header[0] === MAGIC ? 2 : 1;
+		const size = base.version === 2 ? 4 : 3;
+		const instance = /^# instance (\S+)$/.exec(header[1] ?? '');
+		const generation = base.version === 2 ? /^# generation (\d+) covers (\d+):(\d+)$/.exec(header[2] ?? '') : undefined;
+		const entries = /^# entries (\d+) sha256 ([0-9a-f]{64})$/.exec(header[size - 1] ?? '');
 		if (instance && entries && (base.version === 1 || generation)) {
 			base.instance = instance[1]!;
 			if (generation) {
@@ -147,44 +152,47 @@ export function parseBase(text: string): Base {
 				base.covers = { generation: Number(generation[2]), bytes: Number(generation[3]) };
 			}
 			counted = { entries: Number(entries[1]), digest: entries[2]! };
-			at = headerLines;
+			headerLines = size;
 		} else {
 			base.problem = 'its header is incomplete';
-			at = 1;
 		}
-	} else {
+	} else if (text !== '') {
 		base.problem = 'it does not start with the kernel-udp header';
 	}
-	const body = lines.slice(at).join('\n');
+	let body = text.slice(header.slice(0, headerLines).join('\n').length + (headerLines ? 1 : 0));
 	if (counted && sha256(body) !== counted.digest) {
 		base.problem = 'its checksum does not match: truncated or edited';
 	}
-	const malformed: string[] = [];
-	const bodyLines = body.split('\n');
-	const torn = bodyLines.pop();
-	if (torn) {
+	const end = body.lastIndexOf('\n') + 1;
+	if (end < body.length) {
 		// No line end: the file was cut in the middle of this line.
 		base.problem ??= 'its last line is cut short';
-		base.rejected.push({ reason: 'a line cut short at the end of the base', lines: [torn] });
+		base.rejected.push({ reason: 'a line cut short at the end of the base', lines: [body.slice(end)] });
+		body = body.slice(0, end);
 	}
-	const headerProblem = at < (base.version === 2 ? 4 : 3);
-	for (const line of bodyLines) {
-		// Without a header, "# ..." lines are the remains of one, not keys.
-		const entry = line === '' || (headerProblem && line.startsWith('# ')) ? undefined : splitEntry(line);
-		if (entry) {
-			base.entries.set(entry[0], entry[1]);
-		} else if (line !== '') {
-			malformed.push(line);
+	if (!counted) {
+		// Without a header, "# ..." lines are the remains of one, not entries.
+		const lines = body.split('\n');
+		const comments = lines.filter(line => line.startsWith('# '));
+		if (comments.length > 0) {
+			base.rejected.push({ reason: 'a comment line in a base without its header', lines: comments });
+			body = lines.filter(line => line !== '' && !line.startsWith('# ')).map(line => `${line}\n`).join('');
 		}
 	}
-	if (malformed.length > 0) {
-		base.problem ??= `${malformed.length} lines are not KEY VALUE`;
-		base.rejected.push({ reason: 'not a KEY VALUE line in the base', lines: malformed });
-	}
-	if (counted && !base.problem && base.entries.size !== counted.entries) {
-		base.problem = `it holds ${base.entries.size} entries, its header says ${counted.entries}`;
+	base.body = body;
+	base.lines = countLines(body);
+	if (counted && !base.problem && base.lines !== counted.entries) {
+		base.problem = `it holds ${base.lines} entries, its header says ${counted.entries}`;
 	}
 	return base;
+}
+
+export function countLines(text: string): number {
+	let lines = 0;
+	for (let at = text.indexOf('\n'); at !== -1; at = text.indexOf('\n', at + 1)) {
+		lines++;
+	}
+	return lines;
 }
 
 export function logHeader(generation: number): string {

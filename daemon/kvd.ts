@@ -38,6 +38,7 @@ import { acquireLock, type HeldLock } from '../src/lock.js';
 import {
 	applyChanges,
 	type Change,
+	countLines,
 	logHeader,
 	parseJournalLine,
 	parseTable,
@@ -46,7 +47,7 @@ import {
 	serializeBatch,
 	tableLines,
 } from './backup.js';
-import { COMPACT_MIN, compactionDue, loadBackup, REFUSED, writeRejects } from './store.js';
+import { COMPACT_MIN, compactionDue, loadBackup, REFUSED, restoreText, writeRejects } from './store.js';
 
 const DEFAULT_BACKUP = '/var/tmp/hashtable_backup.txt';
 /** The most bytes of lines one /proc/kvrestore write carries. */
@@ -243,7 +244,6 @@ class Kvd {
 	private async restore(instance: string): Promise<void> {
 		const started = performance.now();
 		const loaded = await loadBackup(this.options.backup);
-		this.entries = loaded.entries;
 		this.baseGeneration = loaded.baseGeneration;
 		this.baseBytes = loaded.baseBytes;
 		this.logGeneration = loaded.logGeneration;
@@ -262,36 +262,40 @@ class Kvd {
 			log.warn(`kept the damaged base as ${copy}`);
 		}
 		const current = parseTable(await readFile(this.proc('hashtable'), 'utf8'));
-		const { restored, refused } = this.restoreEntries(loaded.entries, current);
+		const text = restoreText(loaded, current);
+		const loadMs = Math.round(performance.now() - started);
+		const { restored, refused } = this.restoreLines(Buffer.from(text));
 		const rejected = [...loaded.rejected, ...refused];
 		const count = rejected.reduce((sum, group) => sum + group.lines.length, 0);
 		const rejectsFile = await writeRejects(this.options.backup, rejected);
 		const ms = Math.round(performance.now() - started);
 		if (rejectsFile) {
-			log.warn({ restored, rejected: count, rejectsFile }, `restored ${restored} entries; ${count} could not be: kept in ${rejectsFile}`);
+			log.warn({ restored, ms, rejected: count, rejectsFile }, `restored ${restored} entries; ${count} could not be: kept in ${rejectsFile}`);
 		} else {
-			log.info({ restored, ms }, `restored ${restored} entries in ${ms} ms`);
+			log.info({ restored, ms, loadMs }, `restored ${restored} entries in ${ms} ms`);
 		}
 		await this.setStatus({ restored, rejected: count, problems: loaded.problems, ...(rejectsFile ? { rejectsFile } : {}) });
 	}
 
 	/**
-	 * Writes the entries the table does not have to /proc/kvrestore, in big
-	 * writes. A write stops before a line the module refuses; the next write
-	 * starting with it fails with the reason, and the line is kept aside.
+	 * Writes `KEY VALUE` lines to /proc/kvrestore in writes of up to
+	 * RESTORE_CHUNK, cut at line ends. A write stops before a line the
+	 * module refuses; the next write, starting with it, fails with the
+	 * reason, and the line is kept aside.
 	 */
-	private restoreEntries(entries: Map<string, string>, current: Map<string, string>): { restored: number; refused: Rejected[] } {
+	private restoreLines(buffer: Buffer): { restored: number; refused: Rejected[] } {
 		const refused = new Map<string, string[]>();
 		let restored = 0;
 		const fd = openSync(this.proc('kvrestore'), 'w');
-		const flush = (chunk: string) => {
-			const buffer = Buffer.from(chunk);
+		try {
 			let offset = 0;
 			while (offset < buffer.length) {
+				const limit = Math.min(offset + RESTORE_CHUNK, buffer.length);
+				const end = limit === buffer.length ? limit : buffer.lastIndexOf(0x0a, limit - 1) + 1 || limit;
 				try {
-					const taken = writeSync(fd, buffer, offset);
-					for (let i = offset; i < offset + taken; i++) {
-						if (buffer[i] === 0x0a) restored++;
+					const taken = writeSync(fd, buffer, offset, end - offset);
+					for (let at = buffer.indexOf(0x0a, offset); at !== -1 && at < offset + taken; at = buffer.indexOf(0x0a, at + 1)) {
+						restored++;
 					}
 					offset += taken;
 				} catch (error) {
@@ -299,28 +303,13 @@ class Kvd {
 					if (!REFUSED.has(code)) {
 						throw error;
 					}
-					const end = buffer.indexOf(0x0a, offset);
+					const lineEnd = buffer.indexOf(0x0a, offset);
 					const group = refused.get(code) ?? [];
-					group.push(buffer.toString('utf8', offset, end));
+					group.push(buffer.toString('utf8', offset, lineEnd));
 					refused.set(code, group);
-					offset = end + 1;
+					offset = lineEnd + 1;
 				}
 			}
-		};
-		try {
-			let chunk = '';
-			for (const [key, value] of entries) {
-				if (current.has(key)) {
-					continue; // written since the load: newer than the backup
-				}
-				const line = `${key} ${value}\n`;
-				if (chunk.length + line.length > RESTORE_CHUNK) {
-					flush(chunk);
-					chunk = '';
-				}
-				chunk += line;
-			}
-			flush(chunk);
 		} finally {
 			closeSync(fd);
 		}
@@ -437,11 +426,11 @@ class Kvd {
 		this.logBytes = Buffer.byteLength(text);
 	}
 
-	private newBase(instance: string, generation: number): string {
+	private newBase(instance: string, generation: number, body = tableLines(this.entries)): string {
 		return serializeBase(
 			{ instance, generation, covers: { generation: this.logGeneration, bytes: this.logBytes } },
-			tableLines(this.entries),
-			this.entries.size,
+			body,
+			countLines(body),
 		);
 	}
 
@@ -449,9 +438,11 @@ class Kvd {
 	private async snapshot(instance: string): Promise<void> {
 		await this.finishCompaction(true);
 		const started = performance.now();
-		this.entries = parseTable(await readFile(this.proc('hashtable'), 'utf8'));
+		const table = await readFile(this.proc('hashtable'), 'utf8');
+		this.entries = parseTable(table);
 		const generation = Math.max(this.baseGeneration, this.logGeneration) + 1;
-		const text = this.newBase(instance, generation);
+		// /proc/hashtable prints the base's own lines.
+		const text = this.newBase(instance, generation, table);
 		await writeFileAtomically(this.options.backup, text, { mode: 0o600, durable: true });
 		this.baseGeneration = generation;
 		this.baseBytes = Buffer.byteLength(text);

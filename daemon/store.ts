@@ -5,7 +5,7 @@
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { pino } from 'pino';
-import { applyChanges, parseBase, parseLog, type Rejected } from './backup.js';
+import { type Change, parseBase, parseLog, type Rejected } from './backup.js';
 
 /** The change log is compacted once it is past this and past the base's size. */
 export const COMPACT_MIN = 1024 * 1024;
@@ -50,13 +50,48 @@ export async function writeRejects(backup: string, rejected: Rejected[], when = 
 /** What the backup files hold: the table to restore, and what had to be kept aside. */
 export interface Loaded {
 	instance: string;
-	entries: Map<string, string>;
+	/** The base's entry lines, as written. */
+	body: string;
+	/** The changes of the log the base does not hold, in order. */
+	changes: Change[];
 	rejected: Rejected[];
 	problems: string[];
 	baseGeneration: number;
 	baseBytes: number;
 	logGeneration: number;
 	logBytes: number;
+}
+
+/**
+ * The `KEY VALUE` lines that put the backup back into a table holding
+ * `current` (keys written since the load are newer than the backup). The
+ * base goes as it is when nothing filters it, which is the usual case.
+ */
+export function restoreText(loaded: Pick<Loaded, 'body' | 'changes'>, current: ReadonlyMap<string, string>): string {
+	const last = new Map<string, string | undefined>();
+	for (const change of loaded.changes) {
+		last.set(change.key, change.op === '+' ? change.value : undefined);
+	}
+	let text = loaded.body;
+	if (last.size > 0 || current.size > 0) {
+		const keep = (line: string) => {
+			const space = line.indexOf(' ');
+			const key = space > 0 ? line.slice(0, space) : line;
+			return line !== '' && !last.has(key) && !current.has(key);
+		};
+		text = text
+			.split('\n')
+			.filter(keep)
+			.map(line => `${line}\n`)
+			.join('');
+	}
+	const changed: string[] = [];
+	for (const [key, value] of last) {
+		if (value !== undefined && !current.has(key)) {
+			changed.push(`${key} ${value}\n`);
+		}
+	}
+	return text + changed.join('');
 }
 
 async function readIfThere(file: string): Promise<string | undefined> {
@@ -77,7 +112,8 @@ export async function loadBackup(backup: string): Promise<Loaded> {
 	const base = parseBase(baseText ?? '');
 	const loaded: Loaded = {
 		instance: base.instance,
-		entries: base.entries,
+		body: base.body,
+		changes: [],
 		rejected: [...base.rejected],
 		problems: [],
 		baseGeneration: base.generation,
@@ -106,7 +142,7 @@ export async function loadBackup(backup: string): Promise<Loaded> {
 	}
 	if (from !== undefined) {
 		const changes = parseLog(logText, Buffer.from(logText).subarray(0, from).toString().length);
-		applyChanges(loaded.entries, changes.changes);
+		loaded.changes = changes.changes;
 		loaded.rejected.push(...changes.rejected);
 		if (changes.problem) {
 			loaded.problems.push(`the change log ${backup}.log is damaged: ${changes.problem}`);
