@@ -4,7 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, readlink, rename, symlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, readlink, realpath, rename, stat, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -45,11 +45,47 @@ export function moduleDir(name: ModuleName): string {
 }
 
 /**
- * Builds a module against the given kernel headers and returns the `.ko`
- * path. Compiler output goes to stderr as it comes.
+ * A digest of what a build of the module depends on: its sources, Kbuild and
+ * Makefile, the shared include/ directory, and the kernel headers built
+ * against (their path and their Module.symvers, which changes with the ABI).
+ */
+export async function buildInputs(name: ModuleName, headersDir: string): Promise<string> {
+	const hash = createHash('sha256').update(`${name}\0${await realpath(headersDir)}\0`);
+	const symvers = await stat(path.join(headersDir, 'Module.symvers')).catch(() => undefined);
+	hash.update(`${symvers?.size ?? '-'}:${symvers?.mtimeMs ?? '-'}\0`);
+	for (const dir of [moduleDir(name), path.join(PROJECT_ROOT, 'include')]) {
+		const files = (await readdir(dir)).filter(file => /\.[ch]$/.test(file) || file === 'Kbuild' || file === 'Makefile').sort();
+		for (const file of files) {
+			hash
+				.update(`${path.join(dir, file)}\0`)
+				.update(await readFile(path.join(dir, file)))
+				.update('\0');
+		}
+	}
+	return hash.digest('hex').slice(0, 16);
+}
+
+/** Where the build of a given set of inputs is kept (see buildModule). */
+function builtFor(name: ModuleName, inputs: string): string {
+	return path.join(PROJECT_ROOT, '.lab', 'cache', 'modules', `${name}-src-${inputs}.ko`);
+}
+
+/**
+ * Builds a module against the given kernel headers and returns the path of a
+ * snapshot of the `.ko`. Compiler output goes to stderr as it comes. When
+ * nothing the build depends on changed since a build (buildInputs), that
+ * build is reused without running make, which costs seconds even with
+ * nothing to do. The file is named after its inputs: a change makes a new
+ * name, so an old build is never mistaken for a new one.
  */
 export async function buildModule(name: ModuleName, headersDir: string): Promise<string> {
 	const dir = moduleDir(name);
+	const inputs = await buildInputs(name, headersDir);
+	const reusable = builtFor(name, inputs);
+	if (existsSync(reusable)) {
+		log.info(`${name} is unchanged since its last build against ${path.basename(path.dirname(headersDir))} headers: not rebuilding`);
+		return reusable;
+	}
 	log.info(`building ${name} against ${path.basename(path.dirname(headersDir))} headers`);
 	const ko = path.join(dir, `${name}.ko`);
 	// Kbuild writes its outputs next to the sources: one build per directory
@@ -80,6 +116,11 @@ export async function buildModule(name: ModuleName, headersDir: string): Promise
 	}
 	if (!copy) {
 		throw new UserError(`make succeeded but ${ko} is missing`);
+	}
+	// Kept for reuse only if no source changed while make ran (the .ko may have either version).
+	if ((await buildInputs(name, headersDir)) === inputs) {
+		await writeFileAtomically(reusable, await readFile(copy));
+		return reusable;
 	}
 	return copy;
 }

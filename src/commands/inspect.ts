@@ -49,6 +49,8 @@ export interface StatusReport {
 		udpForwards?: Record<string, number>;
 		/** The guest's eth1 on the labs' private network (see src/lab/network.ts). */
 		network?: { address: string; prefixLength: number; mac: string };
+		/** The guest kernel's clocksource: tsc is fine-grained, refined-jiffies moves in 4 ms steps. */
+		clocksource?: string;
 		kernelLog: string;
 	};
 	modules: Record<string, { loaded: boolean; params?: Record<string, string> }>;
@@ -78,6 +80,7 @@ export async function statusCommand(options: TargetChoice & { json?: boolean }):
 					...(state.network
 						? { network: { address: state.network.address, prefixLength: state.network.prefixLength, mac: state.network.mac } }
 						: {}),
+					clocksource: await clocksource(target),
 					kernelLog: target.lab.kernelLog,
 				}
 			: { running: false, name: target.lab.name, kernelLog: target.lab.kernelLog };
@@ -101,6 +104,10 @@ export async function statusCommand(options: TargetChoice & { json?: boolean }):
 				? `lab:     "${report.lab.name}" running (QEMU pid ${report.lab.pid}, up since ${report.lab.bootedAt}, booted in ${report.lab.bootSeconds?.toFixed(1)} s)`
 				: `lab:     "${report.lab.name}" not running (it boots when a module is loaded)`,
 		);
+		if (report.lab.clocksource) {
+			const coarse = report.lab.clocksource === 'tsc' ? '' : ' (coarse: times measured in the guest move in steps)';
+			lines.push(`         clock: ${report.lab.clocksource}${coarse}`);
+		}
 		for (const [hostPort, guestPort] of Object.entries(report.lab.udpForwards ?? {})) {
 			lines.push(`         UDP 127.0.0.1:${hostPort} → guest port ${guestPort}`);
 		}
@@ -118,6 +125,17 @@ export async function statusCommand(options: TargetChoice & { json?: boolean }):
 	}
 	lines.push(`kvd        ${report.daemon ? `running (pid ${report.daemon.pid}, log /var/log/kvd.log in the target)` : 'not running'}`);
 	process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+const CLOCKSOURCE = '/sys/devices/system/clocksource/clocksource0/current_clocksource';
+
+/** The lab kernel's current clocksource (tsc, refined-jiffies...). */
+async function clocksource(target: LabTarget): Promise<string> {
+	const result = await target.exec(['cat', CLOCKSOURCE], { timeoutMs: 10_000 });
+	if (result.exitCode !== 0) {
+		throw new UserError(`cannot read the lab's clocksource: ${result.stderr.trim() || `exit code ${result.exitCode}`}`);
+	}
+	return result.stdout.trim();
 }
 
 export async function shellCommand(command: string[], options: TargetChoice): Promise<void> {
