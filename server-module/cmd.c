@@ -19,7 +19,24 @@
 #include "kudp_protocol.h"
 #include "udp_server.h"
 
-struct kudp_stats kudp_stats;
+DEFINE_PER_CPU(struct kudp_stats, kudp_stats);
+
+/* The counters of every CPU, added up (a snapshot, not atomic). */
+void kudp_stats_sum(struct kudp_stats *sum)
+{
+	int cpu;
+
+	memset(sum, 0, sizeof(*sum));
+	for_each_possible_cpu(cpu) {
+		const struct kudp_stats *s = per_cpu_ptr(&kudp_stats, cpu);
+
+		sum->requests += READ_ONCE(s->requests);
+		sum->hits += READ_ONCE(s->hits);
+		sum->misses += READ_ONCE(s->misses);
+		sum->errors += READ_ONCE(s->errors);
+		sum->drops += READ_ONCE(s->drops);
+	}
+}
 
 /* A piece of the request: not NUL-terminated. */
 struct span {
@@ -101,7 +118,7 @@ void kudp_reply_error(struct kudp_reply *reply, int status,
 	va_start(args, fmt);
 	vscnprintf(reason, sizeof(reason), fmt, args);
 	va_end(args);
-	atomic_long_inc(&kudp_stats.errors);
+	kudp_count(errors);
 	reply->greeting = false;
 	reply_line(reply, status, KUDP_ERR " %s\n", reason);
 }
@@ -116,6 +133,9 @@ static void reply_change_failed(struct kudp_reply *reply, int err)
 	case -ENOMEM:
 		kudp_reply_error(reply, err, KUDP_ERR_NOMEM);
 		break;
+	case -ENOLINK:
+		kudp_reply_error(reply, err, KUDP_ERR_NO_BACKUP);
+		break;
 	default:	/* -EBUSY: a resize, or memory about to be freed */
 		kudp_reply_error(reply, -EBUSY, KUDP_ERR_BUSY);
 		break;
@@ -123,7 +143,7 @@ static void reply_change_failed(struct kudp_reply *reply, int err)
 }
 
 /* "OK entries=.. bytes=..": as many whole fields as fit in len. */
-static void reply_stats(struct kudp_reply *reply)
+static void write_stats(struct kudp_reply *reply, const struct kudp_stats *sum)
 {
 	const struct {
 		const char *name;
@@ -131,11 +151,11 @@ static void reply_stats(struct kudp_reply *reply)
 	} fields[] = {
 		{ "entries", kv_entries() },
 		{ "bytes", kv_mem_charged() },
-		{ "requests", atomic_long_read(&kudp_stats.requests) },
-		{ "hits", atomic_long_read(&kudp_stats.hits) },
-		{ "misses", atomic_long_read(&kudp_stats.misses) },
-		{ "errors", atomic_long_read(&kudp_stats.errors) },
-		{ "drops", atomic_long_read(&kudp_stats.drops) },
+		{ "requests", sum->requests },
+		{ "hits", sum->hits },
+		{ "misses", sum->misses },
+		{ "errors", sum->errors },
+		{ "drops", sum->drops },
 	};
 	char *buf = reply->buf;
 	char field[48];
@@ -156,6 +176,14 @@ static void reply_stats(struct kudp_reply *reply)
 	reply->status = 0;
 }
 
+static void reply_stats(struct kudp_reply *reply)
+{
+	struct kudp_stats sum;
+
+	kudp_stats_sum(&sum);
+	write_stats(reply, &sum);
+}
+
 static void do_lookup(const struct span *key, struct kudp_reply *reply)
 {
 	/* The reply is "OK " + value + "\n", and must fit in len. */
@@ -164,11 +192,11 @@ static void do_lookup(const struct span *key, struct kudp_reply *reply)
 	int vlen = kv_lookup(key->p, key->n, buf + 3, room);
 
 	if (vlen == -ENOENT) {
-		atomic_long_inc(&kudp_stats.misses);
+		kudp_count(misses);
 		reply_line(reply, -ENOENT, "%s\n", KUDP_NOT_FOUND);
 		return;
 	}
-	atomic_long_inc(&kudp_stats.hits);
+	kudp_count(hits);
 	if (vlen > room) {	/* stored under a larger len */
 		kudp_reply_error(reply, -EMSGSIZE, KUDP_ERR_TOO_LONG);
 		return;
@@ -180,85 +208,110 @@ static void do_lookup(const struct span *key, struct kudp_reply *reply)
 	reply->status = 0;
 }
 
-/*
- * With durable=1 a change is only made while the backup daemon is there to
- * save it; its reply then waits for the daemon (main.c, proc.c).
+/**
+ * kudp_store() - make a store, with its history line and its journal line
+ * @key: the key, @klen bytes
+ * @klen: 1..KUDP_MAX_KEY
+ * @value: the value, @vlen bytes
+ * @vlen: 1..KUDP_MAX_VALUE
+ * @meta: what memcached keeps with it (NULL: nothing)
+ * @mode: see kv_store()
+ * @seq: gets the change's number (journal.c)
+ *
+ * Both protocols change the table through here and kudp_delete(). The
+ * history line is charged with the entry, so that the two together stay
+ * within max_bytes; a line that cannot be allocated is left out. With
+ * durable=1 a change is only made while the backup daemon is there to save
+ * it.
+ *
+ * Return: 0, -ENOLINK (durable=1 and no daemon), or kv_store()'s error.
  */
-static bool refuse_undurable(struct kudp_reply *reply)
-{
-	if (kudp_daemon_registered() || !kudp_durable)
-		return false;
-	kudp_reply_error(reply, -ENOLINK, KUDP_ERR_NO_BACKUP);
-	return true;
-}
-
-/*
- * The history line is charged with the entry, so that the two together stay
- * within max_bytes; a line that cannot be allocated is left out.
- */
-static void do_insert(const struct span *key, const struct span *value,
-		      struct kudp_reply *reply)
+int kudp_store(const char *key, size_t klen, const char *value, size_t vlen,
+	       const struct kv_meta *meta, enum kv_mode mode, u64 *seq)
 {
 	struct kudp_line *line;
 	int ret;
 
 	mutex_lock(&kv_mutex);
-	if (refuse_undurable(reply)) {
+	if (kudp_durable && !kudp_daemon_registered()) {
 		mutex_unlock(&kv_mutex);
-		return;
+		return -ENOLINK;
 	}
-	line = kudp_line_new("insert %.*s %.*s", (int)key->n, key->p,
-			     (int)value->n, value->p);
-	ret = kv_insert(key->p, key->n, value->p, value->n,
-			kudp_line_cost(line));
+	line = kudp_line_new("insert %.*s %.*s", (int)klen, key, (int)vlen,
+			     value);
+	ret = kv_store(key, klen, value, vlen, meta, mode,
+		       kudp_line_cost(line));
 	if (!ret && line)
 		kudp_history_add(line);
 	else
 		kfree(line);
 	if (!ret)
-		reply->seq = kudp_journal_add("insert %.*s %.*s", (int)key->n,
-					      key->p, (int)value->n, value->p);
+		*seq = kudp_journal_add("insert %.*s %.*s", (int)klen, key,
+					(int)vlen, value);
 	mutex_unlock(&kv_mutex);
-
-	if (ret) {
-		reply_change_failed(reply, ret);
-		return;
-	}
-	reply_line(reply, 0, "%s\n", KUDP_OK);
+	return ret;
 }
 
-/*
+/**
+ * kudp_delete() - remove a key, with its history line and its journal line
+ * @key: the key, @klen bytes
+ * @klen: its length
+ * @seq: gets the change's number
+ *
  * A delete always happens; its history line is left out when it does not
  * fit in max_bytes (the deleted entry's memory comes back only after a
  * grace period).
+ *
+ * Return: 0, -ENOENT when the key is not there, or -ENOLINK (durable=1 and
+ * no daemon).
  */
-static void do_delete(const struct span *key, struct kudp_reply *reply)
+int kudp_delete(const char *key, size_t klen, u64 *seq)
 {
 	struct kudp_line *line;
 	int ret;
 
 	mutex_lock(&kv_mutex);
-	if (refuse_undurable(reply)) {
+	if (kudp_durable && !kudp_daemon_registered()) {
 		mutex_unlock(&kv_mutex);
-		return;
+		return -ENOLINK;
 	}
-	ret = kv_delete(key->p, key->n);
+	ret = kv_delete(key, klen);
 	if (!ret) {
-		line = kudp_line_new("delete %.*s", (int)key->n, key->p);
+		line = kudp_line_new("delete %.*s", (int)klen, key);
 		if (line && !kv_mem_reserve(kudp_line_cost(line)))
 			kudp_history_add(line);
 		else
 			kfree(line);
-		reply->seq = kudp_journal_add("delete %.*s", (int)key->n,
-					      key->p);
+		*seq = kudp_journal_add("delete %.*s", (int)klen, key);
 	}
 	mutex_unlock(&kv_mutex);
+	return ret;
+}
 
-	if (ret) {
+static void do_insert(const struct span *key, const struct span *value,
+		      struct kudp_reply *reply)
+{
+	int ret;
+
+	ret = kudp_store(key->p, key->n, value->p, value->n, NULL, KV_SET,
+			 &reply->seq);
+	if (ret)
+		reply_change_failed(reply, ret);
+	else
+		reply_line(reply, 0, "%s\n", KUDP_OK);
+}
+
+static void do_delete(const struct span *key, struct kudp_reply *reply)
+{
+	int ret;
+
+	ret = kudp_delete(key->p, key->n, &reply->seq);
+	if (ret == -ENOENT)
 		reply_line(reply, -ENOENT, "%s\n", KUDP_NOT_FOUND);
-		return;
-	}
-	reply_line(reply, 0, "%s\n", KUDP_OK);
+	else if (ret)
+		reply_change_failed(reply, ret);
+	else
+		reply_line(reply, 0, "%s\n", KUDP_OK);
 }
 
 /*
@@ -342,7 +395,7 @@ void kudp_execute(const char *req, size_t size, struct kudp_reply *reply)
 	struct span request = { .p = req, .n = size };
 	const char *reason;
 
-	atomic_long_inc(&kudp_stats.requests);
+	kudp_count(requests);
 	reply->greeting = false;
 	reply->seq = 0;
 	if (size > kudp_len) {

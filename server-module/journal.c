@@ -334,24 +334,21 @@ static const struct proc_ops journal_ops = {
 };
 
 /*
- * One "KEY VALUE" line (no line end), checked like an insert request: a key
- * of 1..KUDP_MAX_KEY bytes without spaces, then one space, then a value of
- * 1..KUDP_MAX_VALUE bytes, no control bytes.
+ * One "KEY VALUE" line (no line end): a key of 1..KUDP_MAX_KEY bytes without
+ * spaces, one space, then a value of 1..KUDP_MAX_VALUE bytes; neither holds
+ * "\r" or NUL (memcache.c's rule: entries stored there come back too).
  */
 static int restore_line(const char *p, size_t n)
 {
 	const char *space = memchr(p, ' ', n);
-	size_t klen, i;
+	size_t klen;
 
-	if (!space)
+	if (!space || memchr(p, '\r', n) || memchr(p, '\0', n))
 		return -EINVAL;
 	klen = space - p;
 	if (!klen || klen > KUDP_MAX_KEY || n - klen - 1 < 1 ||
 	    n - klen - 1 > KUDP_MAX_VALUE)
 		return -EINVAL;
-	for (i = 0; i < n; i++)
-		if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
-			return -EINVAL;
 	return kv_insert(p, klen, space + 1, n - klen - 1, 0);
 }
 

@@ -30,15 +30,21 @@
 #include <linux/rhashtable.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
+#include <linux/time.h>
+#include <linux/timekeeping.h>
 
 #include "kudp_protocol.h"
 #include "udp_server.h"
 
+/* 40 bytes before the key on 64-bit: what PROTOCOL.md calls the header. */
 struct kv_entry {
 	struct rhash_head node;
 	struct rcu_head rcu;
-	u32 klen;
-	u32 vlen;
+	u32 flags;	/* memcached's client flags, stored and returned */
+	u32 cas;	/* memcached's "cas unique": changes with every store */
+	u32 expires;	/* kv_now() when it expires, 0 for never */
+	u16 klen;
+	u16 vlen;
 	char data[];	/* klen key bytes, then vlen value bytes */
 };
 
@@ -70,6 +76,20 @@ static unsigned long kv_count;
  */
 static atomic_long_t kv_charged;
 static atomic_long_t kv_pending;
+
+/* The last "cas unique" handed out. */
+static atomic_t kv_cas;
+
+/* Seconds since boot: the clock of expiry times (never goes back). */
+u32 kv_now(void)
+{
+	return ktime_get_boottime_seconds();
+}
+
+static bool kv_expired(const struct kv_entry *entry)
+{
+	return entry->expires && !time_before32(kv_now(), entry->expires);
+}
 
 static u32 kv_key_hash(const void *data, u32 unused, u32 seed)
 {
@@ -208,27 +228,35 @@ static struct kv_entry *kv_find_locked(const char *key, size_t klen)
 }
 
 /**
- * kv_insert() - store a value under a key, replacing an existing one
+ * kv_store() - store a value under a key, as memcached's set, add or replace
  * @key: the key, @klen bytes
  * @klen: 1..KUDP_MAX_KEY
  * @value: the value, @vlen bytes
  * @vlen: 1..KUDP_MAX_VALUE
+ * @meta: flags and expiry time to keep with it (NULL: none)
+ * @mode: KV_SET stores in any case, KV_ADD only a new key, KV_REPLACE only
+ *        an existing one (an expired entry counts as none)
  * @extra: bytes to charge with the entry (its history line); the caller
  *         releases them when it frees what they stand for
  *
  * Context: the caller holds kv_mutex.
- * Return: 0; -ENOSPC when max_entries or max_bytes would be passed; -EBUSY
+ * Return: 0; -EEXIST (KV_ADD) or -ENOENT (KV_REPLACE) when the key is there
+ * or not; -ENOSPC when max_entries or max_bytes would be passed; -EBUSY
  * when memory is held only by entries waiting for a grace period, or the
  * table is busy resizing; -ENOMEM when the kernel is out of memory.
  */
-int kv_insert(const char *key, size_t klen, const char *value, size_t vlen,
-	      size_t extra)
+int kv_store(const char *key, size_t klen, const char *value, size_t vlen,
+	     const struct kv_meta *meta, enum kv_mode mode, size_t extra)
 {
 	size_t cost = kv_entry_cost(klen, vlen);
 	struct kv_entry *old, *entry;
 	int ret;
 
 	old = kv_find_locked(key, klen);
+	if (mode == KV_ADD && old && !kv_expired(old))
+		return -EEXIST;
+	if (mode == KV_REPLACE && (!old || kv_expired(old)))
+		return -ENOENT;
 	if (!old && kv_count >= kudp_max_entries)
 		return -ENOSPC;
 	ret = kv_mem_reserve(cost + extra);
@@ -240,6 +268,9 @@ int kv_insert(const char *key, size_t klen, const char *value, size_t vlen,
 		ret = -ENOMEM;
 		goto out_release;
 	}
+	entry->flags = meta ? meta->flags : 0;
+	entry->expires = meta ? meta->expires : 0;
+	entry->cas = atomic_inc_return(&kv_cas);
 	entry->klen = klen;
 	entry->vlen = vlen;
 	memcpy(entry->data, key, klen);
@@ -267,13 +298,21 @@ out_release:
 	return ret;
 }
 
+/* Stores a value with no flags and no expiry, whether or not the key is there. */
+int kv_insert(const char *key, size_t klen, const char *value, size_t vlen,
+	      size_t extra)
+{
+	return kv_store(key, klen, value, vlen, NULL, KV_SET, extra);
+}
+
 /**
  * kv_delete() - remove a key
  * @key: the key, @klen bytes
  * @klen: its length
  *
  * Context: the caller holds kv_mutex.
- * Return: 0, or -ENOENT when the key is not in the table.
+ * Return: 0, or -ENOENT when the key is not in the table (an expired entry
+ * goes, but was not there).
  */
 int kv_delete(const char *key, size_t klen)
 {
@@ -287,24 +326,27 @@ int kv_delete(const char *key, size_t klen)
 	if (ret)
 		return ret;
 	WRITE_ONCE(kv_count, kv_count - 1);
+	ret = kv_expired(entry) ? -ENOENT : 0;
 	kv_retire(entry);
-	return 0;
+	return ret;
 }
 
 /**
- * kv_lookup() - copy the value stored under a key
+ * kv_get() - copy the value stored under a key, and what is kept with it
  * @key: the key, @klen bytes
  * @klen: its length
  * @out: where the value goes
  * @out_size: room in @out
+ * @meta: gets the flags and "cas unique" (NULL: not wanted)
  *
  * Lock-free: RCU keeps the entry alive while its value is copied, and
- * nothing is allocated.
+ * nothing is allocated. An expired entry is not there.
  *
  * Return: the value's length (copied only if it fits in @out_size), or
  * -ENOENT.
  */
-int kv_lookup(const char *key, size_t klen, char *out, size_t out_size)
+int kv_get(const char *key, size_t klen, char *out, size_t out_size,
+	   struct kv_meta *meta)
 {
 	struct kv_key k = { .data = key, .len = klen };
 	struct kv_entry *entry;
@@ -312,13 +354,24 @@ int kv_lookup(const char *key, size_t klen, char *out, size_t out_size)
 
 	rcu_read_lock();
 	entry = rhashtable_lookup(&kv_table, &k, kv_params);
-	if (entry) {
+	if (entry && !kv_expired(entry)) {
 		ret = entry->vlen;
 		if (entry->vlen <= out_size)
 			memcpy(out, entry->data + entry->klen, entry->vlen);
+		if (meta) {
+			meta->flags = entry->flags;
+			meta->cas = entry->cas;
+			meta->expires = entry->expires;
+		}
 	}
 	rcu_read_unlock();
 	return ret;
+}
+
+/* kv_get() without the metadata: the text protocol's lookup. */
+int kv_lookup(const char *key, size_t klen, char *out, size_t out_size)
+{
+	return kv_get(key, klen, out, out_size, NULL);
 }
 
 /*
@@ -366,6 +419,8 @@ static int kv_seq_show(struct seq_file *m, void *v)
 {
 	const struct kv_entry *entry = v;
 
+	if (kv_expired(entry))
+		return 0;
 	seq_write(m, entry->data, entry->klen);
 	seq_putc(m, ' ');
 	seq_write(m, entry->data + entry->klen, entry->vlen);

@@ -1,25 +1,29 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * udp_server - a key-value store served over UDP from a kernel thread.
+ * udp_server - a key-value store served over UDP from kernel threads.
  *
- * module_init creates and binds the socket, so a bad or busy port makes
+ * Two services share the table: the module's own text protocol on `port`
+ * (PROTOCOL.md), and memcached's ASCII protocol over UDP on `memcached_port`
+ * when it is set (memcache.c). Each service has `threads` sockets bound to
+ * its port with SO_REUSEPORT, so the kernel spreads the senders over them,
+ * and one kthread per socket receives a datagram at a time and answers it.
+ *
+ * module_init creates and binds every socket, so a bad or busy port makes
  * insmod fail with the reason in the kernel log and nothing left behind.
- * Then one kthread receives a datagram at a time, runs it through the
- * parser (cmd.c) and sends the reply line back to the sender. "HELLO" gets
- * "GOT IT"; the other commands work on the table in kv.c.
- *
- * module_exit shuts the socket down before it stops the thread: the shutdown
- * wakes a blocked receive at once, so rmmod never waits for a datagram.
+ * module_exit shuts the sockets down before it stops the threads: the
+ * shutdown wakes a blocked receive at once, so rmmod never waits for a
+ * datagram.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/cpumask.h>
 #include <linux/err.h>
 #include <linux/in.h>
 #include <linux/inet.h>
 #include <linux/kthread.h>
-#include <linux/list.h>
 #include <linux/ktime.h>
+#include <linux/list.h>
 #include <linux/memcontrol.h>
 #include <linux/module.h>
 #include <linux/net.h>
@@ -38,6 +42,8 @@
 #include "kudp_protocol.h"
 #include "udp_server.h"
 
+#define KUDP_MAX_THREADS	64
+
 static unsigned int port = KUDP_DEFAULT_PORT;
 KUDP_PARAM_UINT_RANGE(port, 1, 65535);
 MODULE_PARM_DESC(port, "UDP port to listen on "
@@ -55,6 +61,20 @@ MODULE_PARM_DESC(len, "Longest request and reply, in bytes "
 static char *bind_addr = "127.0.0.1";
 module_param_named(bind, bind_addr, charp, 0444);
 MODULE_PARM_DESC(bind, "Address to listen on (IPv4 address, default 127.0.0.1)");
+
+/*
+ * Off by default, as in memcached itself since 1.5.6: its UDP protocol has
+ * no bound on replies, so it can amplify a forged request (see PROTOCOL.md).
+ */
+static unsigned int memcached_port;
+KUDP_PARAM_UINT_RANGE(memcached_port, 0, 65535);
+MODULE_PARM_DESC(memcached_port, "UDP port for memcached's ASCII protocol, 0 for none "
+		 KUDP_RANGE(0, 65535, 0));
+
+static unsigned int threads;
+KUDP_PARAM_UINT_RANGE(threads, 0, KUDP_MAX_THREADS);
+MODULE_PARM_DESC(threads, "Sockets and threads per port, 0 for one per online CPU "
+		 KUDP_RANGE(0, KUDP_MAX_THREADS, 0));
 
 unsigned int kudp_max_entries = KUDP_DEFAULT_MAX_ENTRIES;
 KUDP_PARAM_UINT_RANGE_NAMED(max_entries, kudp_max_entries, 1, 4194304);
@@ -77,19 +97,33 @@ bool kudp_durable;
 module_param_named(durable, kudp_durable, bool, 0444);
 MODULE_PARM_DESC(durable, "Answer a change only once the backup daemon has it on disk (default off)");
 
-static struct socket *sock;
-static struct task_struct *thread;
-/*
- * Owned by the thread, len + 1 bytes each: the request's extra byte tells an
- * oversized datagram apart, the reply's holds the NUL.
- */
-static char *request_buf;
-static char *reply_buf;
+/* What a port speaks, and the buffers its workers need. */
+struct kudp_service {
+	const char *name;
+	unsigned int *port;
+	size_t request_max;	/* longer datagrams are refused whole */
+	size_t reply_max;
+	void (*serve)(struct kudp_worker *w, struct sockaddr_in *from,
+		      size_t size);
+};
+
+static void serve_text(struct kudp_worker *w, struct sockaddr_in *from,
+		       size_t size);
+
+static struct kudp_service services[] = {
+	{ .name = KBUILD_MODNAME, .port = &port, .serve = serve_text },
+	{ .name = KBUILD_MODNAME "_mc", .port = &memcached_port,
+	  .request_max = KUDP_MC_REQUEST_MAX, .reply_max = KUDP_MC_REPLY_MAX,
+	  .serve = kudp_mc_serve },
+};
+
+static struct kudp_worker *workers;
+static unsigned int nr_workers;
 
 /*
  * The memory cgroup of whoever loaded the module. Requests make the server
  * allocate (entries, history lines); that memory is charged here, whether
- * the request came from the network (the server thread) or from /proc/ht.
+ * the request came from the network (a server thread) or from /proc/ht.
  */
 static struct mem_cgroup *kudp_memcg;
 
@@ -106,42 +140,56 @@ void kudp_memcg_leave(struct mem_cgroup *old)
 
 /*
  * Per-datagram lines share one budget so a flood cannot fill the log. The
- * kernel's own "serve: N callbacks suppressed" line would carry no module
- * prefix, so it is turned off (RATELIMIT_MSG_ON_RELEASE) and the server
- * counts what it left out itself. Only the server thread touches either.
+ * kernel's own "serve_text: N callbacks suppressed" line would carry no
+ * module prefix, so it is turned off (RATELIMIT_MSG_ON_RELEASE) and the
+ * server counts what it left out itself.
  */
 static DEFINE_RATELIMIT_STATE(packet_log, 5 * HZ, 10);
-static unsigned int packet_log_missed;
+static atomic_t packet_log_missed;
+
+static void log_missed_greetings(void)
+{
+	int missed = atomic_xchg(&packet_log_missed, 0);
+
+	if (missed)
+		pr_info("%d greetings not logged (rate limit)\n", missed);
+}
 
 /* Whether to log this greeting; says how many were left out before it. */
 static bool log_greeting(void)
 {
 	if (!__ratelimit(&packet_log)) {
-		packet_log_missed++;
+		atomic_inc(&packet_log_missed);
 		return false;
 	}
-	if (packet_log_missed) {
-		pr_info("%u greetings not logged (rate limit)\n",
-			packet_log_missed);
-		packet_log_missed = 0;
-	}
+	log_missed_greetings();
 	return true;
 }
 
-static void send_reply(struct sockaddr_in *to, const char *data, size_t size)
+/**
+ * kudp_send() - send one datagram from a worker's socket
+ * @sock: the socket
+ * @to: where it goes
+ * @data: its bytes
+ * @size: how many
+ *
+ * Never blocks the thread on a full send buffer: the datagram is dropped
+ * and counted instead.
+ */
+void kudp_send(struct socket *sock, struct sockaddr_in *to, const void *data,
+	       size_t size)
 {
-	struct kvec iov = { .iov_base = (char *)data, .iov_len = size };
+	struct kvec iov = { .iov_base = (void *)data, .iov_len = size };
 	struct msghdr msg = {
 		.msg_name = to,
 		.msg_namelen = sizeof(*to),
-		/* Never block the only thread on a full send buffer. */
 		.msg_flags = MSG_DONTWAIT,
 	};
 	int ret;
 
 	ret = kernel_sendmsg(sock, &msg, &iov, 1, size);
 	if (ret < 0) {
-		atomic_long_inc(&kudp_stats.drops);
+		kudp_count(drops);
 		pr_debug("cannot reply to %pI4:%u: error %d\n",
 			 &to->sin_addr, ntohs(to->sin_port), ret);
 	}
@@ -159,6 +207,7 @@ static void send_reply(struct sockaddr_in *to, const char *data, size_t size)
 struct parked_reply {
 	struct list_head node;
 	u64 seq;
+	struct socket *sock;
 	struct sockaddr_in to;
 	size_t size;
 	char data[];
@@ -168,29 +217,38 @@ static LIST_HEAD(parked);
 static unsigned int parked_count;
 static DEFINE_SPINLOCK(parked_lock);
 
-/* Parks a reply until change @seq is on disk, or sends it if it already is. */
-static void park_reply(struct sockaddr_in *to, const struct kudp_reply *reply)
+/**
+ * kudp_park_reply() - send a reply once change @seq is on disk
+ * @sock: the socket to send it from
+ * @to: where it goes
+ * @data: the datagram
+ * @size: its length
+ * @seq: the change it answers
+ */
+void kudp_park_reply(struct socket *sock, struct sockaddr_in *to,
+		     const void *data, size_t size, u64 seq)
 {
 	struct parked_reply *p;
 
-	p = kmalloc(struct_size(p, data, reply->size), KUDP_GFP);
+	p = kmalloc(struct_size(p, data, size), KUDP_GFP);
 	if (!p) {
-		atomic_long_inc(&kudp_stats.drops);
+		kudp_count(drops);
 		return;
 	}
-	p->seq = reply->seq;
+	p->seq = seq;
+	p->sock = sock;
 	p->to = *to;
-	p->size = reply->size;
-	memcpy(p->data, reply->buf, reply->size);
+	p->size = size;
+	memcpy(p->data, data, size);
 
 	/* Checked under the lock that kudp_release_replies() takes. */
 	spin_lock(&parked_lock);
 	if (kudp_journal_synced(p->seq) || parked_count >= KUDP_PARKED_MAX) {
 		spin_unlock(&parked_lock);
 		if (kudp_journal_synced(p->seq))
-			send_reply(&p->to, p->data, p->size);
+			kudp_send(p->sock, &p->to, p->data, p->size);
 		else
-			atomic_long_inc(&kudp_stats.drops);
+			kudp_count(drops);
 		kfree(p);
 		return;
 	}
@@ -219,7 +277,7 @@ void kudp_release_replies(u64 synced)
 	}
 	spin_unlock(&parked_lock);
 	list_for_each_entry_safe(p, next, &ready, node) {
-		send_reply(&p->to, p->data, p->size);
+		kudp_send(p->sock, &p->to, p->data, p->size);
 		kfree(p);
 	}
 }
@@ -262,7 +320,8 @@ static void bound_reflection(const struct sockaddr_in *from, size_t size,
 }
 
 /**
- * serve() - answer one datagram
+ * serve_text() - answer one datagram of the text protocol
+ * @w: the worker that received it, in w->request
  * @from: the sender, where the reply goes
  * @size: the datagram's full length, which may be more than was received
  *
@@ -270,12 +329,13 @@ static void bound_reflection(const struct sockaddr_in *from, size_t size,
  * it whole, so its first len bytes are never taken for a different, valid
  * command.
  */
-static void serve(struct sockaddr_in *from, size_t size)
+static void serve_text(struct kudp_worker *w, struct sockaddr_in *from,
+		       size_t size)
 {
-	struct kudp_reply reply = { .buf = reply_buf };
+	struct kudp_reply reply = { .buf = w->reply };
 	bool log;
 
-	kudp_execute(request_buf, size, &reply);
+	kudp_execute(w->request, size, &reply);
 	bound_reflection(from, size, &reply);
 	/* Only the greeting is logged at info level, and not always. */
 	log = reply.greeting && log_greeting();
@@ -286,23 +346,23 @@ static void serve(struct sockaddr_in *from, size_t size)
 		pr_debug("%zu-byte request from %pI4:%u: status %d\n", size,
 			 &from->sin_addr, ntohs(from->sin_port), reply.status);
 	if (kudp_durable && reply.seq)
-		park_reply(from, &reply);
+		kudp_park_reply(w->sock, from, reply.buf, reply.size, reply.seq);
 	else
-		send_reply(from, reply.buf, reply.size);
+		kudp_send(w->sock, from, reply.buf, reply.size);
 	if (log)
 		pr_info("sent " KUDP_GOT_IT " to %pI4:%u\n",
 			&from->sin_addr, ntohs(from->sin_port));
 }
 
 /* Set by module_exit's kernel_sock_shutdown(): time to stop serving. */
-static bool shutting_down(void)
+static bool shutting_down(struct kudp_worker *w)
 {
-	return READ_ONCE(sock->sk->sk_shutdown) & RCV_SHUTDOWN;
+	return READ_ONCE(w->sock->sk->sk_shutdown) & RCV_SHUTDOWN;
 }
 
 /**
- * server_thread() - receive one datagram at a time and answer it
- * @data: unused
+ * worker_thread() - receive one datagram at a time and answer it
+ * @data: the worker
  *
  * The receive blocks until a datagram arrives or module_exit shuts the
  * socket down; the shutdown wakes it, and it then returns at once, so the
@@ -310,8 +370,10 @@ static bool shutting_down(void)
  *
  * Return: 0, to kthread_stop().
  */
-static int server_thread(void *data)
+static int worker_thread(void *data)
 {
+	struct kudp_worker *w = data;
+	size_t max = w->service->request_max;
 	struct mem_cgroup *old_memcg = kudp_memcg_enter();
 	struct sockaddr_in from;
 	struct kvec iov;
@@ -323,24 +385,25 @@ static int server_thread(void *data)
 		msg.msg_name = &from;
 		msg.msg_namelen = sizeof(from);
 		/*
-		 * Room for one byte more than len, and MSG_TRUNC so that the
-		 * result is the datagram's full length: either way a datagram
-		 * longer than len shows up as ret > len.
+		 * Room for one byte more than the longest request, and
+		 * MSG_TRUNC so that the result is the datagram's full length:
+		 * either way a datagram too long shows up as ret > max.
 		 */
-		iov.iov_base = request_buf;
-		iov.iov_len = kudp_len + 1;
-		ret = kernel_recvmsg(sock, &msg, &iov, 1, kudp_len + 1,
+		iov.iov_base = w->request;
+		iov.iov_len = max + 1;
+		ret = kernel_recvmsg(w->sock, &msg, &iov, 1, max + 1,
 				     MSG_TRUNC);
-		if (shutting_down())
+		if (shutting_down(w))
 			break;
 		if (ret < 0) {
 			if (ret != -EAGAIN && ret != -EINTR)
-				pr_warn_ratelimited("receive failed: error %d\n", ret);
+				pr_warn_ratelimited("receive failed: error %d\n",
+						    ret);
 			continue;
 		}
 		if (msg.msg_flags & MSG_TRUNC)
-			ret = max_t(int, ret, kudp_len + 1);
-		serve(&from, ret);
+			ret = max_t(int, ret, max + 1);
+		w->service->serve(w, &from, ret);
 		/* A flood must not starve the rest of this CPU. */
 		cond_resched();
 	}
@@ -350,7 +413,7 @@ static int server_thread(void *data)
 	return 0;
 }
 
-/* The address to listen on, from the bind and port parameters. */
+/* The address to listen on, from the bind parameter. */
 static struct sockaddr_in listen_addr = { .sin_family = AF_INET };
 
 static int parse_bind(void)
@@ -364,7 +427,6 @@ static int parse_bind(void)
 		       bind_addr ? bind_addr : "");
 		return -EINVAL;
 	}
-	listen_addr.sin_port = htons(port);
 	return 0;
 }
 
@@ -383,32 +445,133 @@ static const char *bind_error_reason(int err)
 }
 
 /**
- * open_socket() - create the UDP socket and bind it to listen_addr
+ * open_socket() - create a worker's UDP socket and bind it to its port
+ * @w: the worker
+ * @shared: several workers share the port (SO_REUSEPORT)
  *
  * Binding here rather than in the thread is what makes a busy port fail
  * insmod itself, with the reason in the kernel log.
  *
  * Return: 0, or the error of sock_create_kern() or kernel_bind().
  */
-static int open_socket(void)
+static int open_socket(struct kudp_worker *w, bool shared)
 {
+	struct sockaddr_in addr = listen_addr;
 	int ret;
 
 	ret = sock_create_kern(&init_net, AF_INET, SOCK_DGRAM, IPPROTO_UDP,
-			       &sock);
+			       &w->sock);
 	if (ret) {
 		pr_err("cannot create a UDP socket: error %d\n", ret);
 		return ret;
 	}
-	ret = kernel_bind(sock, (struct sockaddr *)&listen_addr,
-			  sizeof(listen_addr));
+	if (shared)
+		sock_set_reuseport(w->sock->sk);
+	addr.sin_port = htons(*w->service->port);
+	ret = kernel_bind(w->sock, (struct sockaddr *)&addr, sizeof(addr));
 	if (ret) {
-		pr_err("cannot bind %pI4:%u: error %d%s\n",
-		       &listen_addr.sin_addr, port, ret, bind_error_reason(ret));
-		sock_release(sock);
+		pr_err("cannot bind %pI4:%u: error %d%s\n", &addr.sin_addr,
+		       *w->service->port, ret, bind_error_reason(ret));
+		sock_release(w->sock);
+		w->sock = NULL;
 		return ret;
 	}
 	return 0;
+}
+
+/* Undoes start_workers() for the first @n workers. */
+static void stop_workers(unsigned int n)
+{
+	unsigned int i;
+
+	/* Shut every socket first: each wakes its thread at once. */
+	for (i = 0; i < n; i++)
+		kernel_sock_shutdown(workers[i].sock, SHUT_RDWR);
+	for (i = 0; i < n; i++)
+		if (workers[i].thread)
+			kthread_stop(workers[i].thread);
+}
+
+static void free_workers(unsigned int n)
+{
+	unsigned int i;
+
+	for (i = 0; i < n; i++) {
+		sock_release(workers[i].sock);
+		kvfree(workers[i].reply);
+		kvfree(workers[i].request);
+	}
+	kfree(workers);
+}
+
+/* Buffers, socket and thread of one worker; on failure, nothing is left. */
+static int start_worker(struct kudp_worker *w, unsigned int index,
+			bool shared)
+{
+	int ret;
+
+	w->request = kvmalloc(w->service->request_max + 1, GFP_KERNEL_ACCOUNT);
+	w->reply = kvmalloc(w->service->reply_max + 1, GFP_KERNEL_ACCOUNT);
+	if (!w->request || !w->reply) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
+	ret = open_socket(w, shared);
+	if (ret)
+		goto out_free;
+	w->thread = kthread_run(worker_thread, w, "%s/%u", w->service->name,
+				index);
+	if (IS_ERR(w->thread)) {
+		ret = PTR_ERR(w->thread);
+		w->thread = NULL;
+		pr_err("cannot start a server thread: error %d\n", ret);
+		sock_release(w->sock);
+		goto out_free;
+	}
+	return 0;
+
+out_free:
+	kvfree(w->reply);
+	kvfree(w->request);
+	return ret;
+}
+
+/* `threads` workers for each service that has a port. */
+static int start_workers(void)
+{
+	unsigned int per_port = threads ?: num_online_cpus();
+	unsigned int i, s;
+	int ret;
+
+	per_port = min_t(unsigned int, per_port, KUDP_MAX_THREADS);
+	workers = kcalloc(ARRAY_SIZE(services) * per_port, sizeof(*workers),
+			  GFP_KERNEL);
+	if (!workers)
+		return -ENOMEM;
+	for (s = 0; s < ARRAY_SIZE(services); s++) {
+		if (!*services[s].port)
+			continue;
+		if (!services[s].request_max) {	/* the text protocol */
+			services[s].request_max = kudp_len;
+			services[s].reply_max = kudp_len;
+		}
+		for (i = 0; i < per_port; i++) {
+			struct kudp_worker *w = &workers[nr_workers];
+
+			w->service = &services[s];
+			ret = start_worker(w, i, per_port > 1);
+			if (ret)
+				goto out_stop;
+			nr_workers++;
+		}
+	}
+	return 0;
+
+out_stop:
+	stop_workers(nr_workers);
+	free_workers(nr_workers);
+	nr_workers = 0;
+	return ret;
 }
 
 static int __init udp_server_init(void)
@@ -418,73 +581,59 @@ static int __init udp_server_init(void)
 	ret = parse_bind();
 	if (ret)
 		return ret;
+	if (memcached_port && memcached_port == port) {
+		pr_err("memcached_port=%u is the text protocol's port too\n",
+		       memcached_port);
+		return -EINVAL;
+	}
 	ratelimit_set_flags(&packet_log, RATELIMIT_MSG_ON_RELEASE);
-
 	kudp_memcg = get_mem_cgroup_from_mm(current->mm);
 
-	/* Up to 64 KiB each: kvmalloc() does not need contiguous pages. */
-	request_buf = kvmalloc(kudp_len + 1, GFP_KERNEL_ACCOUNT);
-	reply_buf = kvmalloc(kudp_len + 1, GFP_KERNEL_ACCOUNT);
-	if (!request_buf || !reply_buf) {
-		ret = -ENOMEM;
-		goto out_free_buffers;
-	}
 	ret = kv_init();
 	if (ret)
-		goto out_free_buffers;
-	ret = open_socket();
-	if (ret)
-		goto out_destroy_table;
+		goto out_put_memcg;
 	ret = kudp_proc_init();
 	if (ret)
-		goto out_release_sock;
-
-	thread = kthread_run(server_thread, NULL, KBUILD_MODNAME);
-	if (IS_ERR(thread)) {
-		ret = PTR_ERR(thread);
-		pr_err("cannot start the server thread: error %d\n", ret);
+		goto out_destroy_table;
+	ret = start_workers();
+	if (ret)
 		goto out_remove_proc;
-	}
+
 	pr_info("listening on %pI4:%u (len %u)\n", &listen_addr.sin_addr,
 		port, kudp_len);
+	if (memcached_port)
+		pr_info("memcached protocol on %pI4:%u\n",
+			&listen_addr.sin_addr, memcached_port);
+	pr_debug("%u threads\n", nr_workers);
 	return 0;
 
 out_remove_proc:
 	kudp_proc_exit();
-out_release_sock:
-	sock_release(sock);
 out_destroy_table:
 	kv_destroy();
-out_free_buffers:
-	kvfree(reply_buf);
-	kvfree(request_buf);
+out_put_memcg:
 	mem_cgroup_put(kudp_memcg);
 	return ret;
 }
 
 /*
  * The reverse of init, starting with what lets work in: the shutdown makes
- * the thread's receive return at once, so kthread_stop() does not wait for
+ * each thread's receive return at once, so kthread_stop() does not wait for
  * a datagram. The /proc files go next (remove_proc_entry() waits for readers
  * and writers inside them, and kudp_journal_exit() wakes those that wait),
- * then the socket, and only then, with nobody left to reach it, the table.
+ * then the sockets, and only then, with nobody left to reach it, the table.
  */
 static void __exit udp_server_exit(void)
 {
 	ktime_t start = ktime_get();
 
-	kernel_sock_shutdown(sock, SHUT_RDWR);
-	kthread_stop(thread);
-	if (packet_log_missed)
-		pr_info("%u greetings not logged (rate limit)\n",
-			packet_log_missed);
+	stop_workers(nr_workers);
+	log_missed_greetings();
 	/* The daemon may send parked replies until its /proc files are gone. */
 	kudp_proc_exit();
 	drop_parked_replies();
-	sock_release(sock);
+	free_workers(nr_workers);
 	kv_destroy();
-	kvfree(reply_buf);
-	kvfree(request_buf);
 	mem_cgroup_put(kudp_memcg);
 	/* Unload must stay prompt under any load: say how long it took. */
 	pr_info("stopped in %lld us\n", ktime_us_delta(ktime_get(), start));
@@ -494,5 +643,5 @@ module_init(udp_server_init);
 module_exit(udp_server_exit);
 
 MODULE_LICENSE("GPL");
-MODULE_DESCRIPTION("Key-value store served over UDP from a kernel thread");
+MODULE_DESCRIPTION("Key-value store served over UDP from kernel threads");
 MODULE_AUTHOR("kernel-udp");

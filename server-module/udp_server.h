@@ -9,13 +9,17 @@
  *   proc.c  /proc/ht (commands and their history), /proc/hashtable,
  *           /proc/daemonpid
  *   journal.c  /proc/kvjournal and /proc/kvrestore, for the backup daemon
+ *   memcache.c  memcached's protocol on memcached_port, on the same table
  */
 #ifndef UDP_SERVER_H
 #define UDP_SERVER_H
 
 #include <linux/atomic.h>
 #include <linux/gfp.h>
+#include <linux/in.h>
 #include <linux/mutex.h>
+#include <linux/net.h>
+#include <linux/percpu.h>
 #include <linux/seq_file.h>
 #include <linux/types.h>
 
@@ -47,16 +51,33 @@ extern bool kudp_durable;
 struct mem_cgroup *kudp_memcg_enter(void);
 void kudp_memcg_leave(struct mem_cgroup *old);
 
-/* Counters for the "stats" command. */
+/* Counters for the "stats" command, per CPU: the threads never share one. */
 struct kudp_stats {
-	atomic_long_t requests;
-	atomic_long_t hits;
-	atomic_long_t misses;
-	atomic_long_t errors;
-	atomic_long_t drops;
+	unsigned long requests;
+	unsigned long hits;
+	unsigned long misses;
+	unsigned long errors;
+	unsigned long drops;
 };
 
-extern struct kudp_stats kudp_stats;
+DECLARE_PER_CPU(struct kudp_stats, kudp_stats);
+#define kudp_count(field)	this_cpu_inc(kudp_stats.field)
+void kudp_stats_sum(struct kudp_stats *sum);
+
+/* One socket and the kthread that serves it (main.c). */
+struct kudp_service;
+struct kudp_worker {
+	struct socket *sock;
+	struct task_struct *thread;
+	const struct kudp_service *service;
+	char *request;	/* the service's longest request + 1 bytes */
+	char *reply;	/* its longest reply + 1 bytes */
+};
+
+void kudp_send(struct socket *sock, struct sockaddr_in *to, const void *data,
+	       size_t size);
+void kudp_park_reply(struct socket *sock, struct sockaddr_in *to,
+		     const void *data, size_t size, u64 seq);
 
 /**
  * struct kudp_reply - the answer to one request (cmd.c)
@@ -75,8 +96,20 @@ struct kudp_reply {
 	u64 seq;
 };
 
+/* What memcached keeps with a value besides the value (memcache.c). */
+struct kv_meta {
+	u32 flags;
+	u32 cas;
+	u32 expires;	/* kv_now() when it expires, 0 for never */
+};
+
+enum kv_mode { KV_SET, KV_ADD, KV_REPLACE };
+
 /* cmd.c */
 void kudp_execute(const char *req, size_t size, struct kudp_reply *reply);
+int kudp_store(const char *key, size_t klen, const char *value, size_t vlen,
+	       const struct kv_meta *meta, enum kv_mode mode, u64 *seq);
+int kudp_delete(const char *key, size_t klen, u64 *seq);
 void kudp_reply_error(struct kudp_reply *reply, int status,
 		      const char *fmt, ...) __printf(3, 4);
 
@@ -89,6 +122,11 @@ int kv_insert(const char *key, size_t klen, const char *value, size_t vlen,
 	      size_t extra);
 int kv_delete(const char *key, size_t klen);
 int kv_lookup(const char *key, size_t klen, char *out, size_t out_size);
+int kv_store(const char *key, size_t klen, const char *value, size_t vlen,
+	     const struct kv_meta *meta, enum kv_mode mode, size_t extra);
+int kv_get(const char *key, size_t klen, char *out, size_t out_size,
+	   struct kv_meta *meta);
+u32 kv_now(void);
 unsigned long kv_entries(void);
 int kv_mem_reserve(size_t bytes);
 void kv_mem_release(size_t bytes);
@@ -96,6 +134,15 @@ unsigned long kv_mem_charged(void);
 size_t kv_mem_cost(size_t size);
 int kv_seq_open(struct file *file);
 int kv_seq_release(struct inode *inode, struct file *file);
+
+/*
+ * memcache.c: memcached's ASCII protocol over UDP. A request is one
+ * datagram; a reply may take several of KUDP_MC_DATAGRAM bytes.
+ */
+#define KUDP_MC_REQUEST_MAX	8192
+#define KUDP_MC_REPLY_MAX	(256 * 1024)
+void kudp_mc_serve(struct kudp_worker *w, struct sockaddr_in *from,
+		   size_t size);
 
 /* main.c: replies that wait for their change to be on disk (durable=1). */
 void kudp_release_replies(u64 synced);
