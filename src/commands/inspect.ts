@@ -3,7 +3,7 @@
  * and managing the target.
  */
 import { formatKmsg } from '../kmsg.js';
-import { currentParams, daemonPid, isLoaded, stopLab } from '../lifecycle.js';
+import { currentParams, type DaemonStatus, daemonPid, daemonStatus, isLoaded, stopLab } from '../lifecycle.js';
 import { UserError } from '../errors.js';
 import { MODULES, type ModuleName } from '../modules.js';
 import { chooseTarget, LabTarget, type TargetChoice } from '../targets.js';
@@ -54,7 +54,7 @@ export interface StatusReport {
 		kernelLog: string;
 	};
 	modules: Record<string, { loaded: boolean; params?: Record<string, string> }>;
-	daemon?: { pid: number };
+	daemon?: { pid: number; status?: DaemonStatus };
 }
 
 export async function statusCommand(options: TargetChoice & { json?: boolean }): Promise<void> {
@@ -91,7 +91,8 @@ export async function statusCommand(options: TargetChoice & { json?: boolean }):
 	}
 	const kvd = reachable ? await daemonPid(target) : undefined;
 	if (kvd) {
-		report.daemon = { pid: kvd };
+		const status = await daemonStatus(target);
+		report.daemon = status ? { pid: kvd, status } : { pid: kvd };
 	}
 	if (options.json) {
 		process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
@@ -124,6 +125,16 @@ export async function statusCommand(options: TargetChoice & { json?: boolean }):
 		lines.push(`${name.padEnd(11)}${module.loaded ? `loaded  ${params}` : 'not loaded'}`);
 	}
 	lines.push(`kvd        ${report.daemon ? `running (pid ${report.daemon.pid}, log /var/log/kvd.log in the target)` : 'not running'}`);
+	const kvdStatus = report.daemon?.status;
+	if (kvdStatus) {
+		lines.push(`           ${kvdStatus.state}, backup ${kvdStatus.backup}; last restore: ${kvdStatus.restored} entries`);
+		if (kvdStatus.rejected > 0) {
+			lines.push(`           ${kvdStatus.rejected} entries could not be restored: kept in ${kvdStatus.rejectsFile}`);
+		}
+		for (const problem of kvdStatus.problems) {
+			lines.push(`           ${problem}`);
+		}
+	}
 	process.stdout.write(`${lines.join('\n')}\n`);
 }
 
