@@ -71,9 +71,8 @@ arg() {
 		"kudp.$1="*)
 			value=${word#*=}
 			value=${value//%20/ }
-			value=${value//%09/	}
-			value=${value//%0A/
-}
+			value=${value//%09/$'\t'}
+			value=${value//%0A/$'\n'}
 			value=${value//%22/\"}
 			echo "${value//%25/%}"
 			;;

@@ -1,6 +1,6 @@
 /**
- * A project path with spaces: the guest's kernel command line carries the
- * node and agent paths encoded (guest-init.sh decodes them), and Kbuild gets
+ * A project path with spaces: the guest's kernel command line carries values
+ * such as paths encoded (guest-init.sh decodes them), and Kbuild gets
  * a space-free path to the module directory.
  */
 import test from 'ava';
@@ -26,7 +26,11 @@ test('kernel command line values survive guest-init.sh decoding', async t => {
 			`console=ttyS0 kudp.agent=${encodeBootArg(value)} kudp.token=abc`,
 			cmdline,
 		]);
-		const { stdout } = await execa('sh', ['-c', `${arg}\narg agent`], { env: { CMDLINE: cmdline }, stripFinalNewline: true });
+		// Stage 2 runs under the initramfs' busybox sh (guest-init.sh), not the host's /bin/sh.
+		const { stdout } = await execa('/bin/busybox', ['sh', '-c', `${arg}\narg agent`], {
+			env: { CMDLINE: cmdline },
+			stripFinalNewline: true,
+		});
 		t.is(stdout, value);
 		t.false(encodeBootArg(value).includes(' '));
 	}
