@@ -1,18 +1,21 @@
 /**
- * The backup daemon kvd: no acknowledged write is lost across a module
- * reload, a daemon restart, a lab restart; at most the last moments are lost
- * when the guest is killed; bad backups are refused whole; one kvd at a time.
+ * The backup daemon kvd (issue 11): one kvd per boot follows every module
+ * reload; restore is linear and never blocks a load; nothing acknowledged is
+ * lost on reload, kvd restart or lab restart; a hard kill of the guest loses
+ * at most 1 s of writes by default and nothing with durable=1; refused and
+ * damaged lines are kept in a rejects file.
  */
 import type { ExecutionContext } from 'ava';
-import { startDaemon, stopLab, unload } from '../../src/lifecycle.js';
-import { PROJECT_ROOT } from '../../src/modules.js';
-import { request } from '../../user-client/client.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { daemonPid, daemonStatus, startDaemon, stopLab, unload } from '../../src/lifecycle.js';
+import { KvNetworkError, KvTimeoutError, request } from '../../user-client/client.js';
 import { guest, labTest, loadServer, useLab, type LabContext } from '../helpers/lab.js';
 
 useLab(import.meta.url);
 
 type T = ExecutionContext<LabContext>;
 const BACKUP = '/var/tmp/persist-test-backup.txt';
+const FILES = `${BACKUP} ${BACKUP}.log ${BACKUP}.rejected-* ${BACKUP}.damaged-*`;
 
 async function send(port: number, message: string): Promise<string> {
 	return (await request(message, { host: '127.0.0.1', port, timeoutMs: 3000, retries: 3 })).toString();
@@ -34,10 +37,10 @@ function assertTable(t: T, actual: Map<string, string>, model: Map<string, strin
 	t.is(extra, 0, `${when}: ${extra} deleted keys came back`);
 }
 
-/** 5 000 acknowledged inserts and deletes over UDP, tracked in a model. */
+/** Acknowledged inserts and deletes over UDP, tracked in a model. */
 async function writeMany(port: number, model: Map<string, string>, count: number, tag: string): Promise<void> {
 	for (let i = 0; i < count; i++) {
-		const key = `${tag}${i % 1500}`;
+		const key = `${tag}${i % 500}`;
 		if (i % 4 === 3) {
 			const reply = await send(port, `delete ${key}`);
 			if (reply === 'OK\n' || reply === 'NOT FOUND\n') model.delete(key);
@@ -47,106 +50,192 @@ async function writeMany(port: number, model: Map<string, string>, count: number
 	}
 }
 
-labTest('every acknowledged write survives a module reload, a kvd restart and a lab restart', async t => {
-	await guest(t, `rm -f ${BACKUP}`);
+/** `clients` closed loops of inserts; `acked` holds each insert answered OK, with when. */
+function flood(port: number, clients: number, tag: string) {
+	const acked: Array<{ key: string; at: number }> = [];
+	let running = true;
+	const loops = Array.from({ length: clients }, async (_, client) => {
+		for (let i = 0; running; i++) {
+			const key = `${tag}${client}-${i}`;
+			try {
+				const reply = await request(`insert ${key} v${i}`, { host: '127.0.0.1', port, timeoutMs: 1000, retries: 0 });
+				if (reply.toString() === 'OK\n') acked.push({ key, at: Date.now() });
+			} catch (error) {
+				// No answer or refused (the guest was killed): not acknowledged.
+				if (!(error instanceof KvTimeoutError || error instanceof KvNetworkError)) throw error;
+				if (error instanceof KvNetworkError) await sleep(50);
+			}
+		}
+	});
+	return {
+		acked,
+		stop: async () => {
+			running = false;
+			await Promise.all(loops);
+		},
+	};
+}
+
+/** Kills QEMU like a power cut, then boots a fresh guest. */
+async function hardKill(t: T): Promise<number> {
+	const { qemuPid } = (await t.context.target.lab.state())!;
+	process.kill(qemuPid, 'SIGKILL');
+	const killedAt = Date.now();
+	await t.context.target.lab.down();
+	await t.context.target.prepare();
+	return killedAt;
+}
+
+/** The newest kvd log line with this message. */
+async function kvdLog(t: T, msg: string): Promise<Record<string, number | string>> {
+	const line = (await guest(t, `grep '"msg":"${msg}' /var/log/kvd.log | tail -n 1`)).trim();
+	return line ? (JSON.parse(line) as Record<string, number | string>) : {};
+}
+
+labTest('every acknowledged write survives a reload, a kvd restart and a lab restart; kvd outlives reloads', async t => {
+	await guest(t, `rm -f ${FILES}`);
 	const model = new Map<string, string>();
 	let server = await loadServer(t, [], { daemon: true, backup: BACKUP });
-	await writeMany(server.port, model, 5000, 'k');
+	const pid = server.daemonPid;
+	await writeMany(server.port, model, 2000, 'k');
 
-	// 1. Unload (kvd saves once more, then rmmod) and load again.
+	// 1. A reload: the same kvd leaves the old module and restores into the new one.
 	await unload(t.context.target, 'udp_server');
 	server = await loadServer(t, [], { daemon: true, backup: BACKUP });
+	t.is(server.daemonPid, pid, 'kvd started once and followed the reload');
 	assertTable(t, await table(t), model, 'after a module reload');
 
-	// 2. The daemon dies hard and comes back: the table stays authoritative.
+	// 2. kvd dies hard and comes back beside the same module: the table stays authoritative.
 	await writeMany(server.port, model, 500, 'd');
 	await guest(t, 'kill -9 "$(cat /run/kvd.pid)"; rm -f /run/kvd.pid; sleep 0.3');
 	await startDaemon(t.context.target, BACKUP);
 	assertTable(t, await table(t), model, 'after a kvd restart');
 	await writeMany(server.port, model, 200, 'e');
 
-	// 3. The lab goes down as `./run down` does it, and a fresh guest boots.
+	// 3. `./run down` (kvd confirms everything and exits), and a fresh guest boots.
 	await stopLab(t.context.target);
 	await t.context.target.prepare();
 	server = await loadServer(t, [], { daemon: true, backup: BACKUP });
 	assertTable(t, await table(t), model, 'after a lab restart');
+
+	// 4. --no-daemon stops kvd (after its last confirmation) and loads empty.
+	await loadServer(t, [], { daemon: false });
+	t.is(await daemonPid(t.context.target), undefined, '--no-daemon stopped kvd');
+	t.is((await table(t)).size, 0);
 	await unload(t.context.target, 'udp_server');
 });
 
-labTest('a hard kill of the guest loses at most the writes of the last moments', async t => {
-	await guest(t, `rm -f ${BACKUP}`);
-	let server = await loadServer(t, [], { daemon: true, backup: BACKUP });
-	const acked: Array<{ key: string; at: number }> = [];
-	// At least 1 000 inserts over at least 4 s: writes older than the 2 s bound
-	// must be there after the kill, so a kvd that never saves fails the test.
-	const started = Date.now();
-	for (let i = 0; i < 20_000 && (i < 1000 || Date.now() - started < 4000); i++) {
-		if ((await send(server.port, `insert hk${i} v${i}`)) === 'OK\n') acked.push({ key: `hk${i}`, at: Date.now() });
-	}
-	const killedAt = Date.now();
-	t.true(killedAt - acked[0]!.at > 2000, 'the inserts must span more than the bound');
-	const { qemuPid } = (await t.context.target.lab.state())!;
-	process.kill(qemuPid, 'SIGKILL');
-	await t.context.target.lab.down();
-	await t.context.target.prepare();
-	server = await loadServer(t, [], { daemon: true, backup: BACKUP });
-	const restored = await table(t);
-	const lost = acked.filter(entry => !restored.has(entry.key));
-	t.true(lost.length < acked.length, 'nothing was saved before the kill');
-	const window = lost.length > 0 ? killedAt - Math.min(...lost.map(entry => entry.at)) : 0;
-	t.log(`guest killed after ${acked.length} acknowledged inserts: ${lost.length} lost, all within the last ${window} ms`);
-	t.true(window <= 2000, `writes acknowledged ${window} ms before the kill were lost`);
-	await unload(t.context.target, 'udp_server');
-});
-
-labTest('a corrupt or truncated backup is reported and never loaded half', async t => {
-	await guest(t, `rm -f ${BACKUP}`);
-	const server = await loadServer(t, [], { daemon: true, backup: BACKUP });
-	for (let i = 0; i < 50; i++) await send(server.port, `insert c${i} v${i}`);
-	await unload(t.context.target, 'udp_server');
-	const good = await guest(t, `cat ${BACKUP}`);
-
-	for (const [what, content] of [
-		['truncated', good.slice(0, Math.floor(good.length / 2))],
-		['edited', good.replace('c7 v7', 'c7 evil')],
-		['not a backup', 'dog baileys\n'],
-	] as const) {
-		await t.context.target.exec(['sh', '-c', `cat > ${BACKUP}`], { input: content, timeoutMs: 10_000 });
-		const error = await t.throwsAsync(loadServer(t, [], { daemon: true, backup: BACKUP }));
-		t.regex(error?.message ?? '', /kvd did not start: the backup .* is corrupt/, what);
-		t.is((await table(t)).size, 0, `${what}: nothing was loaded`);
-		await unload(t.context.target, 'udp_server');
-	}
-});
-
-labTest('a second kvd is refused, and a burst of 10 000 inserts costs a handful of saves', async t => {
-	await guest(t, `rm -f ${BACKUP} /var/log/kvd.log`);
-	await loadServer(t, [], { daemon: true, backup: BACKUP });
-	const second = await t.context.target.exec(
-		['sh', '-c', `${process.execPath} ${PROJECT_ROOT}/dist/daemon/kvd.js --backup ${BACKUP} --pid-file /run/kvd2.pid`],
-		{ timeoutMs: 60_000 },
-	);
-	t.is(second.exitCode, 1);
-	t.regex(second.stderr, /another kvd \(pid \d+\) is already running/);
-
+labTest('100 000 entries: a v1 backup restores in ≤ 5 s whatever len is, a reload is ready in ≤ 10 s, a hard kill loses ≤ 1 s', async t => {
+	// A v1 backup (before the change log) with a 150-byte value: len is 50.
 	await guest(
 		t,
-		`${process.execPath} -e 'const fs=require("fs"); const fd=fs.openSync("/proc/ht","w"); for (let i=0;i<10000;i++) fs.writeSync(fd, "insert burst"+i+" v"+i);'`,
-		300_000,
+		[
+			`rm -f ${FILES}`,
+			`awk 'BEGIN { for (i = 0; i < 99999; i++) printf "big%d value-%d\\n", i, i }' > /tmp/body`,
+			`printf 'long %0150d\\n' 0 >> /tmp/body`,
+			'd=$(sha256sum /tmp/body | cut -d" " -f1)',
+			`{ echo '# kernel-udp backup v1'; echo '# instance old:1'; echo "# entries 100000 sha256 $d"; cat /tmp/body; } > ${BACKUP}`,
+		].join('\n'),
 	);
-	// Wait for the last save, then count them.
-	let saves: Array<{ entries: number }> = [];
-	for (let i = 0; i < 100; i++) {
-		saves = (await guest(t, 'grep \'"msg":"saved"\' /var/log/kvd.log || true'))
-			.split('\n')
-			.filter(Boolean)
-			.map(line => JSON.parse(line) as { entries: number });
-		if (saves.at(-1)?.entries === 10_000) break;
-		await new Promise(resolve => setTimeout(resolve, 200));
-	}
-	t.log(`10 000 inserts caused ${saves.length} saves`);
-	t.is(saves.at(-1)?.entries, 10_000, 'the last save holds every insert');
-	t.true(saves.length <= 100, `${saves.length} saves`);
+	await loadServer(t, ['len=50'], { daemon: true, backup: BACKUP });
+	const restore = await kvdLog(t, 'restored');
+	t.log(`kvd restored ${restore.restored} entries in ${restore.ms} ms`);
+	t.is(restore.restored, 100_000);
+	t.true(Number(restore.ms) <= 5000, `the restore took ${restore.ms} ms`);
+	t.is((await guest(t, 'grep -c . /proc/hashtable')).trim(), '100000');
+	t.is((await guest(t, "grep '^long ' /proc/hashtable")).trim(), `long ${'0'.repeat(150)}`);
+
+	const started = Date.now();
 	await unload(t.context.target, 'udp_server');
-	t.is((await guest(t, `grep -c '^burst' ${BACKUP}`)).trim(), '10000');
+	let server = await loadServer(t, ['len=50'], { daemon: true, backup: BACKUP });
+	t.is(await send(server.port, 'lookup big99998'), 'OK value-99998\n');
+	const reload = Date.now() - started;
+	t.log(`a reload of 100 000 entries was ready in ${reload} ms`);
+	t.true(reload <= 10_000, `the reload took ${reload} ms`);
+	t.is((await guest(t, 'grep -c . /proc/hashtable')).trim(), '100000');
+
+	// A write flood over the 100 000 entries, then a power cut.
+	const writes = flood(server.port, 8, 'hk');
+	await sleep(5000);
+	const killedAt = await hardKill(t);
+	await writes.stop();
+	server = await loadServer(t, [], { daemon: true, backup: BACKUP });
+	const restored = await table(t);
+	const lost = writes.acked.filter(entry => !restored.has(entry.key));
+	const window = lost.length > 0 ? killedAt - Math.min(...lost.map(entry => entry.at)) : 0;
+	t.log(`default mode: ${writes.acked.length} inserts acknowledged in 5 s, ${lost.length} lost, all within the last ${window} ms`);
+	t.true(writes.acked.length > 1000, 'the flood must be a flood');
+	t.true(window <= 1000, `writes acknowledged ${window} ms before the kill were lost`);
+	t.is(restored.get('big0'), 'value-0');
+	await unload(t.context.target, 'udp_server');
+});
+
+labTest('durable=1: a hard kill mid-burst loses no acknowledged insert (3 runs)', async t => {
+	await guest(t, `rm -f ${FILES}`);
+	const acked = new Set<string>();
+	for (let run = 1; run <= 3; run++) {
+		let server = await loadServer(t, ['durable=1'], { daemon: true, backup: BACKUP });
+		const writes = flood(server.port, 8, `r${run}-`);
+		await sleep(1500 + run * 500);
+		await hardKill(t);
+		await writes.stop();
+		for (const entry of writes.acked) acked.add(entry.key);
+		server = await loadServer(t, ['durable=1'], { daemon: true, backup: BACKUP });
+		const restored = await table(t);
+		const lost = [...acked].filter(key => !restored.has(key));
+		t.log(`run ${run}: ${writes.acked.length} inserts acknowledged before the kill; ${lost.length} of ${acked.size} lost`);
+		t.true(writes.acked.length > 0, 'the burst must have been answered');
+		t.deepEqual(lost, [], `run ${run}: acknowledged inserts lost`);
+		t.is(await send(server.port, `lookup ${[...acked].at(-1)}`), `OK v${[...acked].at(-1)!.split('-').at(-1)}\n`);
+	}
+	await unload(t.context.target, 'udp_server');
+	// Without kvd, durable=1 refuses changes rather than losing them.
+	const server = await loadServer(t, ['durable=1'], { daemon: false });
+	t.is(await send(server.port, 'insert x y'), 'ERR no backup\n');
+	await unload(t.context.target, 'udp_server');
+});
+
+labTest('entries the table refuses, and a damaged backup, are restored as far as valid and kept in a rejects file', async t => {
+	await guest(t, `rm -f ${FILES}`);
+	let server = await loadServer(t, [], { daemon: true, backup: BACKUP });
+	for (let i = 0; i < 50; i++) await send(server.port, `insert c${i} v${i}`);
+	await unload(t.context.target, 'udp_server');
+
+	// max_entries lowered: the load goes on, 20 entries are kept aside, and ./run status says so.
+	server = await loadServer(t, ['max_entries=30'], { daemon: true, backup: BACKUP });
+	t.is((await table(t)).size, 30);
+	const status = (await daemonStatus(t.context.target))!;
+	t.is(status.rejected, 20);
+	t.regex(status.rejectsFile ?? '', /persist-test-backup\.txt\.rejected-/);
+	const rejects = await guest(t, `cat ${status.rejectsFile}`);
+	t.is(rejects.split('\n').filter(line => /^c\d+ v\d+$/.test(line)).length, 20);
+	t.regex(rejects, /ENOSPC/);
+	await unload(t.context.target, 'udp_server');
+
+	// A base cut in the middle of a line and a change log with a torn last batch.
+	await guest(t, `rm -f ${BACKUP}.rejected-*`);
+	server = await loadServer(t, [], { daemon: true, backup: BACKUP });
+	for (let i = 0; i < 50; i++) await send(server.port, `insert c${i} v${i}`);
+	await unload(t.context.target, 'udp_server');
+	await guest(
+		t,
+		[
+			// The base holds 0 entries here (kvd's snapshot came first): put them in the base by hand.
+			`{ head -n 4 ${BACKUP}; for i in $(seq 0 49); do echo "c$i v$i"; done; } > /tmp/base`,
+			`head -c -3 /tmp/base > ${BACKUP}`,
+			// The log: its header and a last batch cut before its trailer.
+			`{ head -n 1 ${BACKUP}.log; printf '+ torn value\\n'; } > /tmp/log && mv /tmp/log ${BACKUP}.log`,
+		].join('\n'),
+	);
+	server = await loadServer(t, [], { daemon: true, backup: BACKUP });
+	const restored = await table(t);
+	t.is(restored.size, 49, 'every whole line of the base was restored');
+	t.false(restored.has('torn'));
+	const damaged = (await daemonStatus(t.context.target))!;
+	t.is(damaged.rejected, 2, 'the cut line and the torn batch are kept aside');
+	t.true(damaged.problems.some(problem => /checksum/.test(problem)));
+	t.true(damaged.problems.some(problem => /incomplete/.test(problem)));
+	t.regex(await guest(t, `cat ${damaged.rejectsFile}`), /^c49 v$/m);
+	t.regex(await guest(t, `ls ${BACKUP}.damaged-*`), /damaged/);
+	await unload(t.context.target, 'udp_server');
 });
