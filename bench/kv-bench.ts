@@ -1,105 +1,487 @@
 /**
- * Benchmark: requests per second against udp_server for 1 and 8 clients,
- * side by side with a user-space Node server in the same lab guest, and the
- * kernel memory one table entry costs. Prints a table: `./run bench`.
+ * `./run bench`: udp_server against memcached, the Node reference server and
+ * a bare in-kernel UDP echo, all inside one lab guest of their own, loaded
+ * by bench/loadgen.c (a C generator compiled here, run in the guest over the
+ * shared filesystem) and by memaslap. BENCHMARKS.md explains the tables.
  *
  * Absolute numbers on a shared machine under QEMU's software emulation are
- * noisy; compare the rows of one run with each other.
+ * noisy: compare the rows of one run with each other.
  */
-import dgram from 'node:dgram';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { freePort } from '../src/lab/lab.js';
-import { build, load, unload } from '../src/lifecycle.js';
-import { PROJECT_ROOT } from '../src/modules.js';
+import { createHash } from 'node:crypto';
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { UserError } from '../src/errors.js';
+import { build } from '../src/lifecycle.js';
+import { log } from '../src/log.js';
+import { kbuildPath, PROJECT_ROOT } from '../src/modules.js';
+import { runProgram } from '../src/programs.js';
 import { chooseTarget, LabTarget } from '../src/targets.js';
+import { latencySvg, MODDB, type Series } from './svg.js';
 
-const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
-
-/** `clients` sockets, each doing request → reply back to back for SECONDS. */
-async function measure(port: number, clients: number): Promise<number> {
-	const deadline = Date.now() + SECONDS * 1000;
-	const counts = await Promise.all(
-		Array.from(
-			{ length: clients },
-			(_, client) =>
-				new Promise<number>(resolve => {
-					const socket = dgram.createSocket('udp4');
-					let done = 0;
-					let timer: NodeJS.Timeout | undefined;
-					const next = () => {
-						if (Date.now() >= deadline) {
-							clearTimeout(timer);
-							socket.close();
-							resolve(done);
-							return;
-						}
-						const key = `c${client}k${done % 500}`;
-						const message = done % 2 === 0 ? `insert ${key} value${done}` : `lookup ${key}`;
-						socket.send(message);
-						// A lost datagram must not stall the client.
-						clearTimeout(timer);
-						timer = setTimeout(next, 500);
-					};
-					socket.on('message', () => {
-						done++;
-						next();
-					});
-					socket.connect(port, '127.0.0.1', next);
-				}),
-		),
-	);
-	return counts.reduce((sum, count) => sum + count, 0) / SECONDS;
+export interface BenchOptions {
+	/** Seconds, few requests, every row: the smoke test. */
+	quick?: boolean;
+	/** The lab guest to use (default "bench"). */
+	lab?: string;
+	/** Seconds per loadgen row (default 5; 0.5 with --quick). */
+	seconds?: number;
+	/** Leave the lab running afterwards. */
+	keep?: boolean;
 }
 
-export async function runBenchmark(): Promise<void> {
-	const target = await chooseTarget({ target: 'lab', lab: 'bench' });
-	if (!(target instanceof LabTarget)) throw new Error('the benchmark runs in the lab');
-	try {
-		await target.prepare();
-		const server = await build(target, 'udp_server');
-		const kernelPort = await freePort('udp');
-		await load(target, server, { name: 'udp_server', params: ['port=3000'], hostPort: kernelPort, daemon: false });
+const CACHE = path.join(PROJECT_ROOT, '.lab/cache/bench');
+const ECHO_DIR = path.join(PROJECT_ROOT, 'bench/echo-module');
+const SVG_PATH = path.join(PROJECT_ROOT, 'bench/latency-vs-processes.svg');
+const RESULTS_PATH = path.join(PROJECT_ROOT, '.lab/bench-results.json');
+const CLOCKSOURCE = '/sys/devices/system/clocksource/clocksource0/current_clocksource';
 
-		const userPort = await freePort('udp');
-		await target.exposeUdp(userPort, 3001);
-		await target.exec(['sh', '-c', `setsid ${process.execPath} ${PROJECT_ROOT}/dist/bench/userspace-server.js 3001 >/dev/null 2>&1 &`], {
-			timeoutMs: 10_000,
-		});
-		await sleep(5000); // Node's first start in the guest is slow under emulation.
+const TEXT_PORT = 3000;
+const MC_PORT = 11311;
+const MEMCACHED_PORT = 11211;
+const NODE_PORT = 3001;
+const ECHO_PORT = 3400;
 
-		const rows: Array<[string, number, number]> = [];
-		for (const clients of [1, 8]) {
-			rows.push(['udp_server.ko (kernel)', clients, await measure(kernelPort, clients)]);
-			rows.push(['node dgram (user space)', clients, await measure(userPort, clients)]);
+/** What loadgen run (or loadgen exec around memaslap) prints. */
+interface Measured {
+	answered: number;
+	lost: number;
+	refused: number;
+	seconds: number;
+	mean_us: number;
+	p50_us?: number;
+	p99_us?: number;
+	p999_us?: number;
+	gen_cpu_s: number;
+	guest_busy_s: number;
+	guest_total_s: number;
+}
+
+export interface Row extends Measured {
+	server: string;
+	protocol: 'text' | 'memcached';
+	threads: number;
+	clients: number;
+	generator: 'loadgen' | 'memaslap';
+	/** memaslap: p99 is only known as the upper edge of its log2 bucket. */
+	p99Bound?: boolean;
+}
+
+interface LatencyPoint {
+	server: string;
+	mix: 'read' | 'write' | 'read/write';
+	processes: number;
+	mean_us: number;
+	lost: number;
+}
+
+interface Server {
+	name: string;
+	threads: number;
+	/** The protocols it answers, on which port. */
+	ports: Partial<Record<'text' | 'memcached' | 'echo', number>>;
+	start(): Promise<void>;
+	stop(): Promise<void>;
+}
+
+class Bench {
+	readonly seconds: number;
+	readonly clients: number[];
+	readonly window: number;
+	loadgen = '';
+	memaslapConfig = path.join(CACHE, 'memaslap.cfg');
+
+	constructor(
+		readonly target: LabTarget,
+		readonly options: BenchOptions,
+	) {
+		this.seconds = options.seconds ?? (options.quick ? 0.5 : 5);
+		this.clients = options.quick ? [1, 8] : [1, 4, 8];
+		this.window = options.quick ? 4 : 16;
+	}
+
+	async guest(command: string, timeoutMs = 60_000): Promise<string> {
+		const result = await this.target.exec(['sh', '-c', command], { timeoutMs });
+		if (result.exitCode !== 0 || result.timedOut) {
+			throw new Error(
+				`in the bench guest, \`${command}\` failed (${result.timedOut ? 'timed out' : `exit ${result.exitCode}`}):\n${result.stderr}${result.stdout}`,
+			);
 		}
+		return result.stdout;
+	}
 
-		// Memory per entry: unreclaimable slab before and after 100 000 inserts.
-		const slab = async () => Number((await target.exec(['sh', '-c', "sync; awk '/^SUnreclaim/ {print $2}' /proc/meminfo"])).stdout);
-		await unload(target, 'udp_server');
-		await load(target, server, { name: 'udp_server', params: ['port=3000'], hostPort: kernelPort, daemon: false });
-		const before = await slab();
-		await target.exec(
+	/** Waits until the server answers on each of its ports (Node starts slowly), then inserts the keys lookups ask for. */
+	async ready(ports: Server['ports'], seconds = 60): Promise<void> {
+		for (const [protocol, port] of Object.entries(ports)) {
+			const wire = protocol === 'memcached' ? 'mc' : protocol;
+			await this.guest(`${q(this.loadgen)} probe ${port} ${wire} ${seconds}`, (seconds + 10) * 1000);
+			if (wire !== 'echo') await this.guest(`${q(this.loadgen)} preload ${port} ${wire}`, 120_000);
+		}
+	}
+
+	async loadgen_(args: (string | number)[], seconds: number): Promise<Measured> {
+		const out = await this.guest(`${q(this.loadgen)} run ${args.join(' ')}`, (seconds + 60) * 1000);
+		return JSON.parse(out.trim().split('\n').at(-1) ?? '') as Measured;
+	}
+
+	async run(server: Server, protocol: 'text' | 'memcached' | 'echo', clients: number): Promise<Row> {
+		const port = server.ports[protocol]!;
+		const wire = protocol === 'memcached' ? 'mc' : protocol;
+		const measured = await this.loadgen_([port, wire, 'rw', clients, this.window, this.seconds], this.seconds);
+		const row: Row = {
+			...measured,
+			server: server.name,
+			protocol: protocol === 'memcached' ? 'memcached' : 'text',
+			threads: server.threads,
+			clients,
+			generator: 'loadgen',
+		};
+		log.info(`${server.name} (${row.protocol}, ${server.threads} thr) ${clients} clients: ${perSecond(row).toFixed(0)} req/s`);
+		return row;
+	}
+
+	/** memaslap, 50/50 set/get of 16-byte keys and values, `clients` UDP connections. */
+	async memaslap(server: Server, clients: number): Promise<Row> {
+		const port = server.ports.memcached!;
+		const seconds = Math.max(1, Math.round(this.seconds));
+		const threads = Math.min(clients, 2);
+		const out = await this.guest(
+			`${q(this.loadgen)} exec memcaslap -s 127.0.0.1:${port} -U -T ${threads} -c ${clients} -t ${seconds}s -S ${seconds}s -F ${q(this.memaslapConfig)}`,
+			(seconds + 120) * 1000,
+		);
+		const wrapper = JSON.parse(/^LOADGEN (.*)$/m.exec(out)?.[1] ?? 'null') as Measured | null;
+		const run = /^Run time: ([\d.]+)s Ops: (\d+) TPS: (\d+)/m.exec(out);
+		const total = /Total Statistics \(\d+ events\)([\s\S]*?)(?:\n\n|$)/.exec(out)?.[1] ?? '';
+		const avg = Number(/Avg:\s+(\d+)/.exec(total)?.[1]);
+		if (!wrapper || !run || Number.isNaN(avg)) throw new Error(`memaslap printed no results:\n${out}`);
+		const ops = Number(run[2]);
+		const timeouts = Number(/^udp_timeout: (\d+)$/m.exec(out)?.[1] ?? 0);
+		const row: Row = {
+			answered: ops,
+			lost: timeouts,
+			refused: 0,
+			seconds: Number(run[1]),
+			mean_us: avg,
+			...log2Percentiles(total),
+			gen_cpu_s: wrapper.gen_cpu_s,
+			guest_busy_s: wrapper.guest_busy_s,
+			guest_total_s: wrapper.guest_total_s,
+			server: server.name,
+			protocol: 'memcached',
+			threads: server.threads,
+			clients,
+			generator: 'memaslap',
+			p99Bound: true,
+		};
+		log.info(`memaslap → ${server.name} (${server.threads} thr) ${clients} clients: ${Number(run[3])} req/s`);
+		return row;
+	}
+
+	/** Mean latency for 1-10 closed-loop processes, one request at a time (the original moddb table). */
+	async latencyTable(server: Server, protocol: 'text' | 'memcached'): Promise<LatencyPoint[]> {
+		const points: LatencyPoint[] = [];
+		const seconds = this.options.quick ? 0.3 : Math.min(this.seconds, 3);
+		const port = server.ports[protocol]!;
+		for (const [mix, code] of [
+			['read', 'r'],
+			['write', 'w'],
+			['read/write', 'rw'],
+		] as const) {
+			for (const processes of this.options.quick ? [1, 10] : [1, 2, 4, 6, 8, 10]) {
+				const measured = await this.loadgen_(
+					[port, protocol === 'memcached' ? 'mc' : 'text', code, processes, 1, seconds, processes],
+					seconds,
+				);
+				points.push({ server: server.name, mix, processes, mean_us: measured.mean_us, lost: measured.lost });
+			}
+		}
+		return points;
+	}
+}
+
+/** Shell-quotes one word. */
+function q(word: string): string {
+	return `'${word.replace(/'/g, "'\\''")}'`;
+}
+
+function perSecond(row: Measured): number {
+	return row.answered / row.seconds;
+}
+
+/** CPU microseconds per request served, the generator's own time left out. */
+function cpuPerRequest(row: Measured): number {
+	return ((row.guest_busy_s - row.gen_cpu_s) / row.answered) * 1e6;
+}
+
+/**
+ * Percentiles from memaslap's "Log2 Dist" (rows "4: a b c d" count the
+ * latencies in [2^4, 2^5), [2^5, 2^6) ... µs): the upper edge of the bucket.
+ */
+function log2Percentiles(total: string): { p50_us: number; p99_us: number; p999_us: number } {
+	const buckets: Array<[number, number]> = [];
+	for (const [, start, counts] of total.matchAll(/^\s+(\d+):\s+([\d\s]+)$/gm)) {
+		for (const [i, count] of counts!.trim().split(/\s+/).entries()) buckets.push([2 ** (Number(start) + i + 1), Number(count)]);
+	}
+	const all = buckets.reduce((sum, [, count]) => sum + count, 0);
+	const at = (fraction: number) => {
+		let seen = 0;
+		for (const [edge, count] of buckets) {
+			seen += count;
+			if (seen >= all * fraction) return edge;
+		}
+		return Number.NaN;
+	};
+	return { p50_us: at(0.5), p99_us: at(0.99), p999_us: at(0.999) };
+}
+
+async function compileLoadgen(): Promise<string> {
+	const source = path.join(PROJECT_ROOT, 'bench/loadgen.c');
+	const hash = createHash('sha256')
+		.update(await readFile(source))
+		.digest('hex')
+		.slice(0, 12);
+	const binary = path.join(CACHE, `loadgen-${hash}`);
+	await mkdir(CACHE, { recursive: true });
+	await runProgram('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-pthread', '-o', binary, source]);
+	return binary;
+}
+
+/** Builds bench/echo-module against the lab's headers; returns a snapshot of the .ko named after its sources. */
+async function buildEcho(headers: string): Promise<string> {
+	const hash = createHash('sha256').update(headers);
+	for (const file of ['udp_echo.c', 'Kbuild', 'Makefile']) hash.update(await readFile(path.join(ECHO_DIR, file)));
+	const dir = await kbuildPath(ECHO_DIR);
+	const made = await runProgram('make', ['-C', dir, `KDIR=${headers}`, `CURDIR=${dir}`], {
+		reject: false,
+		all: true,
+		env: { LC_ALL: 'C' },
+	});
+	if (made.exitCode !== 0) {
+		throw new UserError(`bench/echo-module did not build (make exited with ${made.exitCode})`, { hint: made.all ?? '' });
+	}
+	const ko = path.join(CACHE, `udp_echo-${hash.digest('hex').slice(0, 12)}.ko`);
+	await copyFile(path.join(ECHO_DIR, 'udp_echo.ko'), ko);
+	return ko;
+}
+
+function kernelServer(bench: Bench, name: string, ko: string, threads: number, params: string[], ports: Server['ports']): Server {
+	const module = path.basename(ko).startsWith('udp_echo') ? 'udp_echo' : 'udp_server';
+	return {
+		name,
+		threads,
+		ports,
+		async start() {
+			await bench.guest(`insmod ${q(ko)} threads=${threads} ${params.join(' ')}`);
+			await bench.ready(ports);
+		},
+		async stop() {
+			await bench.guest(`rmmod ${module}`, 30_000);
+		},
+	};
+}
+
+function processServer(bench: Bench, name: string, threads: number, ports: Server['ports'], command: string): Server {
+	let pid = '';
+	return {
+		name,
+		threads,
+		ports,
+		async start() {
+			pid = (await bench.guest(`setsid ${command} </dev/null >/dev/null 2>&1 & echo $!`)).trim();
+			await bench.ready(ports);
+		},
+		async stop() {
+			await bench.guest(`kill ${pid}; while kill -0 ${pid} 2>/dev/null; do sleep 0.1; done`, 30_000);
+		},
+	};
+}
+
+async function guestFacts(bench: Bench): Promise<{ cpus: number; clocksource: string; kernel: string; perf: string }> {
+	const cpus = Number(await bench.guest('nproc'));
+	const clocksource = (await bench.guest(`cat ${CLOCKSOURCE}`)).trim();
+	const kernel = (await bench.guest('uname -r')).trim();
+	const perf = await bench.target.exec(['sh', '-c', 'perf stat -e instructions true 2>&1'], { timeoutMs: 60_000 });
+	const perfLine = perf.exitCode === 0 ? 'works' : `fails: ${perf.stdout.trim().split('\n').slice(-1)[0] ?? ''}`;
+	return { cpus, clocksource, kernel, perf: perfLine };
+}
+
+function fmt(value: number | undefined, digits = 0): string {
+	return value === undefined || Number.isNaN(value)
+		? '–'
+		: value.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }).replace(/,/g, ' ');
+}
+
+function throughputTable(rows: Row[]): string {
+	const memcachedOf = (row: Row) =>
+		rows.find(
+			other =>
+				other.server.startsWith('memcached') &&
+				other.threads === row.threads &&
+				other.clients === row.clients &&
+				other.generator === row.generator,
+		);
+	const echoOf = (row: Row) =>
+		rows.find(other => other.server === 'udp_echo' && other.threads === row.threads && other.clients === row.clients);
+	const lines = [
+		'| generator | server | protocol | threads | clients | req/s | p50 µs | p99 µs | p99.9 µs | loss | ÷ memcached | CPU µs/req | CPU ÷ memcached | CPU ÷ echo | generator CPU | guest busy |',
+		'| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+	];
+	for (const row of rows) {
+		const mc = memcachedOf(row);
+		const echo = echoOf(row);
+		const sent = row.answered + row.lost;
+		const bound = row.p99Bound ? '≤ ' : '';
+		lines.push(
 			[
-				'sh',
-				'-c',
-				`${process.execPath} -e 'const fs=require("fs"); const fd=fs.openSync("/proc/ht","w"); for (let i=0;i<100000;i++) fs.writeSync(fd, "insert key"+String(i).padStart(6,"0")+" value"+String(i).padStart(6,"0"));'`,
-			],
-			{ timeoutMs: 600_000 },
+				row.generator,
+				row.server,
+				row.protocol,
+				row.threads,
+				row.clients,
+				fmt(perSecond(row)),
+				`${bound}${fmt(row.p50_us)}`,
+				`${bound}${fmt(row.p99_us)}`,
+				`${bound}${fmt(row.p999_us)}`,
+				`${fmt(sent ? (100 * row.lost) / sent : 0, 2)}%`,
+				mc && mc !== row ? `${fmt(perSecond(row) / perSecond(mc), 2)}×` : '',
+				fmt(cpuPerRequest(row), 1),
+				mc && mc !== row ? `${fmt(cpuPerRequest(row) / cpuPerRequest(mc), 2)}×` : '',
+				echo && echo !== row && row.generator === 'loadgen' ? `${fmt(cpuPerRequest(row) / cpuPerRequest(echo), 2)}×` : '',
+				`${fmt((100 * row.gen_cpu_s) / row.guest_total_s)}%`,
+				`${fmt((100 * row.guest_busy_s) / row.guest_total_s)}%`,
+			]
+				.join(' | ')
+				.replace(/^/, '| ')
+				.replace(/$/, ' |'),
 		);
-		const after = await slab();
+	}
+	return lines.join('\n');
+}
 
-		const baseline = rows[0]?.[2] ?? 1;
-		console.log(`\nkernel-udp benchmark: ${SECONDS} s per row, mixed insert/lookup, client on the host via the lab's port forward\n`);
-		console.log('| server | clients | requests/s | vs kernel, 1 client |');
-		console.log('| --- | ---: | ---: | ---: |');
-		for (const [name, clients, rate] of rows) {
-			console.log(`| ${name} | ${clients} | ${rate.toFixed(0)} | ${(rate / baseline).toFixed(2)}× |`);
+function latencyTable(points: LatencyPoint[]): string {
+	const processes = [...new Set(points.map(point => point.processes))];
+	const lines = [
+		`| server | operation | ${processes.map(n => `${n} proc`).join(' | ')} | ${processes.at(-1)} ÷ 1 |`,
+		`| --- | --- | ${processes.map(() => '---:').join(' | ')} | ---: |`,
+	];
+	for (const server of [...new Set(points.map(point => point.server))]) {
+		for (const mix of ['read', 'write', 'read/write'] as const) {
+			const series = points.filter(point => point.server === server && point.mix === mix);
+			const ms = series.map(point => fmt(point.mean_us / 1000, 3));
+			const growth = series.at(-1)!.mean_us / series[0]!.mean_us;
+			lines.push(`| ${server} | ${mix} | ${ms.join(' | ')} | ${fmt(growth, 1)}× |`);
 		}
-		const perEntry = ((after - before) * 1024) / 100_000;
-		console.log(
-			`\nmemory: 100 000 entries (12-byte keys, 12-byte values) took ${after - before} kB of kernel slab, ${perEntry.toFixed(0)} bytes per entry`,
+	}
+	for (const [mix, one, ten] of MODDB) {
+		const cells = processes.map(n => (n === 1 ? fmt(one, 2) : n === 10 ? fmt(ten, 2) : ''));
+		lines.push(`| moddb (2017 hardware, its own figures) | ${mix} | ${cells.join(' | ')} | ${fmt(ten / one, 1)}× |`);
+	}
+	return lines.join('\n');
+}
+
+export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
+	process.env['KUDP_LAB_CPUS'] ??= '2';
+	const target = await chooseTarget({ target: 'lab', lab: options.lab ?? 'bench' });
+	if (!(target instanceof LabTarget)) throw new Error('the benchmark runs in the lab');
+	const bench = new Bench(target, options);
+	try {
+		bench.loadgen = await compileLoadgen();
+		await writeFile(bench.memaslapConfig, 'key\n16 16 1\nvalue\n16 16 1\ncmd\n0 0.5\n1 0.5\n');
+		await target.prepare();
+		const headers = await target.headersDir();
+		const server = await build(target, 'udp_server');
+		const echo = await buildEcho(headers);
+		const facts = await guestFacts(bench);
+		const n = facts.cpus;
+		// Nothing of ours may be left loaded from an earlier run of this lab.
+		await bench.guest('rmmod udp_server 2>/dev/null; rmmod udp_echo 2>/dev/null; true');
+
+		const ours = (threads: number) =>
+			kernelServer(bench, 'udp_server', server.ko, threads, [`port=${TEXT_PORT}`, `memcached_port=${MC_PORT}`, 'bind=127.0.0.1'], {
+				text: TEXT_PORT,
+				memcached: MC_PORT,
+			});
+		const memcached = (threads: number) =>
+			processServer(
+				bench,
+				'memcached',
+				threads,
+				{ memcached: MEMCACHED_PORT },
+				`memcached -U ${MEMCACHED_PORT} -p 0 -l 127.0.0.1 -t ${threads} -u root -m 64`,
+			);
+		const node = processServer(
+			bench,
+			'node dgram',
+			1,
+			{ text: NODE_PORT },
+			`${q(process.execPath)} ${q(path.join(PROJECT_ROOT, 'dist/bench/userspace-server.js'))} ${NODE_PORT}`,
 		);
+		const bareEcho = (threads: number) => kernelServer(bench, 'udp_echo', echo, threads, [`port=${ECHO_PORT}`], { echo: ECHO_PORT });
+
+		const rows: Row[] = [];
+		const latency: LatencyPoint[] = [];
+		for (const threads of [...new Set([1, n])]) {
+			const kernel = ours(threads);
+			await kernel.start();
+			for (const clients of bench.clients) rows.push(await bench.run(kernel, 'text', clients));
+			for (const clients of bench.clients) rows.push(await bench.run(kernel, 'memcached', clients));
+			for (const clients of bench.clients) rows.push(await bench.memaslap(kernel, clients));
+			if (threads === n) latency.push(...(await bench.latencyTable(kernel, 'text')));
+			await kernel.stop();
+
+			const user = memcached(threads);
+			await user.start();
+			for (const clients of bench.clients) rows.push(await bench.run(user, 'memcached', clients));
+			for (const clients of bench.clients) rows.push(await bench.memaslap(user, clients));
+			if (threads === n) latency.push(...(await bench.latencyTable(user, 'memcached')));
+			await user.stop();
+
+			const ceiling = bareEcho(threads);
+			await ceiling.start();
+			for (const clients of bench.clients) rows.push({ ...(await bench.run(ceiling, 'echo', clients)), protocol: 'text' });
+			await ceiling.stop();
+		}
+		await node.start();
+		for (const clients of bench.clients) rows.push(await bench.run(node, 'text', clients));
+		await node.stop();
+
+		const order = (row: Row) =>
+			[
+				row.generator === 'loadgen' ? 0 : 1,
+				row.protocol === 'text' ? 0 : 1,
+				['udp_server', 'memcached', 'node dgram', 'udp_echo'].indexOf(row.server),
+				row.threads,
+				row.clients,
+			]
+				.map(v => String(v).padStart(3, '0'))
+				.join('');
+		rows.sort((a, b) => order(a).localeCompare(order(b)));
+
+		const header = [
+			`kernel-udp benchmark${options.quick ? ' (--quick: a smoke test, not a measurement)' : ''}`,
+			`guest: ${facts.cpus} vCPUs under QEMU TCG, kernel ${facts.kernel}, clocksource ${facts.clocksource}; perf stat -e instructions: ${facts.perf}`,
+			`load: loadgen (bench/loadgen.c) in the same guest over 127.0.0.1, 50/50 insert/lookup (set/get) of 1 000 8-byte keys with 9-byte values, ${bench.window} requests in flight per client, ${bench.seconds} s per row; memaslap: 16-byte keys and values, 50/50 set/get, one request in flight per connection`,
+		];
+		process.stdout.write(`${header.join('\n')}\n\n${throughputTable(rows)}\n\n`);
+		process.stdout.write(
+			`Mean latency per operation (ms), N closed-loop processes each doing one request at a time (udp_server threads=${n} on its text protocol, memcached -t ${n} on its UDP protocol):\n\n${latencyTable(latency)}\n`,
+		);
+		await writeFile(RESULTS_PATH, JSON.stringify({ facts, rows, latency, options }, null, 2));
+		if (!options.quick) {
+			const series: Series[] = [];
+			for (const name of [...new Set(latency.map(point => point.server))]) {
+				for (const mix of ['read', 'write', 'read/write'] as const) {
+					series.push({
+						label: `${name} ${mix}`,
+						points: latency
+							.filter(point => point.server === name && point.mix === mix)
+							.map(point => [point.processes, point.mean_us / 1000]),
+					});
+				}
+			}
+			await writeFile(SVG_PATH, latencySvg(series, `${facts.cpus} vCPUs (QEMU TCG), clocksource ${facts.clocksource}`));
+			process.stdout.write(`\nplot: ${path.relative(PROJECT_ROOT, SVG_PATH)}; raw results: ${path.relative(PROJECT_ROOT, RESULTS_PATH)}\n`);
+		}
 	} finally {
-		await target.lab.down();
+		if (!options.keep) await target.lab.down();
 	}
 }

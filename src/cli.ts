@@ -174,10 +174,14 @@ ${RUN_EXIT_CODES_HELP}`,
 
 	program
 		.command('bench')
-		.description('measure requests/s (1 and 8 clients, kernel vs user space) and memory per entry, in a lab of its own')
-		.action(async () => {
+		.description('udp_server against memcached, Node and a bare kernel UDP echo, load generated inside a lab of its own (BENCHMARKS.md)')
+		.option('--quick', 'a smoke test: every row, a fraction of a second each')
+		.option('--seconds <n>', 'seconds per row (default 5)', Number)
+		.option('--keep', 'leave the lab running afterwards')
+		.addOption(new Option('--lab <name>', 'which lab guest to use').default('bench'))
+		.action(async options => {
 			const { runBenchmark } = await import('../bench/kv-bench.js');
-			await runBenchmark();
+			await runBenchmark(options);
 		});
 
 	return program;

@@ -35,6 +35,8 @@ export const PROGRAM_PACKAGES: Readonly<Record<string, string>> = {
 	sh: 'dash',
 	chmod: 'coreutils',
 	find: 'findutils',
+	memcached: 'memcached',
+	memcaslap: 'libmemcached-tools',
 };
 
 /** A program that is not installed (where: "in the lab guest", say, when it is not this machine). */

@@ -31,6 +31,8 @@ export const SYSTEM_PACKAGES: Record<string, string> = {
 	'netcat-openbsd': 'nc -u: the interoperability tests and examples',
 	sparse: 'static analysis of the modules (make check)',
 	'linux-source-6.1': 'scripts/checkpatch.pl for the style check',
+	memcached: 'the benchmark compares udp_server with memcached over UDP',
+	'libmemcached-tools': 'memcaslap (memaslap): the memcached protocol tests and benchmark',
 };
 
 async function missingPackages(): Promise<string[]> {

@@ -1,0 +1,623 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * loadgen: the benchmark's load generator (bench/kv-bench.ts compiles it on
+ * the host and runs it inside the lab guest, over the shared filesystem).
+ *
+ * CLIENTS closed-loop clients, each a connected UDP socket to 127.0.0.1:PORT
+ * with up to WINDOW requests in flight. THREADS threads share the clients
+ * (epoll); each sends a client's free window in one sendmmsg() and reads
+ * what has arrived in one recvmmsg(). Latency is per request, from the
+ * CLOCK_MONOTONIC reading taken after the batch that carried it was sent to
+ * the one taken after the batch that carried its reply was received.
+ *
+ *   loadgen run PORT PROTO MIX CLIENTS WINDOW SECONDS [THREADS]
+ *       PROTO: text (our protocol), mc (memcached's UDP frames), echo
+ *       (text requests, any reply counts); MIX: rw (50/50 insert/lookup),
+ *       r (lookup), w (insert). Keys key00000..key00999, 9-byte values.
+ *   loadgen preload PORT PROTO            insert every key once
+ *   loadgen probe PORT PROTO SECONDS      wait until the server answers
+ *   loadgen exec CMD [ARG...]             run CMD, measure it as a generator
+ *
+ * run and exec print one JSON line on stdout (exec after CMD's own output,
+ * prefixed "LOADGEN "): the requests answered, lost and refused, the
+ * latency percentiles in microseconds, the generator's CPU seconds
+ * (getrusage) and the whole guest's busy and total CPU seconds over the
+ * same interval (total: vCPUs times wall time; busy: total less the idle
+ * time of /proc/stat).
+ *
+ * Matching replies: memcached frames carry a request ID. Our text protocol
+ * does not, but each client's socket is served in order by one server
+ * thread, so a text reply answers the oldest request in flight. A request
+ * unanswered for LOST_AFTER seconds counts as lost; for text every request
+ * in flight is then written off and the client gets a new socket, so a
+ * late reply can never be taken for another one.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_WINDOW 64
+#define MAX_MSG 128
+#define KEYS 1000
+#define LOST_AFTER 1.0
+/* Latency histogram: 1 us buckets up to 1 s, the last bucket holds the rest. */
+#define HIST_US 1000000
+
+enum proto { TEXT, MC, ECHO };
+enum mix { RW, READ, WRITE };
+
+struct slot {
+	double sent;
+	int busy;
+	int insert;
+};
+
+struct client {
+	int fd;
+	unsigned int id;
+	uint32_t next_rid;	/* the next request's number */
+	uint32_t oldest;	/* the oldest request in flight, or next_rid */
+	struct slot slots[MAX_WINDOW];
+	uint64_t rng;
+};
+
+struct worker {
+	pthread_t thread;
+	struct client *clients;
+	unsigned int n;
+	uint64_t answered, lost, refused, misses, sent;
+	double latency_sum;
+	uint32_t *hist;
+};
+
+static int port, window;
+static double seconds;
+static enum proto proto;
+static enum mix mix;
+static double deadline;
+static const char *refusal_example;
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what)
+{
+	perror(what);
+	exit(1);
+}
+
+static int open_socket(void)
+{
+	struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(port) };
+	struct timeval timeout = { .tv_usec = 100000 };
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&to, sizeof(to)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout)) < 0)
+		die("loadgen: socket");
+	return fd;
+}
+
+static uint64_t next_random(uint64_t *state)
+{
+	*state ^= *state << 13;
+	*state ^= *state >> 7;
+	*state ^= *state << 17;
+	return *state;
+}
+
+/* One request into buf; returns its length. */
+static int format_request(char *buf, uint32_t rid, int insert, unsigned int key, unsigned int value)
+{
+	if (proto == MC) {
+		uint16_t header[4] = { htons(rid & 0xffff), 0, htons(1), 0 };
+		int n;
+
+		memcpy(buf, header, 8);
+		if (insert)
+			n = snprintf(buf + 8, MAX_MSG - 8, "set key%05u 0 0 9\r\nval%06u\r\n", key, value % 1000000);
+		else
+			n = snprintf(buf + 8, MAX_MSG - 8, "get key%05u\r\n", key);
+		return n + 8;
+	}
+	if (insert)
+		return snprintf(buf, MAX_MSG, "insert key%05u val%06u", key, value % 1000000);
+	return snprintf(buf, MAX_MSG, "lookup key%05u", key);
+}
+
+static int pick_insert(struct client *c)
+{
+	if (mix == READ)
+		return 0;
+	if (mix == WRITE)
+		return 1;
+	return next_random(&c->rng) & 1;
+}
+
+/* Sends the client's free window in one sendmmsg(). */
+static void fill_window(struct worker *w, struct client *c)
+{
+	static __thread char bufs[MAX_WINDOW][MAX_MSG];
+	struct mmsghdr msgs[MAX_WINDOW];
+	struct iovec iovs[MAX_WINDOW];
+	int inserts[MAX_WINDOW];
+	int k = 0, sent, i;
+	double t;
+
+	while (c->next_rid + k - c->oldest < (uint32_t)window) {
+		uint32_t rid = c->next_rid + k;
+
+		inserts[k] = pick_insert(c);
+		iovs[k].iov_base = bufs[k];
+		iovs[k].iov_len = format_request(bufs[k], rid, inserts[k],
+						 next_random(&c->rng) % KEYS, rid);
+		memset(&msgs[k], 0, sizeof(msgs[k]));
+		msgs[k].msg_hdr.msg_iov = &iovs[k];
+		msgs[k].msg_hdr.msg_iovlen = 1;
+		k++;
+	}
+	if (!k)
+		return;
+	sent = sendmmsg(c->fd, msgs, k, 0);
+	if (sent < 0) {
+		if (errno == EAGAIN || errno == ENOBUFS || errno == ECONNREFUSED)
+			return;	/* tried again on the next turn */
+		die("loadgen: sendmmsg");
+	}
+	t = now();
+	for (i = 0; i < sent; i++) {
+		struct slot *s = &c->slots[(c->next_rid + i) % window];
+
+		s->sent = t;
+		s->busy = 1;
+		s->insert = inserts[i];
+	}
+	c->next_rid += sent;
+	w->sent += sent;
+}
+
+static void record(struct worker *w, double latency)
+{
+	uint64_t us = latency * 1e6;
+
+	w->hist[us < HIST_US ? us : HIST_US]++;
+	w->latency_sum += latency;
+	w->answered++;
+}
+
+/* Whether a reply is the answer to a request of this kind (and not an error). */
+static int reply_ok(const char *data, int n, int insert, struct worker *w)
+{
+	const char *body = proto == MC ? data + 8 : data;
+	int len = proto == MC ? n - 8 : n;
+
+	if (proto == ECHO)
+		return 1;
+	if (len < 3)
+		return 0;
+	if (proto == TEXT) {
+		if (insert)
+			return len == 3 && !memcmp(body, "OK\n", 3);
+		if (len >= 10 && !memcmp(body, "NOT FOUND\n", 10)) {
+			w->misses++;
+			return 1;
+		}
+		return !memcmp(body, "OK ", 3);
+	}
+	if (insert)
+		return len >= 8 && !memcmp(body, "STORED\r\n", 8);
+	if (len >= 5 && !memcmp(body, "END\r\n", 5)) {
+		w->misses++;
+		return 1;
+	}
+	return len >= 6 && !memcmp(body, "VALUE ", 6);
+}
+
+static void refused(struct worker *w, const char *data, int n)
+{
+	static char example[MAX_MSG];
+
+	w->refused++;
+	if (!refusal_example) {
+		int off = proto == MC ? 8 : 0;
+
+		snprintf(example, sizeof(example), "%.*s", n > off ? n - off : 0, data + off);
+		refusal_example = example;
+	}
+}
+
+/* Moves `oldest` past the requests that are answered. */
+static void advance(struct client *c)
+{
+	while (c->oldest != c->next_rid && !c->slots[c->oldest % window].busy)
+		c->oldest++;
+}
+
+static void receive(struct worker *w, struct client *c)
+{
+	static __thread char bufs[MAX_WINDOW][MAX_MSG * 4];
+	struct mmsghdr msgs[MAX_WINDOW];
+	struct iovec iovs[MAX_WINDOW];
+	int got, i;
+	double t;
+
+	for (i = 0; i < window; i++) {
+		iovs[i].iov_base = bufs[i];
+		iovs[i].iov_len = sizeof(bufs[i]);
+		memset(&msgs[i], 0, sizeof(msgs[i]));
+		msgs[i].msg_hdr.msg_iov = &iovs[i];
+		msgs[i].msg_hdr.msg_iovlen = 1;
+	}
+	got = recvmmsg(c->fd, msgs, window, MSG_DONTWAIT, NULL);
+	if (got < 0) {
+		if (errno == EAGAIN || errno == ECONNREFUSED)
+			return;
+		die("loadgen: recvmmsg");
+	}
+	t = now();
+	for (i = 0; i < got; i++) {
+		int n = msgs[i].msg_len;
+		struct slot *s;
+		uint32_t rid;
+
+		if (proto == MC) {
+			uint16_t id;
+
+			if (n < 8)
+				continue;
+			memcpy(&id, bufs[i], 2);
+			/* The one request in flight with these low 16 bits. */
+			rid = c->oldest + (uint16_t)(ntohs(id) - (c->oldest & 0xffff));
+			if (rid - c->oldest >= c->next_rid - c->oldest)
+				continue;	/* written off already */
+		} else {
+			if (c->oldest == c->next_rid)
+				continue;
+			rid = c->oldest;
+		}
+		s = &c->slots[rid % window];
+		if (!s->busy)
+			continue;
+		s->busy = 0;
+		if (reply_ok(bufs[i], n, s->insert, w))
+			record(w, t - s->sent);
+		else
+			refused(w, bufs[i], n);
+		advance(c);
+	}
+}
+
+/* Writes off requests unanswered for LOST_AFTER seconds. */
+static void expire(struct worker *w, struct client *c, double t)
+{
+	if (c->oldest == c->next_rid || t - c->slots[c->oldest % window].sent < LOST_AFTER)
+		return;
+	if (proto != MC) {
+		/* No IDs: start over on a new socket, so late replies cannot mislead. */
+		for (; c->oldest != c->next_rid; c->oldest++) {
+			if (c->slots[c->oldest % window].busy)
+				w->lost++;
+			c->slots[c->oldest % window].busy = 0;
+		}
+		close(c->fd);
+		c->fd = open_socket();
+		return;
+	}
+	while (c->oldest != c->next_rid && t - c->slots[c->oldest % window].sent >= LOST_AFTER) {
+		c->slots[c->oldest % window].busy = 0;
+		w->lost++;
+		advance(c);
+	}
+}
+
+static void *work(void *arg)
+{
+	struct worker *w = arg;
+	struct epoll_event events[64];
+	unsigned int i;
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+
+	if (ep < 0)
+		die("loadgen: epoll_create1");
+	for (i = 0; i < w->n; i++) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = i };
+
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, w->clients[i].fd, &ev) < 0)
+			die("loadgen: epoll_ctl");
+	}
+	for (;;) {
+		double t = now();
+		int ready, j;
+
+		if (t >= deadline)
+			break;
+		for (i = 0; i < w->n; i++) {
+			int fd = w->clients[i].fd;
+
+			expire(w, &w->clients[i], t);
+			if (w->clients[i].fd != fd) {
+				struct epoll_event ev = { .events = EPOLLIN, .data.u32 = i };
+
+				if (epoll_ctl(ep, EPOLL_CTL_ADD, w->clients[i].fd, &ev) < 0)
+					die("loadgen: epoll_ctl");
+			}
+			fill_window(w, &w->clients[i]);
+		}
+		ready = epoll_wait(ep, events, 64, 100);
+		if (ready < 0 && errno != EINTR)
+			die("loadgen: epoll_wait");
+		for (j = 0; j < ready; j++)
+			receive(w, &w->clients[events[j].data.u32]);
+	}
+	close(ep);
+	return NULL;
+}
+
+struct cpu {
+	double idle, at;
+};
+
+/*
+ * The whole guest's idle time so far (idle and iowait, the first line of
+ * /proc/stat) and when it was read. Busy time is the wall time of every CPU
+ * less the idle time: the kernel measures idle time exactly (NO_HZ), while
+ * its user, system and softirq columns are samples taken at each 4 ms tick,
+ * too coarse and too uneven under emulation to set against getrusage().
+ */
+static struct cpu guest_cpu(void)
+{
+	unsigned long long v[5] = { 0 };
+	struct cpu cpu;
+	FILE *f = fopen("/proc/stat", "r");
+
+	if (!f || fscanf(f, "cpu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4]) != 5)
+		die("loadgen: /proc/stat");
+	fclose(f);
+	cpu.idle = (v[3] + v[4]) / (double)sysconf(_SC_CLK_TCK);
+	cpu.at = now();
+	return cpu;
+}
+
+static double rusage_seconds(int who)
+{
+	struct rusage ru;
+
+	if (getrusage(who, &ru) < 0)
+		die("loadgen: getrusage");
+	return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+static void print_cpu(double gen, struct cpu a, struct cpu b)
+{
+	double total = (b.at - a.at) * sysconf(_SC_NPROCESSORS_ONLN);
+
+	printf("\"gen_cpu_s\":%.3f,\"guest_busy_s\":%.3f,\"guest_total_s\":%.3f}\n", gen, total - (b.idle - a.idle),
+	       total);
+}
+
+static int parse_proto(const char *s)
+{
+	if (!strcmp(s, "text"))
+		return TEXT;
+	if (!strcmp(s, "mc"))
+		return MC;
+	if (!strcmp(s, "echo"))
+		return ECHO;
+	fprintf(stderr, "loadgen: protocol %s is not text, mc or echo\n", s);
+	exit(2);
+}
+
+/* Inserts every key once, one request at a time, so that lookups hit. */
+static int preload(int argc, char **argv)
+{
+	char req[MAX_MSG], reply[MAX_MSG * 4];
+	unsigned int key;
+	int fd;
+
+	if (argc != 4) {
+		fprintf(stderr, "usage: loadgen preload PORT PROTO\n");
+		return 2;
+	}
+	port = atoi(argv[2]);
+	proto = parse_proto(argv[3]);
+	fd = open_socket();
+	for (key = 0; key < KEYS; key++) {
+		int n = format_request(req, key, 1, key, key);
+		int tries;
+
+		for (tries = 0; tries < 20; tries++) {
+			if (send(fd, req, n, 0) == n && recv(fd, reply, sizeof(reply), 0) > 0)
+				break;
+		}
+		if (tries == 20) {
+			fprintf(stderr, "loadgen: no answer from port %d while inserting the keys\n", port);
+			return 1;
+		}
+	}
+	close(fd);
+	return 0;
+}
+
+static int run(int argc, char **argv)
+{
+	unsigned int clients, threads, i, c;
+	struct worker *workers;
+	uint64_t answered = 0, lost = 0, refusals = 0, misses = 0, sent = 0, seen = 0;
+	uint64_t p50 = 0, p99 = 0, p999 = 0;
+	double sum = 0, started, elapsed, gen0;
+	struct cpu cpu0, cpu1;
+	uint32_t *hist;
+	long nproc = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (argc < 8) {
+		fprintf(stderr, "usage: loadgen run PORT PROTO MIX CLIENTS WINDOW SECONDS [THREADS]\n");
+		return 2;
+	}
+	port = atoi(argv[2]);
+	proto = parse_proto(argv[3]);
+	mix = !strcmp(argv[4], "r") ? READ : !strcmp(argv[4], "w") ? WRITE : RW;
+	clients = atoi(argv[5]);
+	window = atoi(argv[6]);
+	seconds = atof(argv[7]);
+	threads = argc > 8 ? (unsigned int)atoi(argv[8]) : (clients < nproc ? clients : nproc);
+	if (!clients || window < 1 || window > MAX_WINDOW || seconds <= 0 || !threads || threads > clients) {
+		fprintf(stderr, "loadgen: bad arguments (WINDOW is 1 to %d, THREADS 1 to CLIENTS)\n", MAX_WINDOW);
+		return 2;
+	}
+	workers = calloc(threads, sizeof(*workers));
+	hist = calloc(HIST_US + 1, sizeof(*hist));
+	if (!workers || !hist)
+		die("loadgen: calloc");
+	for (i = 0, c = 0; i < threads; i++) {
+		struct worker *w = &workers[i];
+		unsigned int j;
+
+		w->n = clients / threads + (i < clients % threads);
+		w->clients = calloc(w->n, sizeof(*w->clients));
+		w->hist = calloc(HIST_US + 1, sizeof(*w->hist));
+		if (!w->clients || !w->hist)
+			die("loadgen: calloc");
+		for (j = 0; j < w->n; j++, c++) {
+			w->clients[j].fd = open_socket();
+			w->clients[j].id = c;
+			w->clients[j].rng = 0x9e3779b97f4a7c15ULL * (c + 1) + getpid();
+		}
+	}
+	cpu0 = guest_cpu();
+	gen0 = rusage_seconds(RUSAGE_SELF);
+	started = now();
+	deadline = started + seconds;
+	for (i = 0; i < threads; i++)
+		if (pthread_create(&workers[i].thread, NULL, work, &workers[i]))
+			die("loadgen: pthread_create");
+	for (i = 0; i < threads; i++)
+		pthread_join(workers[i].thread, NULL);
+	elapsed = now() - started;
+	cpu1 = guest_cpu();
+	gen0 = rusage_seconds(RUSAGE_SELF) - gen0;
+	for (i = 0; i < threads; i++) {
+		struct worker *w = &workers[i];
+		unsigned int j;
+
+		answered += w->answered;
+		lost += w->lost;
+		refusals += w->refused;
+		misses += w->misses;
+		sent += w->sent;
+		sum += w->latency_sum;
+		for (j = 0; j <= HIST_US; j++)
+			hist[j] += w->hist[j];
+		/* Requests still in flight at the deadline are neither answered nor lost. */
+	}
+	for (i = 0; i <= HIST_US && answered; i++) {
+		seen += hist[i];
+		if (!p50 && seen * 2 >= answered)
+			p50 = i + 1;
+		if (!p99 && seen * 100 >= answered * 99)
+			p99 = i + 1;
+		if (!p999 && seen * 1000 >= answered * 999)
+			p999 = i + 1;
+	}
+	if (refusal_example)
+		fprintf(stderr, "loadgen: %llu replies were refusals, e.g. \"%s\"\n", (unsigned long long)refusals,
+			refusal_example);
+	printf("{\"answered\":%llu,\"sent\":%llu,\"lost\":%llu,\"refused\":%llu,\"misses\":%llu,\"seconds\":%.3f,",
+	       (unsigned long long)answered, (unsigned long long)sent, (unsigned long long)lost,
+	       (unsigned long long)refusals, (unsigned long long)misses, elapsed);
+	printf("\"mean_us\":%.1f,\"p50_us\":%llu,\"p99_us\":%llu,\"p999_us\":%llu,", answered ? sum / answered * 1e6 : 0,
+	       (unsigned long long)p50, (unsigned long long)p99, (unsigned long long)p999);
+	print_cpu(gen0, cpu0, cpu1);
+	return 0;
+}
+
+/* Sends one request every 100 ms until one is answered. */
+static int probe(int argc, char **argv)
+{
+	char req[MAX_MSG], reply[MAX_MSG * 4];
+	double end;
+	int fd;
+
+	if (argc != 5) {
+		fprintf(stderr, "usage: loadgen probe PORT PROTO SECONDS\n");
+		return 2;
+	}
+	port = atoi(argv[2]);
+	proto = parse_proto(argv[3]);
+	end = now() + atof(argv[4]);
+	fd = open_socket();
+	while (now() < end) {
+		int n = format_request(req, 0, 0, 0, 0);
+
+		if (send(fd, req, n, 0) == n && recv(fd, reply, sizeof(reply), 0) > 0)
+			return 0;
+		usleep(100000);
+	}
+	fprintf(stderr, "loadgen: nothing answers on 127.0.0.1:%d\n", port);
+	return 1;
+}
+
+/* Runs a command (another generator) and measures it as run measures itself. */
+static int exec_command(int argc, char **argv)
+{
+	struct cpu cpu0, cpu1;
+	double started, gen;
+	int status;
+	pid_t pid;
+
+	if (argc < 3) {
+		fprintf(stderr, "usage: loadgen exec CMD [ARG...]\n");
+		return 2;
+	}
+	cpu0 = guest_cpu();
+	started = now();
+	pid = fork();
+	if (pid < 0)
+		die("loadgen: fork");
+	if (!pid) {
+		execvp(argv[2], argv + 2);
+		perror(argv[2]);
+		_exit(127);
+	}
+	if (waitpid(pid, &status, 0) < 0)
+		die("loadgen: waitpid");
+	cpu1 = guest_cpu();
+	gen = rusage_seconds(RUSAGE_CHILDREN);
+	fflush(stdout);
+	printf("LOADGEN {\"exit\":%d,\"seconds\":%.3f,", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
+	       now() - started);
+	print_cpu(gen, cpu0, cpu1);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
+int main(int argc, char **argv)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc > 1 && !strcmp(argv[1], "run"))
+		return run(argc, argv);
+	if (argc > 1 && !strcmp(argv[1], "preload"))
+		return preload(argc, argv);
+	if (argc > 1 && !strcmp(argv[1], "probe"))
+		return probe(argc, argv);
+	if (argc > 1 && !strcmp(argv[1], "exec"))
+		return exec_command(argc, argv);
+	fprintf(stderr, "usage: loadgen run|probe|exec ... (see the comment at the top of bench/loadgen.c)\n");
+	return 2;
+}
