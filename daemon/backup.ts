@@ -176,7 +176,10 @@ export function parseBase(text: string): Base {
 		const comments = lines.filter(line => line.startsWith('# '));
 		if (comments.length > 0) {
 			base.rejected.push({ reason: 'a comment line in a base without its header', lines: comments });
-			body = lines.filter(line => line !== '' && !line.startsWith('# ')).map(line => `${line}\n`).join('');
+			body = lines
+				.filter(line => line !== '' && !line.startsWith('# '))
+				.map(line => `${line}\n`)
+				.join('');
 		}
 	}
 	base.body = body;

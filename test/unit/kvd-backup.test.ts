@@ -44,10 +44,13 @@ test('a v1 backup (before the change log) still reads whole', t => {
 	t.is(base.version, 1);
 	t.is(base.instance, 'boot:123');
 	t.is(base.problem, undefined);
-	t.deepEqual([...parseTable(base.body)], [
-		['dog', 'baileys'],
-		['cat', 'tom the cat'],
-	]);
+	t.deepEqual(
+		[...parseTable(base.body)],
+		[
+			['dog', 'baileys'],
+			['cat', 'tom the cat'],
+		],
+	);
 });
 
 test('a v2 base round-trips with its generation and what it covers', t => {
