@@ -218,27 +218,27 @@ static void do_lookup(const struct span *key, struct kudp_reply *reply)
  * @mode: see kv_store()
  * @seq: gets the change's number (journal.c)
  *
- * Both protocols change the table through here and kudp_delete(). The
- * history line is charged with the entry, so that the two together stay
- * within max_bytes; a line that cannot be allocated is left out. With
- * durable=1 a change is only made while the backup daemon is there to save
- * it.
+ * Both protocols change the table through here and kudp_delete(), under
+ * the key's stripe lock (kv.c), so that the history and the journal see the
+ * changes to a key in the order they were made. The history line is charged
+ * with the entry, so that the two together stay within max_bytes; a line
+ * that cannot be allocated is left out. With durable=1 a change is only made
+ * while the backup daemon is there to save it.
  *
  * Return: 0, -ENOLINK (durable=1 and no daemon), or kv_store()'s error.
  */
 int kudp_store(const char *key, size_t klen, const char *value, size_t vlen,
 	       const struct kv_meta *meta, enum kv_mode mode, u64 *seq)
 {
+	struct mutex *lock = kv_key_lock(key, klen);
 	struct kudp_line *line;
 	int ret;
 
-	mutex_lock(&kv_mutex);
-	if (kudp_durable && !kudp_daemon_registered()) {
-		mutex_unlock(&kv_mutex);
+	if (kudp_durable && !kudp_daemon_registered())
 		return -ENOLINK;
-	}
 	line = kudp_line_new("insert %.*s %.*s", (int)klen, key, (int)vlen,
 			     value);
+	mutex_lock(lock);
 	ret = kv_store(key, klen, value, vlen, meta, mode,
 		       kudp_line_cost(line));
 	if (!ret && line)
@@ -248,7 +248,7 @@ int kudp_store(const char *key, size_t klen, const char *value, size_t vlen,
 	if (!ret)
 		*seq = kudp_journal_add("insert %.*s %.*s", (int)klen, key,
 					(int)vlen, value);
-	mutex_unlock(&kv_mutex);
+	mutex_unlock(lock);
 	return ret;
 }
 
@@ -267,14 +267,13 @@ int kudp_store(const char *key, size_t klen, const char *value, size_t vlen,
  */
 int kudp_delete(const char *key, size_t klen, u64 *seq)
 {
+	struct mutex *lock = kv_key_lock(key, klen);
 	struct kudp_line *line;
 	int ret;
 
-	mutex_lock(&kv_mutex);
-	if (kudp_durable && !kudp_daemon_registered()) {
-		mutex_unlock(&kv_mutex);
+	if (kudp_durable && !kudp_daemon_registered())
 		return -ENOLINK;
-	}
+	mutex_lock(lock);
 	ret = kv_delete(key, klen);
 	if (!ret) {
 		line = kudp_line_new("delete %.*s", (int)klen, key);
@@ -284,7 +283,7 @@ int kudp_delete(const char *key, size_t klen, u64 *seq)
 			kfree(line);
 		*seq = kudp_journal_add("delete %.*s", (int)klen, key);
 	}
-	mutex_unlock(&kv_mutex);
+	mutex_unlock(lock);
 	return ret;
 }
 

@@ -7,9 +7,11 @@
  *                          each; write: "N", the changes up to N are on disk
  *   /proc/kvrestore  0200  write: "KEY VALUE" lines, put back into the table
  *
- * Every change to the table gets a sequence number, under kv_mutex, so the
- * numbers follow the order of the changes. While a daemon is registered in
- * /proc/daemonpid, each change is also queued here as a line:
+ * Every change to the table gets a sequence number, given under the queue's
+ * lock while the change's key is still locked (cmd.c), so the numbers of a
+ * key's changes follow their order, and the queue is in number order. While
+ * a daemon is registered in /proc/daemonpid, each change is also queued here
+ * as a line:
  *
  *   N insert KEY VALUE
  *   N delete KEY
@@ -56,19 +58,24 @@
 /* The largest /proc/kvrestore write taken at once. */
 #define KUDP_RESTORE_MAX	SZ_1M
 
+/* Room before a change's text for its number: 20 digits and a space. */
+#define JOURNAL_PREFIX		21
+
+/* One line: text[start..start + len), its number written in front last. */
 struct journal_line {
 	struct list_head node;
+	size_t start;
 	size_t len;
 	char text[];
 };
 
-/* The number of the last change (it grows under kv_mutex)... */
-static atomic64_t journal_seq;
-/* ...and whether to queue the changes for a daemon. */
-static bool journal_on;
-
-/* Under journal_lock: the queue, and a snapshot to ask for before it. */
+/*
+ * Under journal_lock: the number of the last change, whether to queue the
+ * changes for a daemon, the queue, and a snapshot to ask for before it.
+ */
 static DEFINE_SPINLOCK(journal_lock);
+static u64 journal_seq;
+static bool journal_on;
 static LIST_HEAD(journal);
 static size_t journal_bytes;
 static bool journal_snapshot_due;
@@ -107,18 +114,17 @@ static void journal_ask_snapshot_locked(u64 seq, struct list_head *dropped)
  * kudp_journal_start() - a daemon registered: start queueing, from a snapshot
  * @on: false when the daemon unregistered
  *
- * Context: the caller holds kv_mutex, so no change is half recorded.
+ * A change made before this is in the table the snapshot will read; one
+ * numbered after it is queued too (replaying it changes nothing).
  */
 void kudp_journal_start(bool on)
 {
 	LIST_HEAD(dropped);
 
-	lockdep_assert_held(&kv_mutex);
-	journal_on = on;
 	spin_lock(&journal_lock);
+	journal_on = on;
 	if (on)
-		journal_ask_snapshot_locked(atomic64_read(&journal_seq),
-					    &dropped);
+		journal_ask_snapshot_locked(journal_seq, &dropped);
 	else
 		journal_drop_locked(&dropped);
 	spin_unlock(&journal_lock);
@@ -130,38 +136,46 @@ void kudp_journal_start(bool on)
  * kudp_journal_add() - number a change, and queue it for the daemon
  * @fmt: printf-style format of the change, without "N " and "\n"
  *
- * Context: the caller holds kv_mutex and has just made the change.
+ * Context: the caller holds the key's stripe lock and has just made the
+ * change.
  * Return: the change's number.
  */
 u64 kudp_journal_add(const char *fmt, ...)
 {
 	struct journal_line *line = NULL;
+	char number[JOURNAL_PREFIX + 1];
 	LIST_HEAD(dropped);
 	va_list args;
 	u64 seq;
 	int n;
 
-	lockdep_assert_held(&kv_mutex);
-	seq = atomic64_inc_return(&journal_seq);
-	if (!journal_on)
-		return seq;
-
-	va_start(args, fmt);
-	n = vsnprintf(NULL, 0, fmt, args);
-	va_end(args);
-	/* "N " + the change + "\n" + NUL; N has at most 20 digits. */
-	line = kmalloc(struct_size(line, text, n + 23), KUDP_GFP);
-	if (line) {
-		line->len = scnprintf(line->text, 22, "%llu ", seq);
+	/* Format outside the lock; whether to queue is decided under it. */
+	if (READ_ONCE(journal_on)) {
 		va_start(args, fmt);
-		line->len += vscnprintf(line->text + line->len, n + 1, fmt,
-					args);
+		n = vsnprintf(NULL, 0, fmt, args);
 		va_end(args);
-		line->text[line->len++] = '\n';
+		/* The number, the change, "\n" and vscnprintf()'s NUL. */
+		line = kmalloc(struct_size(line, text, JOURNAL_PREFIX + n + 2),
+			       KUDP_GFP);
+	}
+	if (line) {
+		va_start(args, fmt);
+		line->len = vscnprintf(line->text + JOURNAL_PREFIX, n + 1, fmt,
+				       args);
+		va_end(args);
+		line->text[JOURNAL_PREFIX + line->len++] = '\n';
 	}
 
 	spin_lock(&journal_lock);
-	if (line && journal_bytes + line->len <= KUDP_JOURNAL_MAX) {
+	seq = ++journal_seq;
+	if (!journal_on) {
+		/* Nobody to queue for. */
+	} else if (line && journal_bytes + line->len + JOURNAL_PREFIX <=
+		   KUDP_JOURNAL_MAX) {
+		n = scnprintf(number, sizeof(number), "%llu ", seq);
+		line->start = JOURNAL_PREFIX - n;
+		memcpy(line->text + line->start, number, n);
+		line->len += n;
 		list_add_tail(&line->node, &journal);
 		journal_bytes += line->len;
 		line = NULL;
@@ -276,7 +290,8 @@ static ssize_t journal_read(struct file *file, char __user *ubuf,
 			goto fault;
 	}
 	list_for_each_entry(line, &taken, node) {
-		if (copy_to_user(ubuf + done, line->text, line->len))
+		if (copy_to_user(ubuf + done, line->text + line->start,
+				 line->len))
 			goto fault;
 		done += line->len;
 	}
@@ -286,11 +301,9 @@ static ssize_t journal_read(struct file *file, char __user *ubuf,
 fault:
 	/* What was taken is lost to the daemon: it must save everything. */
 	journal_free(&taken);
-	mutex_lock(&kv_mutex);
 	spin_lock(&journal_lock);
-	journal_ask_snapshot_locked(atomic64_read(&journal_seq), &dropped);
+	journal_ask_snapshot_locked(journal_seq, &dropped);
 	spin_unlock(&journal_lock);
-	mutex_unlock(&kv_mutex);
 	journal_free(&dropped);
 	return -EFAULT;
 }
@@ -305,8 +318,11 @@ static ssize_t journal_write(struct file *file, const char __user *ubuf,
 	ret = kstrtou64_from_user(ubuf, count, 10, &seq);
 	if (ret)
 		return ret;
-	if (seq > atomic64_read(&journal_seq))
-		return -EINVAL;
+	spin_lock(&journal_lock);
+	ret = seq > journal_seq ? -EINVAL : 0;
+	spin_unlock(&journal_lock);
+	if (ret)
+		return ret;
 	synced = atomic64_read(&journal_synced);
 	while (seq > synced) {
 		u64 old = atomic64_cmpxchg(&journal_synced, synced, seq);
@@ -341,7 +357,9 @@ static const struct proc_ops journal_ops = {
 static int restore_line(const char *p, size_t n)
 {
 	const char *space = memchr(p, ' ', n);
+	struct mutex *lock;	/* the key's stripe (kv.c) */
 	size_t klen;
+	int ret;
 
 	if (!space || memchr(p, '\r', n) || memchr(p, '\0', n))
 		return -EINVAL;
@@ -349,7 +367,11 @@ static int restore_line(const char *p, size_t n)
 	if (!klen || klen > KUDP_MAX_KEY || n - klen - 1 < 1 ||
 	    n - klen - 1 > KUDP_MAX_VALUE)
 		return -EINVAL;
-	return kv_insert(p, klen, space + 1, n - klen - 1, 0);
+	lock = kv_key_lock(p, klen);
+	mutex_lock(lock);
+	ret = kv_insert(p, klen, space + 1, n - klen - 1, 0);
+	mutex_unlock(lock);
+	return ret;
 }
 
 /**
@@ -377,7 +399,6 @@ static ssize_t restore_write(struct file *file, const char __user *ubuf,
 	if (IS_ERR(buf))
 		return PTR_ERR(buf);
 	memcg = kudp_memcg_enter();
-	mutex_lock(&kv_mutex);
 	while (done < count) {
 		end = memchr(buf + done, '\n', count - done);
 		if (!end) {
@@ -389,7 +410,6 @@ static ssize_t restore_write(struct file *file, const char __user *ubuf,
 			break;
 		done = end - buf + 1;
 	}
-	mutex_unlock(&kv_mutex);
 	kudp_memcg_leave(memcg);
 	kvfree(buf);
 	return done ? done : ret;

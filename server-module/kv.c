@@ -5,9 +5,13 @@
  *
  * An rhashtable: it grows and shrinks with the number of entries, so there
  * is no bucket count to guess. Lookups run under RCU only and copy the value
- * out without allocating; changes are serialized by kv_mutex, which cmd.c
- * holds across a change and its history line so both happen in one order.
- * Replaced and deleted entries are freed after an RCU grace period.
+ * out without allocating. Changes to one key are serialized by one of
+ * KV_STRIPES mutexes, picked by the key's hash (kv_key_lock()), which cmd.c
+ * holds across a change and its history and journal lines so that they
+ * follow the order of the changes; changes to keys of other stripes run at
+ * the same time, each thread on its own CPU, and the rhashtable's bucket
+ * locks keep them apart. Replaced and deleted entries are freed after an RCU
+ * grace period.
  *
  * Keys are 1..KUDP_MAX_KEY bytes and values 1..KUDP_MAX_VALUE bytes, stored
  * back to back in one allocation per entry.
@@ -25,7 +29,9 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/jhash.h>
+#include <linux/mutex.h>
 #include <linux/overflow.h>
+#include <linux/random.h>
 #include <linux/rcupdate.h>
 #include <linux/rhashtable.h>
 #include <linux/seq_file.h>
@@ -62,17 +68,18 @@ struct kv_key {
  */
 #define KV_BUCKET_COST		(4 * sizeof(struct rhash_head *))
 
-/* Serializes changes to the table (and, in cmd.c, their history lines). */
-DEFINE_MUTEX(kv_mutex);
+/* Enough stripes that writers on a few CPUs rarely meet on one. */
+#define KV_STRIPES		256
+
+static struct mutex kv_stripes[KV_STRIPES];
+static u32 kv_stripe_seed;
 static struct rhashtable kv_table;
-/* Written under kv_mutex, read anywhere for stats and limits. */
-static unsigned long kv_count;
+static atomic_long_t kv_count;
 
 /*
- * Bytes charged against max_bytes. They grow only under kv_mutex (so a
- * check and the charge that follows it cannot interleave with another) and
- * shrink anywhere, also from RCU callbacks. kv_pending is the part held by
- * entries waiting for their grace period.
+ * Bytes charged against max_bytes: a charge is checked and made in one
+ * cmpxchg, and given back anywhere, also from RCU callbacks. kv_pending is
+ * the part held by entries waiting for their grace period.
  */
 static atomic_long_t kv_charged;
 static atomic_long_t kv_pending;
@@ -136,22 +143,23 @@ size_t kv_mem_cost(size_t size)
  * kv_mem_reserve() - charge @bytes against max_bytes, if they fit
  * @bytes: what is about to be allocated
  *
- * Context: the caller holds kv_mutex.
  * Return: 0 when charged; -EBUSY when they would fit once the entries
  * waiting for a grace period are freed (soon: try again); else -ENOSPC.
  */
 int kv_mem_reserve(size_t bytes)
 {
-	unsigned long charged = atomic_long_read(&kv_charged);
+	long charged = atomic_long_read(&kv_charged);
 
-	lockdep_assert_held(&kv_mutex);
-	if (charged + bytes <= kudp_max_bytes) {
-		atomic_long_add(bytes, &kv_charged);
-		return 0;
-	}
-	if (charged - atomic_long_read(&kv_pending) + bytes <= kudp_max_bytes)
-		return -EBUSY;
-	return -ENOSPC;
+	do {
+		if (charged + bytes > kudp_max_bytes) {
+			if (charged - atomic_long_read(&kv_pending) + bytes <=
+			    kudp_max_bytes)
+				return -EBUSY;
+			return -ENOSPC;
+		}
+	} while (!atomic_long_try_cmpxchg(&kv_charged, &charged,
+					  charged + bytes));
+	return 0;
 }
 
 /* Gives back what kv_mem_reserve() charged, once it is freed. */
@@ -176,7 +184,25 @@ static size_t kv_entry_cost(size_t klen, size_t vlen)
 
 int kv_init(void)
 {
+	unsigned int i;
+
+	for (i = 0; i < KV_STRIPES; i++)
+		mutex_init(&kv_stripes[i]);
+	kv_stripe_seed = get_random_u32();
 	return rhashtable_init(&kv_table, &kv_params);
+}
+
+/**
+ * kv_key_lock() - the mutex that serializes the changes to a key
+ * @key: the key, @klen bytes
+ * @klen: its length
+ *
+ * Return: one of the stripes; the seed keeps a sender from choosing keys
+ * that all land on one.
+ */
+struct mutex *kv_key_lock(const char *key, size_t klen)
+{
+	return &kv_stripes[jhash(key, klen, kv_stripe_seed) % KV_STRIPES];
 }
 
 static void kv_free_entry(void *ptr, void *arg)
@@ -216,14 +242,14 @@ void kv_destroy(void)
 
 unsigned long kv_entries(void)
 {
-	return READ_ONCE(kv_count);
+	return atomic_long_read(&kv_count);
 }
 
+/* The key's stripe is held: no other writer can free what this returns. */
 static struct kv_entry *kv_find_locked(const char *key, size_t klen)
 {
 	struct kv_key k = { .data = key, .len = klen };
 
-	lockdep_assert_held(&kv_mutex);
 	return rhashtable_lookup_fast(&kv_table, &k, kv_params);
 }
 
@@ -239,7 +265,7 @@ static struct kv_entry *kv_find_locked(const char *key, size_t klen)
  * @extra: bytes to charge with the entry (its history line); the caller
  *         releases them when it frees what they stand for
  *
- * Context: the caller holds kv_mutex.
+ * Context: the caller holds kv_key_lock(@key).
  * Return: 0; -EEXIST (KV_ADD) or -ENOENT (KV_REPLACE) when the key is there
  * or not; -ENOSPC when max_entries or max_bytes would be passed; -EBUSY
  * when memory is held only by entries waiting for a grace period, or the
@@ -257,11 +283,14 @@ int kv_store(const char *key, size_t klen, const char *value, size_t vlen,
 		return -EEXIST;
 	if (mode == KV_REPLACE && (!old || kv_expired(old)))
 		return -ENOENT;
-	if (!old && kv_count >= kudp_max_entries)
+	/* A new entry counts at once, so writers of other keys see it. */
+	if (!old && atomic_long_inc_return(&kv_count) > kudp_max_entries) {
+		atomic_long_dec(&kv_count);
 		return -ENOSPC;
+	}
 	ret = kv_mem_reserve(cost + extra);
 	if (ret)
-		return ret;
+		goto out_uncount;
 
 	entry = kmalloc(struct_size(entry, data, klen + vlen), KUDP_GFP);
 	if (!entry) {
@@ -288,13 +317,15 @@ int kv_store(const char *key, size_t klen, const char *value, size_t vlen,
 	ret = rhashtable_insert_fast(&kv_table, &entry->node, kv_params);
 	if (ret)
 		goto out_free_entry;
-	WRITE_ONCE(kv_count, kv_count + 1);
 	return 0;
 
 out_free_entry:
 	kfree(entry);
 out_release:
 	kv_mem_release(cost + extra);
+out_uncount:
+	if (!old)
+		atomic_long_dec(&kv_count);
 	return ret;
 }
 
@@ -310,7 +341,7 @@ int kv_insert(const char *key, size_t klen, const char *value, size_t vlen,
  * @key: the key, @klen bytes
  * @klen: its length
  *
- * Context: the caller holds kv_mutex.
+ * Context: the caller holds kv_key_lock(@key).
  * Return: 0, or -ENOENT when the key is not in the table (an expired entry
  * goes, but was not there).
  */
@@ -325,7 +356,7 @@ int kv_delete(const char *key, size_t klen)
 	ret = rhashtable_remove_fast(&kv_table, &entry->node, kv_params);
 	if (ret)
 		return ret;
-	WRITE_ONCE(kv_count, kv_count - 1);
+	atomic_long_dec(&kv_count);
 	ret = kv_expired(entry) ? -ENOENT : 0;
 	kv_retire(entry);
 	return ret;

@@ -38,10 +38,11 @@ struct kudp_line {
 
 /*
  * The history: a ring of the last `history` changing commands. Line number
- * n (counting from 0 since load) lives in ring[n % history]; lines are added
- * under kv_mutex, so they are in the order the table changed, and ring_lock
- * guards the ring itself, so a reader never sees a line being replaced. The
- * ring and its lines are charged against max_bytes like the table.
+ * n (counting from 0 since load) lives in ring[n % history]. ring_lock
+ * guards the ring, so a reader never sees a line being replaced; a writer
+ * adds its line under the key's stripe lock, so the lines of one key are in
+ * the order the table changed. The ring and its lines are charged against
+ * max_bytes like the table.
  */
 static struct kudp_line **ring;
 static size_t ring_cost;
@@ -98,15 +99,14 @@ size_t kudp_line_cost(const struct kudp_line *line)
  *
  * The oldest line makes room when the ring is full; its charge goes back.
  *
- * Context: process context; the caller holds kv_mutex.
+ * Context: process context.
  */
 void kudp_history_add(struct kudp_line *line)
 {
 	struct kudp_line **slot, *old;
 
-	lockdep_assert_held(&kv_mutex);
-	slot = ring_slot(ring_added);
 	spin_lock(&ring_lock);
+	slot = ring_slot(ring_added);
 	old = *slot;
 	*slot = line;
 	ring_added++;
@@ -235,20 +235,49 @@ static const struct proc_ops hashtable_ops = {
 };
 
 /*
- * The registered backup daemon, kvd, guarded by kv_mutex so that it comes
- * and goes between two changes, never in the middle of one (journal.c).
- * Holding its struct pid (not the number) makes PID reuse harmless: a new
- * process with the same number has a different struct pid, which nobody
- * registered.
+ * The registered backup daemon, kvd. Holding its struct pid (not the number)
+ * makes PID reuse harmless: a new process with the same number has a
+ * different struct pid, which nobody registered. kvd_mutex orders the
+ * registrations (and the journal's start and stop with them); kvd_lock
+ * guards the pointer for the quick check of every durable change.
  */
 static struct pid *kvd_pid;
+static DEFINE_MUTEX(kvd_mutex);
+static DEFINE_SPINLOCK(kvd_lock);
 
+/* Registers @pid (NULL: nobody); the caller holds kvd_mutex. */
 static void kvd_set(struct pid *pid)
 {
-	lockdep_assert_held(&kv_mutex);
-	put_pid(kvd_pid);
+	struct pid *old;
+
+	lockdep_assert_held(&kvd_mutex);
+	spin_lock(&kvd_lock);
+	old = kvd_pid;
 	kvd_pid = pid;
+	spin_unlock(&kvd_lock);
+	put_pid(old);
 	kudp_journal_start(pid);
+}
+
+/* The registered daemon with a reference for the caller, or NULL. */
+static struct pid *kvd_get(void)
+{
+	struct pid *pid;
+
+	spin_lock(&kvd_lock);
+	pid = get_pid(kvd_pid);
+	spin_unlock(&kvd_lock);
+	return pid;
+}
+
+static bool kvd_alive(struct pid *pid)
+{
+	bool alive;
+
+	rcu_read_lock();
+	alive = pid_task(pid, PIDTYPE_PID);
+	rcu_read_unlock();
+	return alive;
 }
 
 /**
@@ -256,33 +285,30 @@ static void kvd_set(struct pid *pid)
  *
  * A daemon that exited without unregistering is forgotten here.
  *
- * Context: the caller holds kv_mutex.
+ * Context: process context.
  * Return: true while a registered daemon runs.
  */
 bool kudp_daemon_registered(void)
 {
-	bool alive;
+	struct pid *pid = kvd_get();
+	bool alive = pid && kvd_alive(pid);
 
-	lockdep_assert_held(&kv_mutex);
-	if (!kvd_pid)
-		return false;
-	rcu_read_lock();
-	alive = pid_task(kvd_pid, PIDTYPE_PID);
-	rcu_read_unlock();
-	if (!alive)
-		kvd_set(NULL);
+	if (pid && !alive) {
+		mutex_lock(&kvd_mutex);
+		if (kvd_pid == pid)	/* not replaced meanwhile */
+			kvd_set(NULL);
+		mutex_unlock(&kvd_mutex);
+	}
+	put_pid(pid);
 	return alive;
 }
 
 static int daemonpid_show(struct seq_file *m, void *v)
 {
-	int nr = 0;
+	struct pid *pid = kvd_get();
 
-	mutex_lock(&kv_mutex);
-	if (kudp_daemon_registered())
-		nr = pid_vnr(kvd_pid);
-	mutex_unlock(&kv_mutex);
-	seq_printf(m, "%d\n", nr);
+	seq_printf(m, "%d\n", pid && kvd_alive(pid) ? pid_vnr(pid) : 0);
+	put_pid(pid);
 	return 0;
 }
 
@@ -320,9 +346,9 @@ static ssize_t daemonpid_write(struct file *file, const char __user *ubuf,
 	 */
 	if (nr && nr != task_tgid_vnr(current))
 		return -EPERM;
-	mutex_lock(&kv_mutex);
+	mutex_lock(&kvd_mutex);
 	kvd_set(nr ? get_task_pid(current, PIDTYPE_TGID) : NULL);
-	mutex_unlock(&kv_mutex);
+	mutex_unlock(&kvd_mutex);
 	return count;
 }
 
@@ -343,9 +369,7 @@ int kudp_proc_init(void)
 	int ret;
 
 	ring_cost = kv_mem_cost(array_size(kudp_history, sizeof(*ring)));
-	mutex_lock(&kv_mutex);
 	ret = kv_mem_reserve(ring_cost);
-	mutex_unlock(&kv_mutex);
 	if (ret) {
 		pr_err("history=%u needs %zu bytes, more than max_bytes=%u\n",
 		       kudp_history, ring_cost, kudp_max_bytes);
@@ -394,9 +418,9 @@ void kudp_proc_exit(void)
 	remove_proc_entry("daemonpid", NULL);
 	remove_proc_entry("hashtable", NULL);
 	remove_proc_entry("ht", NULL);
-	mutex_lock(&kv_mutex);
+	mutex_lock(&kvd_mutex);
 	kvd_set(NULL);
-	mutex_unlock(&kv_mutex);
+	mutex_unlock(&kvd_mutex);
 	for (i = 0; i < kudp_history; i++) {
 		if (ring[i]) {
 			kv_mem_release(ring[i]->cost);

@@ -113,8 +113,8 @@ int kudp_delete(const char *key, size_t klen, u64 *seq);
 void kudp_reply_error(struct kudp_reply *reply, int status,
 		      const char *fmt, ...) __printf(3, 4);
 
-/* kv.c: changes need kv_mutex; lookups need only RCU. */
-extern struct mutex kv_mutex;
+/* kv.c: changes to a key need kv_key_lock(key); lookups need only RCU. */
+struct mutex *kv_key_lock(const char *key, size_t klen);
 
 int kv_init(void);
 void kv_destroy(void);
