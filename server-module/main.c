@@ -217,6 +217,23 @@ static LIST_HEAD(parked);
 static unsigned int parked_count;
 static DEFINE_SPINLOCK(parked_lock);
 
+/*
+ * Keeps the list in the order of the changes: threads park their replies
+ * in about that order, so the walk from the tail is short.
+ */
+static void parked_insert(struct parked_reply *p)
+{
+	struct parked_reply *before;
+
+	list_for_each_entry_reverse(before, &parked, node) {
+		if (before->seq <= p->seq) {
+			list_add(&p->node, &before->node);
+			return;
+		}
+	}
+	list_add(&p->node, &parked);
+}
+
 /**
  * kudp_park_reply() - send a reply once change @seq is on disk
  * @sock: the socket to send it from
@@ -252,7 +269,7 @@ void kudp_park_reply(struct socket *sock, struct sockaddr_in *to,
 		kfree(p);
 		return;
 	}
-	list_add_tail(&p->node, &parked);
+	parked_insert(p);
 	parked_count++;
 	spin_unlock(&parked_lock);
 }
@@ -271,7 +288,7 @@ void kudp_release_replies(u64 synced)
 	spin_lock(&parked_lock);
 	list_for_each_entry_safe(p, next, &parked, node) {
 		if (p->seq > synced)
-			break;	/* parked in the order of their changes */
+			break;	/* kept in the order of their changes */
 		list_move_tail(&p->node, &ready);
 		parked_count--;
 	}
