@@ -24,7 +24,7 @@
  *
  * State for ./run, in --run-dir (default /run, so it goes with the boot):
  * kvd.pid; kvd.status (JSON: state, restored, rejected, rejects file);
- * kvd.ready (the module copy kvd follows, once restored and saved);
+ * kvd.ready (the module copy kvd follows, once the backup is restored into it);
  * kvd.detached (the copy it left on SIGUSR2, the go-ahead for rmmod).
  */
 import { Command, InvalidArgumentError } from 'commander';
@@ -222,6 +222,11 @@ class Kvd {
 			await this.setStatus({ state: 'restoring', instance, restored: 0, rejected: 0, problems: [] });
 			log.info({ instance }, 'registered');
 			await this.restore(instance);
+			// The table is whole: the server can answer. The old backup stays
+			// valid on disk until the snapshot (the journal's first line)
+			// replaces it, and the changes meanwhile wait in the journal.
+			await this.setStatus({ state: 'following' });
+			await writeFile(this.run('ready'), `${instance}\n`);
 			const how = await this.pump(journal, instance);
 			if (how === 'left') {
 				// At once: the module drops the changes queued for a daemon that leaves.
@@ -398,11 +403,6 @@ class Kvd {
 			writeSync(journal, String(last));
 		}
 		this.batches++;
-		if (this.following === instance && this.status.state !== 'following') {
-			await this.setStatus({ state: 'following' });
-			await writeFile(this.run('ready'), `${instance}\n`);
-			log.info({ entries: this.entries.size }, 'ready');
-		}
 		this.maybeCompact(instance);
 	}
 
