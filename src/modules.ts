@@ -13,7 +13,7 @@ import { partialPath, writeFileAtomically } from './files.js';
 import { withFileLock } from './lock.js';
 import { log } from './log.js';
 import { parseModinfoParams, type ParamSpec } from './params.js';
-import { runProgram } from './programs.js';
+import { findProgram, runProgram } from './programs.js';
 
 /** The project root (this file is dist/src/modules.js once compiled). */
 export const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url)).replace(/\/$/, '');
@@ -46,13 +46,20 @@ export function moduleDir(name: ModuleName): string {
 
 /**
  * A digest of what a build of the module depends on: its sources, Kbuild and
- * Makefile, the shared include/ directory, and the kernel headers built
- * against (their path and their Module.symvers, which changes with the ABI).
+ * Makefile, the shared include/ directory, the kernel headers built against
+ * (their path and their Module.symvers, which changes with the ABI), and the
+ * make and gcc found on PATH.
  */
 export async function buildInputs(name: ModuleName, headersDir: string): Promise<string> {
 	const hash = createHash('sha256').update(`${name}\0${await realpath(headersDir)}\0`);
 	const symvers = await stat(path.join(headersDir, 'Module.symvers')).catch(() => undefined);
 	hash.update(`${symvers?.size ?? '-'}:${symvers?.mtimeMs ?? '-'}\0`);
+	// The toolchain on PATH: another make or compiler (an upgrade, a wrapper) builds anew.
+	for (const program of ['make', 'gcc']) {
+		const found = findProgram(program);
+		const info = found ? await stat(found) : undefined;
+		hash.update(`${found ?? '-'}:${info?.size ?? '-'}:${info?.mtimeMs ?? '-'}\0`);
+	}
 	for (const dir of [moduleDir(name), path.join(PROJECT_ROOT, 'include')]) {
 		const files = (await readdir(dir)).filter(file => /\.[ch]$/.test(file) || file === 'Kbuild' || file === 'Makefile').sort();
 		for (const file of files) {

@@ -110,39 +110,50 @@ export async function findLabKernel(wanted = process.env['KUDP_LAB_KERNEL']): Pr
 	return kernel;
 }
 
-/** The LZ4 "legacy" frame magic, which Debian's bzImage payload starts with. */
-const LZ4_LEGACY_MAGIC = Buffer.from([0x02, 0x21, 0x4c, 0x18]);
+/**
+ * How a bzImage payload may be compressed: its magic and the program that
+ * decompresses it. Debian's 6.1 cloud kernel uses LZ4, its 6.12 one zstd.
+ */
+const KERNEL_COMPRESSIONS: { magic: Buffer; command: [string, ...string[]] }[] = [
+	{ magic: Buffer.from([0x02, 0x21, 0x4c, 0x18]), command: ['lz4', '-dc'] },
+	{ magic: Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), command: ['zstd', '-dcq'] },
+	{ magic: Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]), command: ['xz', '-dc'] },
+	{ magic: Buffer.from([0x1f, 0x8b, 0x08]), command: ['gzip', '-dc'] },
+];
 
 /**
  * The kernel as an uncompressed ELF vmlinux, which boots faster under TCG
  * than the bzImage (no decompression in the emulated guest). Extracted once
  * per kernel into `cacheDir`, the way the kernel tree's scripts/extract-vmlinux
- * does: find the compressed payload by its magic and decompress it (lz4).
+ * does: find the compressed payload by its magic and decompress it.
  */
 export async function uncompressedKernel(kernel: LabKernel, cacheDir: string): Promise<string> {
 	const output = path.join(cacheDir, `vmlinux-${kernel.release}`);
 	if (existsSync(output) && (await stat(output)).mtimeMs >= (await stat(kernel.image)).mtimeMs) {
 		return output;
 	}
-	requireProgram('lz4');
 	const image = await readFile(kernel.image);
-	for (let at = image.indexOf(LZ4_LEGACY_MAGIC); at >= 0; at = image.indexOf(LZ4_LEGACY_MAGIC, at + 1)) {
-		// lz4 stops with an error at the bytes after the payload; what it wrote before is the kernel.
-		const { stdout } = await runProgram('lz4', ['-dc'], {
-			input: image.subarray(at),
-			encoding: 'buffer',
-			reject: false,
-			stripFinalNewline: false,
-		});
-		const vmlinux = Buffer.from(stdout);
-		if (vmlinux.length > 64 && vmlinux.readUInt32BE(0) === 0x7f454c46) {
-			await mkdir(cacheDir, { recursive: true });
-			await writeFileAtomically(output, vmlinux);
-			return output;
+	for (const { magic, command } of KERNEL_COMPRESSIONS) {
+		for (let at = image.indexOf(magic); at >= 0; at = image.indexOf(magic, at + 1)) {
+			const [program, ...args] = command;
+			requireProgram(program);
+			// The decompressor stops with an error at the bytes after the payload; what it wrote before is the kernel.
+			const { stdout } = await runProgram(program, args, {
+				input: image.subarray(at),
+				encoding: 'buffer',
+				reject: false,
+				stripFinalNewline: false,
+			});
+			const vmlinux = Buffer.from(stdout);
+			if (vmlinux.length > 64 && vmlinux.readUInt32BE(0) === 0x7f454c46) {
+				await mkdir(cacheDir, { recursive: true });
+				await writeFileAtomically(output, vmlinux);
+				return output;
+			}
 		}
 	}
-	throw new UserError(`cannot find an LZ4-compressed vmlinux in ${kernel.image}`, {
-		hint: 'the lab boots Debian cloud kernels, whose bzImage holds an LZ4 payload',
+	throw new UserError(`cannot find a compressed vmlinux in ${kernel.image}`, {
+		hint: `looked for ${KERNEL_COMPRESSIONS.map(format => format.command[0]).join(', ')} payloads`,
 	});
 }
 
