@@ -9,6 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { UserError } from '../src/errors.js';
 import { build } from '../src/lifecycle.js';
@@ -23,7 +24,7 @@ export interface BenchOptions {
 	quick?: boolean;
 	/** The lab guest to use (default "bench"). */
 	lab?: string;
-	/** Seconds per loadgen row (default 5; 0.5 with --quick). */
+	/** Seconds per row and repetition (default 2, three repetitions; 0.5 and one with --quick). */
 	seconds?: number;
 	/** Leave the lab running afterwards. */
 	keep?: boolean;
@@ -64,6 +65,8 @@ export interface Row extends Measured {
 	generator: 'loadgen' | 'memaslap';
 	/** memaslap: p99 is only known as the upper edge of its log2 bucket. */
 	p99Bound?: boolean;
+	/** The lowest and highest req/s of the repetitions. */
+	spread?: [number, number];
 }
 
 interface LatencyPoint {
@@ -87,6 +90,7 @@ class Bench {
 	readonly seconds: number;
 	readonly clients: number[];
 	readonly window: number;
+	readonly reps: number;
 	loadgen = '';
 	memaslapConfig = path.join(CACHE, 'memaslap.cfg');
 
@@ -94,7 +98,8 @@ class Bench {
 		readonly target: LabTarget,
 		readonly options: BenchOptions,
 	) {
-		this.seconds = options.seconds ?? (options.quick ? 0.5 : 5);
+		this.seconds = options.seconds ?? (options.quick ? 0.5 : 2);
+		this.reps = options.quick ? 1 : 3;
 		this.clients = options.quick ? [1, 8] : [1, 4, 8];
 		this.window = options.quick ? 4 : 16;
 	}
@@ -176,26 +181,50 @@ class Bench {
 		return row;
 	}
 
-	/** Mean latency for 1-10 closed-loop processes, one request at a time (the original moddb table). */
-	async latencyTable(server: Server, protocol: 'text' | 'memcached'): Promise<LatencyPoint[]> {
-		const points: LatencyPoint[] = [];
-		const seconds = this.options.quick ? 0.3 : Math.min(this.seconds, 3);
-		const port = server.ports[protocol]!;
-		for (const [mix, code] of [
-			['read', 'r'],
-			['write', 'w'],
-			['read/write', 'rw'],
-		] as const) {
-			for (const processes of this.options.quick ? [1, 10] : [1, 2, 4, 6, 8, 10]) {
-				const measured = await this.loadgen_(
-					[port, protocol === 'memcached' ? 'mc' : 'text', code, processes, 1, seconds, processes],
-					seconds,
-				);
-				points.push({ server: server.name, mix, processes, mean_us: measured.mean_us, lost: measured.lost });
+	/**
+	 * Mean latency for 1-10 closed-loop processes, one request at a time (the
+	 * original moddb table), the servers taking turns; the median of the repetitions.
+	 */
+	async latencyTable(...servers: Array<[Server, 'text' | 'memcached']>): Promise<LatencyPoint[]> {
+		const seconds = this.options.quick ? 0.3 : Math.min(this.seconds, 2);
+		const points = new Map<string, LatencyPoint & { means: number[] }>();
+		for (let rep = 0; rep < this.reps; rep++) {
+			for (const [mix, code] of [
+				['read', 'r'],
+				['write', 'w'],
+				['read/write', 'rw'],
+			] as const) {
+				for (const processes of this.options.quick ? [1, 10] : [1, 2, 4, 6, 8, 10]) {
+					for (const [server, protocol] of servers) {
+						const measured = await this.loadgen_(
+							[server.ports[protocol]!, protocol === 'memcached' ? 'mc' : 'text', code, processes, 1, seconds, processes],
+							seconds,
+						);
+						const key = `${server.name} ${mix} ${processes}`;
+						const point = points.get(key) ?? { server: server.name, mix, processes, mean_us: 0, lost: 0, means: [] };
+						point.means.push(measured.mean_us);
+						point.lost += measured.lost;
+						points.set(key, point);
+					}
+				}
 			}
 		}
-		return points;
+		return [...points.values()]
+			.map(({ means, ...point }) => ({ ...point, mean_us: median(means) }))
+			.sort((x, y) => servers.findIndex(([s]) => s.name === x.server) - servers.findIndex(([s]) => s.name === y.server));
 	}
+}
+
+function median(values: number[]): number {
+	const sorted = [...values].sort((a, b) => a - b);
+	const middle = Math.floor(sorted.length / 2);
+	return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
+/** The repetition with the median throughput, with the range of all of them. */
+function medianRow(reps: Row[]): Row {
+	const sorted = [...reps].sort((a, b) => perSecond(a) - perSecond(b));
+	return { ...sorted[Math.floor((sorted.length - 1) / 2)]!, spread: [perSecond(sorted[0]!), perSecond(sorted.at(-1)!)] };
 }
 
 /** Shell-quotes one word. */
@@ -322,8 +351,8 @@ function throughputTable(rows: Row[]): string {
 	const echoOf = (row: Row) =>
 		rows.find(other => other.server === 'udp_echo' && other.threads === row.threads && other.clients === row.clients);
 	const lines = [
-		'| generator | server | protocol | threads | clients | req/s | p50 µs | p99 µs | p99.9 µs | loss | ÷ memcached | CPU µs/req | CPU ÷ memcached | CPU ÷ echo | generator CPU | guest busy |',
-		'| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+		'| generator | server | protocol | threads | clients | req/s | (range) | p50 µs | p99 µs | p99.9 µs | loss | ÷ memcached | CPU µs/req | CPU ÷ memcached | CPU ÷ echo | generator CPU | guest busy |',
+		'| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
 	];
 	for (const row of rows) {
 		const mc = memcachedOf(row);
@@ -338,6 +367,7 @@ function throughputTable(rows: Row[]): string {
 				row.threads,
 				row.clients,
 				fmt(perSecond(row)),
+				row.spread ? `${fmt(row.spread[0])}–${fmt(row.spread[1])}` : '',
 				`${bound}${fmt(row.p50_us)}`,
 				`${bound}${fmt(row.p99_us)}`,
 				`${bound}${fmt(row.p999_us)}`,
@@ -383,6 +413,7 @@ export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 	const target = await chooseTarget({ target: 'lab', lab: options.lab ?? 'bench' });
 	if (!(target instanceof LabTarget)) throw new Error('the benchmark runs in the lab');
 	const bench = new Bench(target, options);
+	const loadBefore = os.loadavg()[0]!;
 	try {
 		bench.loadgen = await compileLoadgen();
 		await writeFile(bench.memaslapConfig, 'key\n16 16 1\nvalue\n16 16 1\ncmd\n0 0.5\n1 0.5\n');
@@ -417,32 +448,35 @@ export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 		);
 		const bareEcho = (threads: number) => kernelServer(bench, 'udp_echo', echo, threads, [`port=${ECHO_PORT}`], { echo: ECHO_PORT });
 
+		// Every server of a phase runs at once, on its own port (idle, each waits in recvmsg), and
+		// each repetition goes through all the rows in turn: the machine's noise then falls on
+		// every server alike, and each row shows the repetition with its median throughput.
 		const rows: Row[] = [];
 		const latency: LatencyPoint[] = [];
 		for (const threads of [...new Set([1, n])]) {
-			const kernel = ours(threads);
-			await kernel.start();
-			for (const clients of bench.clients) rows.push(await bench.run(kernel, 'text', clients));
-			for (const clients of bench.clients) rows.push(await bench.run(kernel, 'memcached', clients));
-			for (const clients of bench.clients) rows.push(await bench.memaslap(kernel, clients));
-			if (threads === n) latency.push(...(await bench.latencyTable(kernel, 'text')));
-			await kernel.stop();
-
-			const user = memcached(threads);
-			await user.start();
-			for (const clients of bench.clients) rows.push(await bench.run(user, 'memcached', clients));
-			for (const clients of bench.clients) rows.push(await bench.memaslap(user, clients));
-			if (threads === n) latency.push(...(await bench.latencyTable(user, 'memcached')));
-			await user.stop();
-
-			const ceiling = bareEcho(threads);
-			await ceiling.start();
-			for (const clients of bench.clients) rows.push({ ...(await bench.run(ceiling, 'echo', clients)), protocol: 'text' });
-			await ceiling.stop();
+			const servers = [ours(threads), memcached(threads), bareEcho(threads), ...(threads === 1 ? [node] : [])];
+			const [kernel, user, ceiling] = servers as [Server, Server, Server];
+			for (const one of servers) await one.start();
+			const jobs: Array<() => Promise<Row>> = [];
+			for (const clients of bench.clients) {
+				jobs.push(
+					() => bench.run(kernel, 'text', clients),
+					async () => ({ ...(await bench.run(ceiling, 'echo', clients)), protocol: 'text' }),
+					() => bench.run(kernel, 'memcached', clients),
+					() => bench.run(user, 'memcached', clients),
+					() => bench.memaslap(kernel, clients),
+					() => bench.memaslap(user, clients),
+				);
+				if (threads === 1) jobs.push(() => bench.run(node, 'text', clients));
+			}
+			const results: Row[][] = jobs.map(() => []);
+			for (let rep = 0; rep < bench.reps; rep++) {
+				for (const [i, job] of jobs.entries()) results[i]!.push(await job());
+			}
+			rows.push(...results.map(medianRow));
+			if (threads === n) latency.push(...(await bench.latencyTable([kernel, 'text'], [user, 'memcached'])));
+			for (const one of servers) await one.stop();
 		}
-		await node.start();
-		for (const clients of bench.clients) rows.push(await bench.run(node, 'text', clients));
-		await node.stop();
 
 		const order = (row: Row) =>
 			[
@@ -458,12 +492,13 @@ export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 
 		const header = [
 			`kernel-udp benchmark${options.quick ? ' (--quick: a smoke test, not a measurement)' : ''}`,
+			`host: ${os.cpus().length} cores shared with whatever else runs, load average ${loadBefore.toFixed(1)} at the start, ${os.loadavg()[0]!.toFixed(1)} at the end`,
 			`guest: ${facts.cpus} vCPUs under QEMU TCG, kernel ${facts.kernel}, clocksource ${facts.clocksource}; perf stat -e instructions: ${facts.perf}`,
-			`load: loadgen (bench/loadgen.c) in the same guest over 127.0.0.1, 50/50 insert/lookup (set/get) of 1 000 8-byte keys with 9-byte values, ${bench.window} requests in flight per client, ${bench.seconds} s per row; memaslap: 16-byte keys and values, 50/50 set/get, one request in flight per connection`,
+			`load: loadgen (bench/loadgen.c) in the same guest over 127.0.0.1, 50/50 insert/lookup (set/get) of 1 000 8-byte keys with 9-byte values, ${bench.window} requests in flight per client, ${bench.reps} × ${bench.seconds} s per row, the servers taking turns (the repetition with the median req/s is shown); memaslap: 16-byte keys and values, 50/50 set/get, one request in flight per connection`,
 		];
 		process.stdout.write(`${header.join('\n')}\n\n${throughputTable(rows)}\n\n`);
 		process.stdout.write(
-			`Mean latency per operation (ms), N closed-loop processes each doing one request at a time (udp_server threads=${n} on its text protocol, memcached -t ${n} on its UDP protocol):\n\n${latencyTable(latency)}\n`,
+			`Mean latency per operation (ms), N closed-loop processes each doing one request at a time, median of ${bench.reps} (udp_server threads=${n} on its text protocol, memcached -t ${n} on its UDP protocol):\n\n${latencyTable(latency)}\n`,
 		);
 		await writeFile(RESULTS_PATH, JSON.stringify({ facts, rows, latency, options }, null, 2));
 		if (!options.quick) {
