@@ -192,7 +192,7 @@ class Kvd {
 		}
 	}
 
-	/** Polls for a module to register with (every 100 ms); undefined when stopping. */
+	/** Polls for a module to register with (every 25 ms: a load waits on it); undefined when stopping. */
 	private async waitForModule(): Promise<string | undefined> {
 		while (!this.stopping) {
 			if (existsSync(this.proc('daemonpid'))) {
@@ -201,7 +201,7 @@ class Kvd {
 					return instance;
 				}
 			}
-			await sleep(100);
+			await sleep(25);
 		}
 		return undefined;
 	}
