@@ -100,8 +100,9 @@ export async function buildModule(name: ModuleName, headersDir: string): Promise
 	// next build (perhaps for another kernel) overwrites the .ko.
 	const { result, copy } = await withFileLock(path.join(dir, '.build.lock'), 300_000, async () => {
 		const buildDir = await kbuildPath(dir);
-		// CURDIR: the module's Makefile passes M=$(CURDIR), which make would otherwise set to the real path.
-		const made = await runProgram('make', ['-C', buildDir, `KDIR=${headersDir}`, `CURDIR=${buildDir}`], {
+		// KUDP_MODDIR: the module's Makefile passes it as M= (make's own CURDIR is the real path, and setting
+		// CURDIR on the command line would leak into the kernel's Makefile, which 6.12 refuses).
+		const made = await runProgram('make', ['-C', buildDir, `KDIR=${headersDir}`, `KUDP_MODDIR=${buildDir}`], {
 			reject: false,
 			all: true,
 			env: { LC_ALL: 'C' },
