@@ -16,7 +16,7 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, stat } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -192,12 +192,44 @@ export class Lab {
 			if (wanted && wanted !== running.kernel.release) {
 				log.warn(`the lab is already running ${running.kernel.release}, not KUDP_LAB_KERNEL=${wanted}: ./run down first to switch`);
 			}
+			await this.forgetRebuiltFiles();
 			return running;
 		}
 		await mkdir(this.dir, { recursive: true });
 		// One boot at a time per lab: parallel tests or two terminals may ask at once.
 		const lockPath = path.join(this.dir, 'boot.lock');
 		return withFileLock(lockPath, this.options.bootTimeoutMs + 30_000, async () => (await this.state()) ?? this.boot());
+	}
+
+	/**
+	 * The guest sees this machine's files through an overlay, which does not
+	 * expect its lower layer to change: after bin/bootstrap.sh replaces the
+	 * compiled files in dist/, the guest's cached names for them fail ("Cannot
+	 * find module", "Stale file handle") until they are dropped. So after each
+	 * rebuild (dist/.build-stamp is newer than what this lab last saw), the
+	 * guest forgets its cached names once, before it runs anything.
+	 */
+	private async forgetRebuiltFiles(): Promise<void> {
+		const stamp = await this.buildStamp();
+		const seen = Number(await readFile(this.buildStampSeen, 'utf8').catch(ifMissing('0')));
+		if (stamp === undefined || stamp <= seen) {
+			return;
+		}
+		const result = await qgaExec(this.qgaSocket, ['sh', '-c', 'echo 2 > /proc/sys/vm/drop_caches'], { timeoutMs: 10_000 });
+		if (result.exitCode !== 0) {
+			log.warn(`the lab could not drop its cached file names after a rebuild: ${result.stderr.trim()}`);
+			return;
+		}
+		await writeFileAtomically(this.buildStampSeen, String(stamp));
+	}
+
+	/** When the TypeScript was last compiled (bin/bootstrap.sh), or undefined. */
+	private async buildStamp(): Promise<number | undefined> {
+		return (await stat(path.join(this.options.root, 'dist', '.build-stamp')).catch(ifMissing(undefined)))?.mtimeMs;
+	}
+
+	private get buildStampSeen(): string {
+		return path.join(this.dir, 'build-stamp-seen');
 	}
 
 	private async boot(): Promise<LabState> {
@@ -247,6 +279,8 @@ export class Lab {
 			throw error;
 		}
 		state.bootSeconds = (Date.now() - started) / 1000;
+		// A fresh guest has no stale names: what it will see is this build.
+		await writeFileAtomically(this.buildStampSeen, String((await this.buildStamp()) ?? 0));
 		await this.saveState(state);
 		log.info(`the lab is up (${state.bootSeconds.toFixed(1)} s)`);
 		return state;

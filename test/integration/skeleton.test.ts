@@ -4,6 +4,8 @@
  */
 import { execa } from 'execa';
 import dgram from 'node:dgram';
+import { mkdtemp, rename, rm, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { UserError } from '../../src/errors.js';
@@ -243,5 +245,26 @@ labTest('a UDP port already taken on this machine is a clear error, and nothing 
 		t.is(await guest(t, 'grep -c "^udp_server" /proc/modules || true'), '0\n');
 	} finally {
 		squatter.close();
+	}
+});
+
+labTest('a file replaced on this machine by a rebuild is seen whole by the running lab', async t => {
+	// bin/bootstrap.sh replaces dist/ files by rename; the guest's overlay kept
+	// the old names ("Stale file handle", "Cannot find module") until the lab
+	// learned to drop them after each rebuild (dist/.build-stamp).
+	const dir = await mkdtemp(path.join(tmpdir(), 'kudp-rebuilt-'));
+	try {
+		const file = path.join(dir, 'compiled.js');
+		await writeFile(file, 'old\n');
+		t.is(await guest(t, `cat ${file}`), 'old\n');
+		await writeFile(`${file}.next`, 'new\n');
+		await rename(`${file}.next`, file);
+		const stamp = path.join(PROJECT_ROOT, 'dist', '.build-stamp');
+		const now = new Date();
+		await utimes(stamp, now, now);
+		await t.context.target.prepare();
+		t.is(await guest(t, `cat ${file}`), 'new\n');
+	} finally {
+		await rm(dir, { recursive: true, force: true });
 	}
 });
