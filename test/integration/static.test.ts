@@ -14,7 +14,7 @@ import { installedLabKernels, LAB_KERNEL_PACKAGES } from '../../src/lab/kernel.j
 import { PROJECT_ROOT } from '../../src/modules.js';
 import { withFileLock } from '../../src/lock.js';
 
-const MODULE_DIRS = ['server-module', 'client-module'];
+const MODULE_DIRS = ['server-module', 'client-module', 'bench/echo-module'];
 const CHECKPATCH_DIR = path.join(PROJECT_ROOT, '.lab/cache/checkpatch');
 
 /** scripts/checkpatch.pl and its data files, from Debian's kernel source package. */
