@@ -166,11 +166,7 @@ export interface FollowOptions extends KmsgSource {
  * polled: a blocking read would hold a libuv thread until the kernel's next
  * record, and neither closing the file nor destroying a stream ends it.
  */
-export async function followKmsg(
-	onRecord: (record: KmsgRecord) => void,
-	signal: AbortSignal,
-	options: FollowOptions = {},
-): Promise<void> {
+export async function followKmsg(onRecord: (record: KmsgRecord) => void, signal: AbortSignal, options: FollowOptions = {}): Promise<void> {
 	const file = await (options.open ?? openNonBlocking)(options.path ?? KMSG_DEVICE);
 	try {
 		const reader = new KmsgReader(file);

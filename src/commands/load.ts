@@ -46,15 +46,17 @@ export async function loadCommand(moduleName: string, params: string[], options:
 	const since = await lastLogSequence(target);
 	const follower = options.detach
 		? Promise.resolve()
-		: target.followKernelLog(
-				record => {
-					if (moduleLines([record], name).length > 0 || isProblem(record.text)) {
-						show(formatKmsg(record));
-					}
-				},
-				following.signal,
-				since,
-			).catch(error => log.warn(`stopped following the kernel log: ${(error as Error).message}`));
+		: target
+				.followKernelLog(
+					record => {
+						if (moduleLines([record], name).length > 0 || isProblem(record.text)) {
+							show(formatKmsg(record));
+						}
+					},
+					following.signal,
+					since,
+				)
+				.catch(error => log.warn(`stopped following the kernel log: ${(error as Error).message}`));
 
 	let loaded: Loaded;
 	try {

@@ -7,9 +7,7 @@ import { FakeTarget } from '../helpers/fake-target.js';
 const server: BuiltModule = {
 	name: 'udp_server',
 	ko: '/src/server-module/udp_server.ko',
-	specs: parseModinfoParams(
-		'port:UDP port (range 1-65535, default 3000) (uint)\nbind:Address (IPv4 address, default 127.0.0.1) (charp)',
-	),
+	specs: parseModinfoParams('port:UDP port (range 1-65535, default 3000) (uint)\nbind:Address (IPv4 address, default 127.0.0.1) (charp)'),
 };
 
 const notLoaded = (argv: string[]) => (argv[0] === 'test' ? { exitCode: 1 } : undefined);
