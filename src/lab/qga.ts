@@ -28,8 +28,15 @@ export const QGA_PORT_NAME = 'org.qemu.guest_agent.0';
 /** What the guest's commands get, as a login shell would set it; ExecOptions.env adds to it. */
 const BASE_ENV = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', TERM: 'xterm' };
 
-/** How long one reply may take before the guest counts as not answering. */
+/** How long one reply may take before the connection is tried again. */
 const REPLY_TIMEOUT_MS = 10_000;
+
+/**
+ * How long a running command's guest may stay silent, over several fresh
+ * connections, before it counts as not answering. An emulated guest on a
+ * busy 2-core machine can go quiet for seconds; a stuck one stays quiet.
+ */
+const SILENCE_LIMIT_MS = 60_000;
 
 /** A connection is released after this long so that other `./run` get their turn during a long command. */
 const HOLD_MS = 200;
@@ -256,9 +263,29 @@ export async function qgaExec(socketPath: string, argv: string[], options: ExecO
 	let heldSince = started;
 	let timedOut = false;
 	let killedAt = 0;
+	let answeredAt = started;
+	/** Asks for the command's status; a silent guest gets a fresh connection, up to SILENCE_LIMIT_MS. */
+	const poll = async (): Promise<ExecStatus> => {
+		for (;;) {
+			try {
+				const status = await connection.request<ExecStatus>('guest-exec-status', { pid });
+				answeredAt = Date.now();
+				return status;
+			} catch (error) {
+				if (!(error instanceof QgaTimeoutError) || Date.now() - answeredAt > SILENCE_LIMIT_MS) {
+					throw error;
+				}
+				connection.close();
+				connection = await QgaConnection.open(socketPath, REPLY_TIMEOUT_MS).catch(async opening => {
+					if (!(opening instanceof QgaTimeoutError) || Date.now() - answeredAt > SILENCE_LIMIT_MS) throw opening;
+					return QgaConnection.open(socketPath, SILENCE_LIMIT_MS - (Date.now() - answeredAt));
+				});
+			}
+		}
+	};
 	try {
 		for (let delay = 1; ; delay = Math.min(delay * 2, Date.now() - started > 2000 ? 50 : 20)) {
-			const status = await connection.request<ExecStatus>('guest-exec-status', { pid });
+			const status = await poll();
 			if (status.exited) {
 				const stdout = Buffer.from(status['out-data'] ?? '', 'base64');
 				const stderr = Buffer.from(status['err-data'] ?? '', 'base64');
