@@ -15,9 +15,10 @@ import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { freePort } from '../src/lab/lab.js';
-import { build, load, stopDaemon, unload } from '../src/lifecycle.js';
+import { stopDaemon } from '../src/kvd-control.js';
+import { build, load, unload } from '../src/lifecycle.js';
 import { PROJECT_ROOT } from '../src/modules.js';
-import { chooseTarget, LabTarget } from '../src/targets.js';
+import { chooseTarget, type Target } from '../src/targets.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
 const PORT = 3300;
@@ -40,7 +41,7 @@ async function compileLoadGenerator(): Promise<void> {
 	await promisify(execFile)('gcc', ['-O2', '-Wall', '-pthread', '-o', KVLOAD, path.join(PROJECT_ROOT, 'bench/kvload.c')]);
 }
 
-async function measure(target: LabTarget, mode: Row['mode'], clients: number): Promise<Row> {
+async function measure(target: Target, mode: Row['mode'], clients: number): Promise<Row> {
 	const result = await target.exec([KVLOAD, String(PORT), String(clients), String(SECONDS), `${mode}${clients}-`], {
 		timeoutMs: (SECONDS + 30) * 1000,
 	});
@@ -55,7 +56,6 @@ async function measure(target: LabTarget, mode: Row['mode'], clients: number): P
 export async function runDurableBenchmark(): Promise<Row[]> {
 	await compileLoadGenerator();
 	const target = await chooseTarget({ target: 'lab', lab: 'bench-durable' });
-	if (!(target instanceof LabTarget)) throw new Error('the benchmark runs in the lab');
 	await target.prepare();
 	const server = await build(target, 'udp_server');
 	await target.exec(['sh', '-c', `rm -f ${BACKUP} ${BACKUP}.log`], { timeoutMs: 10_000 });

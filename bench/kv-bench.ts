@@ -16,7 +16,7 @@ import { build } from '../src/lifecycle.js';
 import { log } from '../src/log.js';
 import { kbuildPath, PROJECT_ROOT } from '../src/modules.js';
 import { runProgram } from '../src/programs.js';
-import { chooseTarget, LabTarget } from '../src/targets.js';
+import { chooseTarget, type Target } from '../src/targets.js';
 import { latencySvg, MODDB, type Series } from './svg.js';
 
 export interface BenchOptions {
@@ -95,7 +95,7 @@ class Bench {
 	memaslapConfig = path.join(CACHE, 'memaslap.cfg');
 
 	constructor(
-		readonly target: LabTarget,
+		readonly target: Target,
 		readonly options: BenchOptions,
 	) {
 		this.seconds = options.seconds ?? (options.quick ? 0.5 : 2);
@@ -411,7 +411,6 @@ function latencyTable(points: LatencyPoint[]): string {
 export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 	process.env['KUDP_LAB_CPUS'] ??= '2';
 	const target = await chooseTarget({ target: 'lab', lab: options.lab ?? 'bench' });
-	if (!(target instanceof LabTarget)) throw new Error('the benchmark runs in the lab');
 	const bench = new Bench(target, options);
 	const loadBefore = os.loadavg()[0]!;
 	try {
@@ -517,6 +516,6 @@ export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 			process.stdout.write(`\nplot: ${path.relative(PROJECT_ROOT, SVG_PATH)}; raw results: ${path.relative(PROJECT_ROOT, RESULTS_PATH)}\n`);
 		}
 	} finally {
-		if (!options.keep) await target.lab.down();
+		if (!options.keep) await target.stop();
 	}
 }

@@ -25,6 +25,12 @@ export interface Target {
 	kernelRelease(): Promise<string>;
 	/** Makes the target ready (boots the lab). */
 	prepare(): Promise<void>;
+	/** Whether commands can run there now without prepare() (the lab is running). */
+	isUp(): Promise<boolean>;
+	/** Stops the target (powers the lab off); returns whether it was running. This machine's kernel never stops. */
+	stop(): Promise<boolean>;
+	/** The guest the target is, for `./run status` (undefined: this machine's kernel). */
+	guest(): Promise<GuestReport | undefined>;
 	/** Runs a command as root in the target. */
 	exec(argv: string[], options?: ExecOptions): Promise<ExecResult>;
 	/** Makes a built `.ko` loadable in the target; returns its path there. */
@@ -32,6 +38,8 @@ export interface Target {
 	/** Makes UDP guestPort reachable at 127.0.0.1:hostPort on this machine. */
 	exposeUdp(hostPort: number, guestPort: number): Promise<void>;
 	unexposeUdp(hostPort: number): Promise<void>;
+	/** Host port → the target's port, for every UDP port exposed now. */
+	exposedUdp(): Promise<Record<string, number>>;
 	/** Kernel log records so far (all of them, oldest first). */
 	kernelLog(): Promise<KmsgRecord[]>;
 	/**
@@ -40,6 +48,22 @@ export interface Target {
 	 * returns soon after the abort.
 	 */
 	followKernelLog(onRecord: (record: KmsgRecord) => void, signal: AbortSignal, since?: number): Promise<void>;
+}
+
+/** A lab guest as `./run status` shows it. */
+export interface GuestReport {
+	running: boolean;
+	name: string;
+	pid?: number;
+	bootedAt?: string;
+	bootSeconds?: number;
+	udpForwards?: Record<string, number>;
+	/** The guest's eth1 on the labs' private network (see src/lab/network.ts). */
+	network?: { address: string; prefixLength: number; mac: string };
+	/** The guest kernel's clocksource: tsc is fine-grained, refined-jiffies moves in 4 ms steps. */
+	clocksource?: string;
+	/** Where its kernel log is mirrored on this machine. */
+	kernelLog: string;
 }
 
 /** Why this machine's own kernel cannot take our modules, or undefined if it can. */
@@ -84,6 +108,18 @@ class LocalTarget implements Target {
 
 	async prepare(): Promise<void> {}
 
+	async isUp(): Promise<boolean> {
+		return true;
+	}
+
+	async stop(): Promise<boolean> {
+		return false;
+	}
+
+	async guest(): Promise<GuestReport | undefined> {
+		return undefined;
+	}
+
 	async exec(argv: string[], options: ExecOptions = {}): Promise<ExecResult> {
 		const [file = 'true', ...args] = argv;
 		const { execa } = await import('execa'); // ~80 ms to import: only when needed
@@ -113,6 +149,9 @@ class LocalTarget implements Target {
 
 	async exposeUdp(): Promise<void> {}
 	async unexposeUdp(): Promise<void> {}
+	async exposedUdp(): Promise<Record<string, number>> {
+		return {};
+	}
 
 	kernelLog(): Promise<KmsgRecord[]> {
 		return readKmsg();
@@ -150,6 +189,37 @@ class LabTarget implements Target {
 		await this.lab.up();
 	}
 
+	async isUp(): Promise<boolean> {
+		return (await this.lab.state()) !== undefined;
+	}
+
+	stop(): Promise<boolean> {
+		return this.lab.down();
+	}
+
+	async guest(): Promise<GuestReport> {
+		const state = await this.lab.state();
+		if (!state) {
+			return { running: false, name: this.lab.name, kernelLog: this.lab.kernelLog };
+		}
+		const clock = await this.exec(['cat', '/sys/devices/system/clocksource/clocksource0/current_clocksource'], { timeoutMs: 10_000 });
+		if (clock.exitCode !== 0) {
+			throw new UserError(`cannot read the lab's clocksource: ${clock.stderr.trim() || `exit code ${clock.exitCode}`}`);
+		}
+		const { address, prefixLength, mac } = state.network ?? {};
+		return {
+			running: true,
+			name: this.lab.name,
+			pid: state.qemuPid,
+			bootedAt: state.bootedAt,
+			bootSeconds: state.bootSeconds,
+			udpForwards: state.udpForwards,
+			...(address && prefixLength && mac ? { network: { address, prefixLength, mac } } : {}),
+			clocksource: clock.stdout.trim(),
+			kernelLog: this.lab.kernelLog,
+		};
+	}
+
 	exec(argv: string[], options?: ExecOptions): Promise<ExecResult> {
 		return this.lab.exec(argv, options);
 	}
@@ -173,6 +243,10 @@ class LabTarget implements Target {
 
 	unexposeUdp(hostPort: number): Promise<void> {
 		return this.lab.unforwardUdp(hostPort);
+	}
+
+	async exposedUdp(): Promise<Record<string, number>> {
+		return (await this.lab.state())?.udpForwards ?? {};
 	}
 
 	async kernelLog(): Promise<KmsgRecord[]> {

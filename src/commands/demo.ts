@@ -9,7 +9,7 @@ import { messageOf, UserError } from '../errors.js';
 import { formatKmsg, isProblem, type KmsgRecord } from '../kmsg.js';
 import { build, lastLogSequence, load, moduleLines, unload } from '../lifecycle.js';
 import { log } from '../log.js';
-import { chooseTarget, LabTarget, type Target, type TargetChoice } from '../targets.js';
+import { chooseTarget, type Target, type TargetChoice } from '../targets.js';
 import { ensureSystemPackages, putCommandsOnPath } from './setup.js';
 
 const DEMO_PORT = 3000;
@@ -39,7 +39,7 @@ export async function demoCommand(options: TargetChoice): Promise<void> {
 	await putCommandsOnPath();
 	const target = await chooseTarget(options);
 	log.info(`target: ${target.reason}`);
-	const labWasUp = target instanceof LabTarget && (await target.lab.state()) !== undefined;
+	const wasUp = await target.isUp();
 	const server = await build(target, 'udp_server');
 	const client = await build(target, 'udp_client');
 	await target.prepare();
@@ -79,7 +79,7 @@ export async function demoCommand(options: TargetChoice): Promise<void> {
 		succeeded = true;
 	} finally {
 		// Cleaning-up failures are logged; they fail the demo only if nothing failed before.
-		await cleanUp(target, labWasUp).catch(error => {
+		await cleanUp(target, wasUp).catch(error => {
 			if (succeeded) {
 				throw error;
 			}
@@ -92,7 +92,7 @@ export async function demoCommand(options: TargetChoice): Promise<void> {
  * booted. Every step is tried even if one fails (a stuck rmmod); each failure
  * is reported, and the first one fails the demo.
  */
-export async function cleanUp(target: Target, labWasUp: boolean, unloadModule: typeof unload = unload): Promise<void> {
+export async function cleanUp(target: Target, wasUp: boolean, unloadModule: typeof unload = unload): Promise<void> {
 	const failures: unknown[] = [];
 	const attempt = async (what: string, step: () => Promise<void>) => {
 		try {
@@ -112,10 +112,9 @@ export async function cleanUp(target: Target, labWasUp: boolean, unloadModule: t
 		});
 	}
 	await attempt(`removing the forward of UDP port ${DEMO_PORT}`, () => target.unexposeUdp(DEMO_PORT));
-	if (target instanceof LabTarget && !labWasUp) {
+	if (!wasUp) {
 		await attempt('stopping the lab', async () => {
-			await target.lab.down();
-			process.stdout.write('stopped the lab\n');
+			if (await target.stop()) process.stdout.write('stopped the lab\n');
 		});
 	}
 	if (failures.length > 0) {

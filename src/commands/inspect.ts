@@ -3,10 +3,10 @@
  * and managing the target.
  */
 import { formatKmsg } from '../kmsg.js';
-import { currentParams, type DaemonStatus, daemonPid, daemonStatus, isLoaded, stopLab } from '../lifecycle.js';
-import { UserError } from '../errors.js';
+import { type DaemonStatus, daemonPid, daemonStatus } from '../kvd-control.js';
+import { currentParams, isLoaded, stopTarget } from '../lifecycle.js';
 import { MODULES, type ModuleName } from '../modules.js';
-import { chooseTarget, LabTarget, type TargetChoice } from '../targets.js';
+import { chooseTarget, type GuestReport, type TargetChoice } from '../targets.js';
 
 export interface LogsOptions extends TargetChoice {
 	follow?: boolean;
@@ -22,7 +22,7 @@ export async function logsCommand(options: LogsOptions): Promise<void> {
 			process.stdout.write(`${options.raw ? record.text : formatKmsg(record)}\n`);
 		}
 	};
-	if (target instanceof LabTarget && !(await target.lab.state()) && !options.follow) {
+	if (!(await target.isUp()) && !options.follow) {
 		process.stderr.write('the lab is not running; this is the log of its last boot\n');
 	}
 	for (const record of await target.kernelLog()) {
@@ -40,19 +40,7 @@ export interface StatusReport {
 	target: string;
 	reason: string;
 	kernel: string;
-	lab?: {
-		running: boolean;
-		name: string;
-		pid?: number;
-		bootedAt?: string;
-		bootSeconds?: number;
-		udpForwards?: Record<string, number>;
-		/** The guest's eth1 on the labs' private network (see src/lab/network.ts). */
-		network?: { address: string; prefixLength: number; mac: string };
-		/** The guest kernel's clocksource: tsc is fine-grained, refined-jiffies moves in 4 ms steps. */
-		clocksource?: string;
-		kernelLog: string;
-	};
+	lab?: GuestReport;
 	modules: Record<string, { loaded: boolean; params?: Record<string, string> }>;
 	daemon?: { pid: number; status?: DaemonStatus };
 }
@@ -65,26 +53,11 @@ export async function statusCommand(options: TargetChoice & { json?: boolean }):
 		kernel: await target.kernelRelease(),
 		modules: {},
 	};
-	let reachable = true;
-	if (target instanceof LabTarget) {
-		const state = await target.lab.state();
-		reachable = state !== undefined;
-		report.lab = state
-			? {
-					running: true,
-					name: target.lab.name,
-					pid: state.qemuPid,
-					bootedAt: state.bootedAt,
-					bootSeconds: state.bootSeconds,
-					udpForwards: state.udpForwards,
-					...(state.network
-						? { network: { address: state.network.address, prefixLength: state.network.prefixLength, mac: state.network.mac } }
-						: {}),
-					clocksource: await clocksource(target),
-					kernelLog: target.lab.kernelLog,
-				}
-			: { running: false, name: target.lab.name, kernelLog: target.lab.kernelLog };
+	const guest = await target.guest();
+	if (guest) {
+		report.lab = guest;
 	}
+	const reachable = await target.isUp();
 	for (const name of Object.keys(MODULES) as ModuleName[]) {
 		const loaded = reachable && (await isLoaded(target, name));
 		report.modules[name] = loaded ? { loaded, params: await currentParams(target, name) } : { loaded };
@@ -138,17 +111,7 @@ export async function statusCommand(options: TargetChoice & { json?: boolean }):
 	process.stdout.write(`${lines.join('\n')}\n`);
 }
 
-const CLOCKSOURCE = '/sys/devices/system/clocksource/clocksource0/current_clocksource';
-
 /** The lab kernel's current clocksource (tsc, refined-jiffies...). */
-async function clocksource(target: LabTarget): Promise<string> {
-	const result = await target.exec(['cat', CLOCKSOURCE], { timeoutMs: 10_000 });
-	if (result.exitCode !== 0) {
-		throw new UserError(`cannot read the lab's clocksource: ${result.stderr.trim() || `exit code ${result.exitCode}`}`);
-	}
-	return result.stdout.trim();
-}
-
 export async function shellCommand(command: string[], options: TargetChoice): Promise<void> {
 	const target = await chooseTarget(options);
 	await target.prepare();
@@ -182,9 +145,7 @@ export async function shellCommand(command: string[], options: TargetChoice): Pr
 
 export async function downCommand(options: TargetChoice): Promise<void> {
 	const target = await chooseTarget({ ...options, target: 'lab' });
-	if (!(target instanceof LabTarget)) {
-		throw new UserError('./run down stops the lab, and the lab is not in use here');
-	}
-	const wasRunning = await stopLab(target);
-	process.stdout.write(wasRunning ? `stopped the lab "${target.lab.name}"\n` : `the lab "${target.lab.name}" was not running\n`);
+	const name = (await target.guest())?.name ?? 'default';
+	const wasRunning = await stopTarget(target);
+	process.stdout.write(wasRunning ? `stopped the lab "${name}"\n` : `the lab "${name}" was not running\n`);
 }

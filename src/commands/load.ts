@@ -4,10 +4,11 @@
  */
 import { createInterface } from 'node:readline';
 import { formatKmsg, isProblem } from '../kmsg.js';
-import { build, lastLogSequence, load, moduleLines, unload, type Loaded, type LoadRequest } from '../lifecycle.js';
+import { build, currentParams, lastLogSequence, load, moduleLines, unload, type Loaded, type LoadRequest } from '../lifecycle.js';
 import { log } from '../log.js';
 import { checkModuleName } from '../modules.js';
-import { chooseTarget, LabTarget, type Target, type TargetChoice } from '../targets.js';
+import { ROLES } from '../roles.js';
+import { chooseTarget, type Target, type TargetChoice } from '../targets.js';
 
 export interface LoadOptions extends TargetChoice {
 	detach?: boolean;
@@ -114,19 +115,22 @@ function waitForEnterOrInterrupt(): Promise<'enter' | 'interrupt'> {
 export async function unloadCommand(moduleName: string, options: TargetChoice): Promise<void> {
 	const name = checkModuleName(moduleName);
 	const target = await chooseTarget(options);
-	if (target instanceof LabTarget && !(await target.lab.state())) {
+	if (!(await target.isUp())) {
 		process.stdout.write(`${name} is not loaded (the lab is not running)\n`);
 		return;
 	}
+	const port = ROLES[name].udpPort;
+	const params = port ? await currentParams(target, name) : {};
 	const elapsed = await unload(target, name);
 	if (elapsed === undefined) {
 		process.stdout.write(`${name} is not loaded\n`);
 		return;
 	}
-	if (target instanceof LabTarget && name === 'udp_server') {
-		const state = await target.lab.state();
-		for (const hostPort of Object.keys(state?.udpForwards ?? {})) {
-			await target.lab.unforwardUdp(Number(hostPort));
+	if (port) {
+		// The forwards to its port go with it (the lab's; this kernel has none).
+		const served = Number(params[port.param] ?? port.fallback);
+		for (const [hostPort, targetPort] of Object.entries(await target.exposedUdp())) {
+			if (targetPort === served) await target.unexposeUdp(Number(hostPort));
 		}
 	}
 	process.stdout.write(`unloaded ${name} in ${elapsed.toFixed(0)} ms\n`);

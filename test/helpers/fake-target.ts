@@ -4,7 +4,7 @@
  */
 import type { ExecOptions, ExecResult } from '../../src/lab/agent-client.js';
 import type { KmsgRecord } from '../../src/kmsg.js';
-import type { Target, TargetKind } from '../../src/targets.js';
+import type { GuestReport, Target, TargetKind } from '../../src/targets.js';
 
 export type Responder = (argv: string[], options: ExecOptions) => Partial<ExecResult> | undefined;
 
@@ -30,6 +30,18 @@ export class FakeTarget implements Target {
 
 	async prepare(): Promise<void> {}
 
+	async isUp(): Promise<boolean> {
+		return true;
+	}
+
+	async stop(): Promise<boolean> {
+		return this.kind === 'lab';
+	}
+
+	async guest(): Promise<GuestReport | undefined> {
+		return this.kind === 'lab' ? { running: true, name: 'fake', kernelLog: '/nonexistent/kern.log' } : undefined;
+	}
+
 	async exec(argv: string[], options: ExecOptions = {}): Promise<ExecResult> {
 		this.commands.push(argv);
 		return { exitCode: 0, signal: null, timedOut: false, stdout: '', stderr: '', ...this.respond(argv, options) };
@@ -46,6 +58,10 @@ export class FakeTarget implements Target {
 	async unexposeUdp(hostPort: number): Promise<void> {
 		const index = this.exposed.findIndex(([port]) => port === hostPort);
 		if (index >= 0) this.exposed.splice(index, 1);
+	}
+
+	async exposedUdp(): Promise<Record<string, number>> {
+		return Object.fromEntries(this.exposed.map(([host, guest]) => [String(host), guest]));
 	}
 
 	async kernelLog(): Promise<KmsgRecord[]> {

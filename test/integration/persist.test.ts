@@ -7,7 +7,8 @@
  */
 import type { ExecutionContext } from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { daemonPid, daemonStatus, startDaemon, stopLab, unload } from '../../src/lifecycle.js';
+import { daemonPid, daemonStatus, startDaemon } from '../../src/kvd-control.js';
+import { stopTarget, unload } from '../../src/lifecycle.js';
 import { KvNetworkError, KvTimeoutError, request } from '../../user-client/client.js';
 import { guest, labTest, loadServer, useLab, type LabContext } from '../helpers/lab.js';
 
@@ -113,7 +114,7 @@ labTest('every acknowledged write survives a reload, a kvd restart and a lab res
 	await writeMany(server.port, model, 200, 'e');
 
 	// 3. `./run down` (kvd confirms everything and exits), and a fresh guest boots.
-	await stopLab(t.context.target);
+	await stopTarget(t.context.target);
 	await t.context.target.prepare();
 	server = await loadServer(t, [], { daemon: true, backup: BACKUP });
 	assertTable(t, await table(t), model, 'after a lab restart');

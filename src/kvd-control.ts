@@ -1,0 +1,152 @@
+/**
+ * The backup daemon kvd (daemon/kvd.ts) as seen from `./run`: start it in a
+ * target, make it leave a module before rmmod, stop it, and read what it
+ * says of itself. Used by udp_server's role (roles.ts).
+ */
+import path from 'node:path';
+import { UserError } from './errors.js';
+import { log } from './log.js';
+import { PROJECT_ROOT } from './modules.js';
+import type { Target } from './targets.js';
+
+export const DEFAULT_BACKUP = '/var/tmp/hashtable_backup.txt';
+const KVD_PID_FILE = '/run/kvd.pid';
+const KVD_LOG = '/var/log/kvd.log';
+const KVD_SCRIPT = path.join(PROJECT_ROOT, 'dist/daemon/kvd.js');
+/** Shell: the loaded copy of udp_server, as kvd names it (boot id + sysfs inode). */
+const KVD_INSTANCE = 'echo "$(cat /proc/sys/kernel/random/boot_id):$(stat -c %i /sys/module/udp_server 2>/dev/null)"';
+
+/** What kvd says of itself in /run/kvd.status (see daemon/kvd.ts). */
+export interface DaemonStatus {
+	pid: number;
+	state: string;
+	backup: string;
+	restored: number;
+	rejected: number;
+	rejectsFile?: string;
+	problems: string[];
+	error?: string;
+}
+
+/** The backup daemon's PID in the target, if it is running. */
+export async function daemonPid(target: Target): Promise<number | undefined> {
+	const result = await target.exec(['sh', '-c', `p=$(cat ${KVD_PID_FILE} 2>/dev/null) && kill -0 "$p" && echo "$p"`], {
+		timeoutMs: 10_000,
+	});
+	const pid = Number(result.stdout.trim());
+	return result.exitCode === 0 && pid > 0 ? pid : undefined;
+}
+
+/** kvd's status file, if it has one (it stays after kvd stops, saying so). */
+export async function daemonStatus(target: Target): Promise<DaemonStatus | undefined> {
+	const result = await target.exec(['cat', '/run/kvd.status'], { timeoutMs: 10_000 });
+	return result.exitCode === 0 && result.stdout.trim() ? (JSON.parse(result.stdout) as DaemonStatus) : undefined;
+}
+
+/**
+ * Makes sure kvd runs in the target (it starts once per boot and follows
+ * every udp_server loaded after it), then waits until it has registered with
+ * the loaded server, restored the backup into it and saved it: kvd names that
+ * copy of the module in /run/kvd.ready. Its log is /var/log/kvd.log.
+ */
+export async function startDaemon(target: Target, backup = DEFAULT_BACKUP): Promise<number> {
+	// One trip to the target when kvd runs already (the usual case): each costs ~0.2 s in the lab.
+	const script = [
+		'kvd=$(cat /run/kvd.pid 2>/dev/null)',
+		'if [ -n "$kvd" ] && kill -0 "$kvd" 2>/dev/null; then',
+		// A kvd that keeps another backup file: the caller restarts it ($4 is the file as JSON).
+		'  grep -qF "\\"backup\\":$4," /run/kvd.status || exit 3',
+		'else',
+		// A kvd killed outright leaves its files: they are not the new one's word.
+		'  rm -f /run/kvd.pid /run/kvd.ready',
+		// Paths as arguments, never in the script's text: the project path may have spaces.
+		`  setsid "$2" "$3" --backup "$1" >>${KVD_LOG} 2>&1 </dev/null &`,
+		'  kvd=$!',
+		'fi',
+		`want=$(${KVD_INSTANCE})`,
+		'for i in $(seq 1200); do',
+		'  [ "$(cat /run/kvd.ready 2>/dev/null)" = "$want" ] && { echo "$kvd"; cat /run/kvd.status; exit 0; }',
+		`  kill -0 $kvd 2>/dev/null || { tail -n 5 ${KVD_LOG} >&2; exit 1; }`,
+		'  sleep 0.05',
+		'done',
+		'exit 2',
+	].join('\n');
+	const run = () =>
+		// Node's first start in an emulated guest can take a while on a busy machine.
+		target.exec(['sh', '-c', script, 'kvd-start', backup, process.execPath, KVD_SCRIPT, JSON.stringify(backup)], {
+			timeoutMs: 150_000,
+		});
+	let result = await run();
+	if (result.exitCode === 3) {
+		log.info(`the running kvd keeps another backup file: restarting it for ${backup}`);
+		await stopDaemon(target);
+		result = await run();
+	}
+	if (result.exitCode !== 0) {
+		const reason = result.stderr
+			.split('\n')
+			.map(line => line.trim())
+			.filter(line => line.startsWith('kvd: '))
+			.at(-1);
+		const why = result.exitCode === 2 ? ': it was not ready within 60 s' : reason ? `: ${reason.slice(5)}` : '';
+		throw new UserError(`the backup daemon kvd did not start${why}`, {
+			hint: `its log in the target: ${KVD_LOG} (./run shell -- tail ${KVD_LOG})`,
+		});
+	}
+	const [pidLine = '', statusLine = ''] = result.stdout.split('\n');
+	const pid = Number(pidLine);
+	const status = statusLine ? (JSON.parse(statusLine) as DaemonStatus) : undefined;
+	if (status?.rejected) {
+		log.warn(`kvd could not restore ${status.rejected} entries; they are kept in ${status.rejectsFile} in the target`);
+	}
+	return pid;
+}
+
+/**
+ * Before rmmod: kvd (SIGUSR2) confirms every change it has read, leaves the
+ * module, and says so in /run/kvd.detached; it stays up for the next load.
+ * Returns whether kvd was there to leave.
+ */
+export async function detachDaemon(target: Target): Promise<boolean> {
+	const script = [
+		'pid=$(cat /run/kvd.pid 2>/dev/null) && kill -0 "$pid" 2>/dev/null || exit 3',
+		`want=$(${KVD_INSTANCE})`,
+		'rm -f /run/kvd.detached',
+		'kill -USR2 "$pid" || exit 3',
+		'for i in $(seq 300); do',
+		'  [ "$(cat /run/kvd.detached 2>/dev/null)" = "$want" ] && exit 0',
+		'  kill -0 "$pid" 2>/dev/null || exit 0',
+		'  sleep 0.05',
+		'done',
+		'echo "$pid"',
+		'exit 1',
+	].join('\n');
+	const result = await target.exec(['sh', '-c', script], { timeoutMs: 30_000 });
+	if (result.exitCode === 3) {
+		return false;
+	}
+	if (result.exitCode !== 0) {
+		throw new UserError(`the backup daemon (pid ${result.stdout.trim()}) did not confirm its last changes within 15 s`, {
+			hint: `the module is left loaded so no write is lost; see ${KVD_LOG} in the target`,
+		});
+	}
+	return true;
+}
+
+/** Stops kvd: it confirms every change it has read first (SIGTERM). */
+export async function stopDaemon(target: Target): Promise<boolean> {
+	const pid = await daemonPid(target);
+	if (!pid) {
+		return false;
+	}
+	const result = await target.exec(
+		['sh', '-c', `kill -TERM ${pid}; for i in $(seq 300); do kill -0 ${pid} 2>/dev/null || exit 0; sleep 0.05; done; exit 1`],
+		{ timeoutMs: 30_000 },
+	);
+	if (result.exitCode !== 0) {
+		throw new UserError(`the backup daemon (pid ${pid}) did not stop within 15 s`, {
+			hint: `the module is left loaded so no write is lost; see ${KVD_LOG} in the target`,
+		});
+	}
+	return true;
+}
