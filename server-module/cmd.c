@@ -38,21 +38,16 @@ void kudp_stats_sum(struct kudp_stats *sum)
 	}
 }
 
-/* A piece of the request: not NUL-terminated. */
-struct span {
-	const char *p;
-	size_t n;
-};
-
-static bool span_is(const struct span *s, const char *word)
+/* Whether the span is exactly @word. */
+bool kudp_span_is(const struct kudp_span *s, const char *word)
 {
 	return s->n == strlen(word) && !memcmp(s->p, word, s->n);
 }
 
 /* Skips spaces, then returns the word that follows (n == 0 at the end). */
-static struct span next_word(struct span *rest)
+struct kudp_span kudp_next_word(struct kudp_span *rest)
 {
-	struct span word;
+	struct kudp_span word;
 
 	while (rest->n && *rest->p == ' ') {
 		rest->p++;
@@ -67,7 +62,7 @@ static struct span next_word(struct span *rest)
 	return word;
 }
 
-static void skip_spaces_in(struct span *rest)
+static void skip_spaces_in(struct kudp_span *rest)
 {
 	while (rest->n && *rest->p == ' ') {
 		rest->p++;
@@ -184,7 +179,7 @@ static void reply_stats(struct kudp_reply *reply)
 	write_stats(reply, &sum);
 }
 
-static void do_lookup(const struct span *key, struct kudp_reply *reply)
+static void do_lookup(const struct kudp_span *key, struct kudp_reply *reply)
 {
 	/* The reply is "OK " + value + "\n", and must fit in len. */
 	size_t room = kudp_len - 4;
@@ -287,7 +282,7 @@ int kudp_delete(const char *key, size_t klen, u64 *seq)
 	return ret;
 }
 
-static void do_insert(const struct span *key, const struct span *value,
+static void do_insert(const struct kudp_span *key, const struct kudp_span *value,
 		      struct kudp_reply *reply)
 {
 	int ret;
@@ -300,7 +295,7 @@ static void do_insert(const struct span *key, const struct span *value,
 		reply_line(reply, 0, "%s\n", KUDP_OK);
 }
 
-static void do_delete(const struct span *key, struct kudp_reply *reply)
+static void do_delete(const struct kudp_span *key, struct kudp_reply *reply)
 {
 	int ret;
 
@@ -320,9 +315,9 @@ static void do_delete(const struct span *key, struct kudp_reply *reply)
  * Return: NULL, or the reason for an "ERR" reply (PROTOCOL.md, in the order
  * the checks are listed there).
  */
-static const char *parse_and_run(struct span rest, struct kudp_reply *reply)
+static const char *parse_and_run(struct kudp_span rest, struct kudp_reply *reply)
 {
-	struct span command, key;
+	struct kudp_span command, key;
 
 	/* netcat ends its line with "\n"; some tools send "\r\n". */
 	if (rest.n && rest.p[rest.n - 1] == '\n') {
@@ -335,32 +330,32 @@ static const char *parse_and_run(struct span rest, struct kudp_reply *reply)
 	if (has_control_bytes(rest.p, rest.n))
 		return KUDP_ERR_CONTROL;
 
-	command = next_word(&rest);
-	if (span_is(&command, KUDP_HELLO)) {
-		if (next_word(&rest).n)
+	command = kudp_next_word(&rest);
+	if (kudp_span_is(&command, KUDP_HELLO)) {
+		if (kudp_next_word(&rest).n)
 			return KUDP_ERR_EXTRA;
 		reply->greeting = true;
 		reply_line(reply, 0, "%s\n", KUDP_GOT_IT);
 		return NULL;
 	}
-	if (span_is(&command, KUDP_CMD_STATS)) {
-		if (next_word(&rest).n)
+	if (kudp_span_is(&command, KUDP_CMD_STATS)) {
+		if (kudp_next_word(&rest).n)
 			return KUDP_ERR_EXTRA;
 		reply_stats(reply);
 		return NULL;
 	}
-	if (!span_is(&command, KUDP_CMD_INSERT) &&
-	    !span_is(&command, KUDP_CMD_LOOKUP) &&
-	    !span_is(&command, KUDP_CMD_DELETE))
+	if (!kudp_span_is(&command, KUDP_CMD_INSERT) &&
+	    !kudp_span_is(&command, KUDP_CMD_LOOKUP) &&
+	    !kudp_span_is(&command, KUDP_CMD_DELETE))
 		return KUDP_ERR_UNKNOWN;
 
-	key = next_word(&rest);
+	key = kudp_next_word(&rest);
 	if (!key.n)
 		return KUDP_ERR_NO_KEY;
 	if (key.n > KUDP_MAX_KEY)
 		return KUDP_ERR_KEY_LONG;
 
-	if (span_is(&command, KUDP_CMD_INSERT)) {
+	if (kudp_span_is(&command, KUDP_CMD_INSERT)) {
 		/* The value is the rest of the line, inner spaces and all. */
 		skip_spaces_in(&rest);
 		if (!rest.n)
@@ -371,9 +366,9 @@ static const char *parse_and_run(struct span rest, struct kudp_reply *reply)
 		return NULL;
 	}
 
-	if (next_word(&rest).n)
+	if (kudp_next_word(&rest).n)
 		return KUDP_ERR_EXTRA;
-	if (span_is(&command, KUDP_CMD_LOOKUP))
+	if (kudp_span_is(&command, KUDP_CMD_LOOKUP))
 		do_lookup(&key, reply);
 	else
 		do_delete(&key, reply);
@@ -391,7 +386,7 @@ static const char *parse_and_run(struct span rest, struct kudp_reply *reply)
  */
 void kudp_execute(const char *req, size_t size, struct kudp_reply *reply)
 {
-	struct span request = { .p = req, .n = size };
+	struct kudp_span request = { .p = req, .n = size };
 	const char *reason;
 
 	kudp_count(requests);

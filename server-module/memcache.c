@@ -63,12 +63,6 @@ static void mc_header(char *header, u16 id, u16 seq, u16 count)
 	mc_put16(header + 6, 0);
 }
 
-/* A piece of the request: not NUL-terminated. */
-struct mc_span {
-	const char *p;
-	size_t n;
-};
-
 /* The reply being built, in the worker's reply buffer after the header. */
 struct mc_reply {
 	char *buf;
@@ -101,29 +95,6 @@ static void mc_error(struct mc_reply *r, const char *line)
 	mc_line(r, line);
 }
 
-/* Skips spaces, then returns the word that follows (n == 0 at the end). */
-static struct mc_span mc_word(struct mc_span *rest)
-{
-	struct mc_span word;
-
-	while (rest->n && *rest->p == ' ') {
-		rest->p++;
-		rest->n--;
-	}
-	word.p = rest->p;
-	while (rest->n && *rest->p != ' ') {
-		rest->p++;
-		rest->n--;
-	}
-	word.n = rest->p - word.p;
-	return word;
-}
-
-static bool mc_is(const struct mc_span *s, const char *word)
-{
-	return s->n == strlen(word) && !memcmp(s->p, word, s->n);
-}
-
 /*
  * The table keeps lines ("KEY VALUE" in /proc/hashtable, the journal and
  * the backup), so no key or value may break one. memcached's own rule is
@@ -134,14 +105,14 @@ static bool mc_breaks_line(const char *p, size_t n)
 	return memchr(p, '\n', n) || memchr(p, '\r', n) || memchr(p, '\0', n);
 }
 
-static bool mc_key_ok(const struct mc_span *key)
+static bool mc_key_ok(const struct kudp_span *key)
 {
 	return key->n && key->n <= KUDP_MAX_KEY &&
 	       !mc_breaks_line(key->p, key->n);
 }
 
 /* A decimal number that fits in a long; false for anything else. */
-static bool mc_number(const struct mc_span *word, long *value)
+static bool mc_number(const struct kudp_span *word, long *value)
 {
 	char text[24];
 
@@ -167,14 +138,14 @@ static u32 mc_expires(long exptime)
 }
 
 /* get KEY... and gets KEY...: every key found, then END. */
-static void mc_get(struct mc_span rest, bool with_cas, struct mc_reply *r)
+static void mc_get(struct kudp_span rest, bool with_cas, struct mc_reply *r)
 {
-	struct mc_span key;
+	struct kudp_span key;
 	struct kv_meta meta;
 	char *value;
 	int vlen, n;
 
-	for (key = mc_word(&rest); key.n; key = mc_word(&rest)) {
+	for (key = kudp_next_word(&rest); key.n; key = kudp_next_word(&rest)) {
 		if (!mc_key_ok(&key)) {
 			mc_error(r, "CLIENT_ERROR bad command line format");
 			return;
@@ -207,22 +178,22 @@ static void mc_get(struct mc_span rest, bool with_cas, struct mc_reply *r)
 }
 
 /* set|add|replace KEY FLAGS EXPTIME BYTES [noreply], then the data block. */
-static void mc_store(struct mc_span rest, struct mc_span data,
+static void mc_store(struct kudp_span rest, struct kudp_span data,
 		     enum kv_mode mode, struct mc_reply *r)
 {
-	struct mc_span key = mc_word(&rest);
-	struct mc_span flags = mc_word(&rest);
-	struct mc_span exptime = mc_word(&rest);
-	struct mc_span bytes = mc_word(&rest);
-	struct mc_span noreply = mc_word(&rest);
+	struct kudp_span key = kudp_next_word(&rest);
+	struct kudp_span flags = kudp_next_word(&rest);
+	struct kudp_span exptime = kudp_next_word(&rest);
+	struct kudp_span bytes = kudp_next_word(&rest);
+	struct kudp_span noreply = kudp_next_word(&rest);
 	long f, e, b;
 	struct kv_meta meta;
 	int ret;
 
 	if (!mc_key_ok(&key) || !mc_number(&flags, &f) || f < 0 ||
 	    f > U32_MAX || !mc_number(&exptime, &e) || !mc_number(&bytes, &b) ||
-	    b < 0 || mc_word(&rest).n ||
-	    (noreply.n && !mc_is(&noreply, "noreply"))) {
+	    b < 0 || kudp_next_word(&rest).n ||
+	    (noreply.n && !kudp_span_is(&noreply, "noreply"))) {
 		mc_error(r, "CLIENT_ERROR bad command line format");
 		return;
 	}
@@ -260,14 +231,14 @@ static void mc_store(struct mc_span rest, struct mc_span data,
 	}
 }
 
-static void mc_delete(struct mc_span rest, struct mc_reply *r)
+static void mc_delete(struct kudp_span rest, struct mc_reply *r)
 {
-	struct mc_span key = mc_word(&rest);
-	struct mc_span noreply = mc_word(&rest);
+	struct kudp_span key = kudp_next_word(&rest);
+	struct kudp_span noreply = kudp_next_word(&rest);
 	int ret;
 
-	if (!mc_key_ok(&key) || mc_word(&rest).n ||
-	    (noreply.n && !mc_is(&noreply, "noreply"))) {
+	if (!mc_key_ok(&key) || kudp_next_word(&rest).n ||
+	    (noreply.n && !kudp_span_is(&noreply, "noreply"))) {
 		mc_error(r, "CLIENT_ERROR bad command line format");
 		return;
 	}
@@ -282,24 +253,24 @@ static void mc_delete(struct mc_span rest, struct mc_reply *r)
 }
 
 /* One command: its line (without the line end), then what follows it. */
-static void mc_execute(struct mc_span line, struct mc_span data,
+static void mc_execute(struct kudp_span line, struct kudp_span data,
 		       struct mc_reply *r)
 {
-	struct mc_span command = mc_word(&line);
+	struct kudp_span command = kudp_next_word(&line);
 
-	if (mc_is(&command, "get"))
+	if (kudp_span_is(&command, "get"))
 		mc_get(line, false, r);
-	else if (mc_is(&command, "gets"))
+	else if (kudp_span_is(&command, "gets"))
 		mc_get(line, true, r);
-	else if (mc_is(&command, "set"))
+	else if (kudp_span_is(&command, "set"))
 		mc_store(line, data, KV_SET, r);
-	else if (mc_is(&command, "add"))
+	else if (kudp_span_is(&command, "add"))
 		mc_store(line, data, KV_ADD, r);
-	else if (mc_is(&command, "replace"))
+	else if (kudp_span_is(&command, "replace"))
 		mc_store(line, data, KV_REPLACE, r);
-	else if (mc_is(&command, "delete"))
+	else if (kudp_span_is(&command, "delete"))
 		mc_delete(line, r);
-	else if (mc_is(&command, "version"))
+	else if (kudp_span_is(&command, "version"))
 		mc_line(r, "VERSION kernel-udp");
 	else
 		mc_error(r, "ERROR");
@@ -362,7 +333,7 @@ void kudp_mc_serve(struct kudp_worker *w, struct sockaddr_in *from,
 		.buf = w->reply + MC_HEADER,
 		.room = KUDP_MC_REPLY_MAX - MC_HEADER,
 	};
-	struct mc_span line, data;
+	struct kudp_span line, data;
 	const char *end;
 	u16 id;
 

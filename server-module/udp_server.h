@@ -96,6 +96,15 @@ struct kudp_reply {
 	u64 seq;
 };
 
+/* A piece of a request: not NUL-terminated (cmd.c, for both protocols). */
+struct kudp_span {
+	const char *p;
+	size_t n;
+};
+
+bool kudp_span_is(const struct kudp_span *s, const char *word);
+struct kudp_span kudp_next_word(struct kudp_span *rest);
+
 /* What memcached keeps with a value besides the value (memcache.c). */
 struct kv_meta {
 	u32 flags;

@@ -23,6 +23,8 @@
 #include <linux/in.h>
 #include <net/sock.h>
 
+#include "kudp_kthread.h"
+
 #define ECHO_MAX_THREADS 64
 #define ECHO_MAX_DATAGRAM 2048
 
@@ -42,18 +44,6 @@ struct echo_worker {
 
 static struct echo_worker *workers;
 static unsigned int nr_workers;
-
-/* After the socket is shut down: wait for kthread_stop() without spinning. */
-static void idle_until_stopped(void)
-{
-	for (;;) {
-		set_current_state(TASK_INTERRUPTIBLE);
-		if (kthread_should_stop())
-			break;
-		schedule();
-	}
-	__set_current_state(TASK_RUNNING);
-}
 
 static int echo_thread(void *data)
 {
@@ -83,7 +73,7 @@ static int echo_thread(void *data)
 		kernel_sendmsg(w->sock, &msg, &iov, 1, ret);
 		cond_resched();
 	}
-	idle_until_stopped();
+	kudp_idle_until_stopped();
 	return 0;
 }
 
