@@ -20,6 +20,8 @@ export interface Target {
 	readonly kind: TargetKind;
 	/** One line: what the target is and why it was chosen. */
 	readonly reason: string;
+	/** Its name in a sentence: `this machine's kernel`, `the lab "default"`. */
+	readonly place: string;
 	/** Kernel headers the modules must be built against. */
 	headersDir(): Promise<string>;
 	kernelRelease(): Promise<string>;
@@ -96,6 +98,7 @@ function ignoreMissing<T>(fallback: T): (error: unknown) => T {
 
 class LocalTarget implements Target {
 	readonly kind = 'local';
+	readonly place = "this machine's kernel";
 	constructor(readonly reason: string) {}
 
 	async headersDir(): Promise<string> {
@@ -171,6 +174,10 @@ class LabTarget implements Target {
 		labName?: string,
 	) {
 		this.lab = new Lab(labName === undefined ? { root: PROJECT_ROOT } : { root: PROJECT_ROOT, name: labName });
+	}
+
+	get place(): string {
+		return `the lab "${this.lab.name}"`;
 	}
 
 	async headersDir(): Promise<string> {

@@ -145,7 +145,7 @@ export async function shellCommand(command: string[], options: TargetChoice): Pr
 
 export async function downCommand(options: TargetChoice): Promise<void> {
 	const target = await chooseTarget({ ...options, target: 'lab' });
-	const name = (await target.guest())?.name ?? 'default';
+	// Only names: a stuck guest must not keep ./run down from stopping it.
 	const wasRunning = await stopTarget(target);
-	process.stdout.write(wasRunning ? `stopped the lab "${name}"\n` : `the lab "${name}" was not running\n`);
+	process.stdout.write(wasRunning ? `stopped ${target.place}\n` : `${target.place} was not running\n`);
 }

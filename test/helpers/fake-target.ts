@@ -11,6 +11,7 @@ export type Responder = (argv: string[], options: ExecOptions) => Partial<ExecRe
 /** A lab by default; `new FakeTarget(respond, 'local')` plays this machine's kernel. */
 export class FakeTarget implements Target {
 	readonly reason = 'a fake target for unit tests';
+	readonly place = 'a fake target';
 	readonly commands: string[][] = [];
 	readonly exposed: Array<[number, number]> = [];
 	log: KmsgRecord[] = [];
