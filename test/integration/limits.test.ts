@@ -185,3 +185,35 @@ labTest('a history too large for max_bytes is refused at load, with the reason',
 	await waitForLog(t.context.target, since, /^udp_server: history=65536 needs 524288 bytes, more than max_bytes=16384$/);
 	t.is(await guest(t, 'grep -c ^udp_server /proc/modules || true'), '0\n');
 });
+
+labTest('the journal for a daemon that does not read stays within its stated 4 MiB, then asks for a snapshot', async t => {
+	await loadServer(t, ['len=8192', 'max_bytes=67108864']);
+	// A daemon that registers and then falls behind: 1 200 changes of about 4 KiB each, about 4.8 MiB of lines.
+	const script = `${PROC_WRITER}
+open('/proc/daemonpid', 'w').write(str(os.getpid()))
+journal = os.open('/proc/kvjournal', os.O_RDWR | os.O_NONBLOCK)
+for i in range(1200):
+    assert run('insert k%d %s' % (i, 'v' * 4000)) == 'ok'
+queued = b''
+while True:
+    try:
+        chunk = os.read(journal, 8 << 20)
+    except BlockingIOError:
+        break
+    if not chunk:
+        break
+    queued += chunk
+lines = queued.split(b'\\n')[:-1]
+print(len(queued), lines[0].decode(), len(lines))
+open('/proc/daemonpid', 'w').write('0')
+`;
+	const result = await t.context.target.exec(['python3', '-'], { input: script, timeoutMs: 120_000 });
+	t.is(result.exitCode, 0, result.stderr);
+	const [bytes = '', first = '', seq = '', count = ''] = result.stdout.trim().split(' ');
+	t.log(`queued ${bytes} bytes in ${count} lines, the first: ${first} ${seq}`);
+	t.true(Number(bytes) <= 4 * 1024 * 1024, `${bytes} bytes were queued`);
+	t.is(seq, 'snapshot', 'the queue gave way to a snapshot');
+	t.true(Number(first) > 0 && Number(first) <= 1200);
+	// Nothing lost: the snapshot covers changes up to N, and the lines after it are the rest.
+	t.is(Number(count) - 1, 1200 - Number(first));
+});
