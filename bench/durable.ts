@@ -2,32 +2,24 @@
  * Benchmark: insert throughput of udp_server with durable=1 (each reply waits
  * for kvd's fdatasync) against the default (replies at once, kvd follows),
  * for 1, 8 and 32 closed-loop clients, with kvd running in both. The load
- * generator is bench/kvload.c, compiled here with gcc and run inside the lab
- * guest over loopback, so QEMU's user network is not what is measured.
+ * generator is the benchmark's own (bench/loadgen.c: inserts only, one in
+ * flight per client), run inside the lab guest over loopback, so QEMU's user
+ * network is not what is measured.
  *
  *   node dist/bench/durable.js      (BENCH_SECONDS=5 by default)
  *
  * Prints a table; compare the rows of one run (the machine is shared and
  * the guest's CPU is emulated).
  */
-import { execFile } from 'node:child_process';
-import { mkdir, rm } from 'node:fs/promises';
-import path from 'node:path';
-import { promisify } from 'node:util';
 import { freePort } from '../src/lab/lab.js';
 import { stopDaemon } from '../src/kvd-control.js';
 import { build, load, unload } from '../src/lifecycle.js';
-import { PROJECT_ROOT } from '../src/modules.js';
 import { chooseTarget, type Target } from '../src/targets.js';
+import { compileLoadgen } from './kv-bench.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
 const PORT = 3300;
 const BACKUP = '/var/tmp/bench-durable-backup.txt';
-// Outside dist/ (./run drops files there that tsc did not make), and a name
-// of its own each run: a guest that saw an older binary under the same name
-// gets "Stale file handle" from its cached virtiofs lookup.
-const KVLOAD = path.join(PROJECT_ROOT, `.lab/kvload-${process.pid}`);
-
 interface Row {
 	mode: 'default' | 'durable';
 	clients: number;
@@ -36,25 +28,21 @@ interface Row {
 	timedOut: number;
 }
 
-async function compileLoadGenerator(): Promise<void> {
-	await mkdir(path.dirname(KVLOAD), { recursive: true });
-	await promisify(execFile)('gcc', ['-O2', '-Wall', '-pthread', '-o', KVLOAD, path.join(PROJECT_ROOT, 'bench/kvload.c')]);
-}
-
-async function measure(target: Target, mode: Row['mode'], clients: number): Promise<Row> {
-	const result = await target.exec([KVLOAD, String(PORT), String(clients), String(SECONDS), `${mode}${clients}-`], {
+/** Closed-loop inserts (bench/loadgen.c, one request in flight per client) for SECONDS. */
+async function measure(target: Target, loadgen: string, mode: Row['mode'], clients: number): Promise<Row> {
+	const result = await target.exec([loadgen, 'run', String(PORT), 'text', 'w', String(clients), '1', String(SECONDS)], {
 		timeoutMs: (SECONDS + 30) * 1000,
 	});
-	const fields = result.stdout.trim().split(' ').map(Number);
-	if (result.exitCode !== 0 || fields.length !== 4 || fields.some(Number.isNaN)) {
-		throw new Error(`kvload failed (${result.exitCode}): ${result.stderr.trim() || result.stdout.trim()}`);
+	const line = result.stdout.trim().split('\n').at(-1) ?? '';
+	if (result.exitCode !== 0 || !line.startsWith('{')) {
+		throw new Error(`loadgen failed (${result.exitCode}): ${result.stderr.trim() || result.stdout.trim()}`);
 	}
-	const [ok, notOk, timedOut, seconds] = fields as [number, number, number, number];
-	return { mode, clients, perSecond: ok / seconds, notOk, timedOut };
+	const { answered, refused, lost, seconds } = JSON.parse(line) as { answered: number; refused: number; lost: number; seconds: number };
+	return { mode, clients, perSecond: (answered - refused) / seconds, notOk: refused, timedOut: lost };
 }
 
 export async function runDurableBenchmark(): Promise<Row[]> {
-	await compileLoadGenerator();
+	const loadgen = await compileLoadgen();
 	const target = await chooseTarget({ target: 'lab', lab: 'bench-durable' });
 	await target.prepare();
 	const server = await build(target, 'udp_server');
@@ -71,13 +59,12 @@ export async function runDurableBenchmark(): Promise<Row[]> {
 				backup: BACKUP,
 			});
 			for (const clients of [1, 8, 32]) {
-				rows.push(await measure(target, mode, clients));
+				rows.push(await measure(target, loadgen, mode, clients));
 			}
 			await unload(target, 'udp_server');
 		}
 	} finally {
 		await stopDaemon(target);
-		await rm(KVLOAD, { force: true });
 	}
 	return rows;
 }

@@ -262,7 +262,7 @@ function log2Percentiles(total: string): { p50_us: number; p99_us: number; p999_
 	return { p50_us: at(0.5), p99_us: at(0.99), p999_us: at(0.999) };
 }
 
-async function compileLoadgen(): Promise<string> {
+export async function compileLoadgen(): Promise<string> {
 	const source = path.join(PROJECT_ROOT, 'bench/loadgen.c');
 	const hash = createHash('sha256')
 		.update(await readFile(source))
