@@ -48,9 +48,11 @@ if kill -0 $pid 2>/dev/null; then
 	interrupt) kill -INT $pid ;;
 	esac
 fi
-exec 3>&-
+# stdin stays open until ./run is done: a terminal's Ctrl-C does not close
+# it, and ./run takes the end of its input for Enter, as run.sh's read did.
 wait $pid
 code=$?
+exec 3>&-
 cat "$dir/out"
 echo "exit=$code"
 `;
