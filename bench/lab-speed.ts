@@ -1,7 +1,8 @@
 /**
  * How fast the edit → load → try loop is, before → after: the lab's boot,
- * `./run shell -- true`, a reload of an unchanged module and a reload after
- * editing one .c file, each the median of several runs. Both columns come
+ * `./run shell -- true`, a reload of an unchanged module without and with
+ * the backup daemon kvd, and a reload after editing one .c file, each the
+ * median of several runs. Both columns come
  * from one run on this machine: each revision is checked out into a
  * temporary git worktree (sharing this checkout's npm packages) and driven
  * through its own `./run`, one after the other, so they never compete for
@@ -42,6 +43,7 @@ interface Timing {
 	boot: number[];
 	shell: number[];
 	reload: number[];
+	reloadKvd: number[];
 	edited: number[];
 }
 
@@ -88,7 +90,7 @@ async function worktree(revision: string): Promise<string> {
 }
 
 async function measure(root: string, label: string): Promise<Timing> {
-	const timing: Timing = { boot: [], shell: [], reload: [], edited: [] };
+	const timing: Timing = { boot: [], shell: [], reload: [], reloadKvd: [], edited: [] };
 	const load = ['udp_server', 'port=3100', '--no-daemon', '--detach'];
 	const say = (text: string) => process.stderr.write(`[${label}] ${text}\n`);
 	try {
@@ -108,6 +110,13 @@ async function measure(root: string, label: string): Promise<Timing> {
 		for (let i = 0; i < RUNS; i++) {
 			timing.reload.push((await runIn(root, load)).seconds);
 		}
+		// With kvd: the first load starts it (not counted), the next ones find it running.
+		const withKvd = load.filter(arg => arg !== '--no-daemon');
+		await runIn(root, withKvd);
+		for (let i = 0; i < RUNS; i++) {
+			timing.reloadKvd.push((await runIn(root, withKvd)).seconds);
+		}
+		await runIn(root, load); // --no-daemon stops kvd again
 		for (let i = 0; i < RUNS; i++) {
 			// A new comment each time: new content, so a real rebuild (a cache may not skip it).
 			await appendFile(path.join(root, 'server-module', 'main.c'), `/* lab-speed edit ${process.pid}-${i} */\n`);
@@ -159,8 +168,11 @@ try {
 		row('lab boot (QEMU start → ready for commands)', 'boot'),
 		row('`./run shell -- true`', 'shell'),
 		row('reload, module unchanged (`--no-daemon --detach`)', 'reload'),
+		row('reload, module unchanged, kvd running (`--detach`)', 'reloadKvd'),
 		row('reload after editing one `.c` file', 'edited'),
 	];
+	const kvdCost = (timing: Timing) => `${(median(timing.reloadKvd) - median(timing.reload)).toFixed(2)} s`;
+	table.push('', `What kvd adds to a reload (median with kvd − median without): before ${kvdCost(old)}, after ${kvdCost(now)}.`);
 	process.stdout.write(`${table.join('\n')}\n`);
 	if (BOOTS > 0) {
 		const lines = await bootReliability(after, BOOTS);

@@ -9,7 +9,8 @@
  *   following  read /proc/kvjournal, append each batch to the change log,
  *              fdatasync once, write back the batch's last number (group
  *              commit; with durable=1 that releases the replies)
- *   ──journal EOF (unload) or SIGUSR2 (./run is about to unload)──▶ waiting
+ *   ──journal EOF (unload: the module waits for kvd to confirm its last
+ *     changes first)──▶ waiting
  *
  * "N snapshot" (first after registering, or when kvd fell 4 MiB behind)
  * makes a new base from /proc/hashtable. When the change log outgrows the
@@ -24,8 +25,7 @@
  *
  * State for ./run, in --run-dir (default /run, so it goes with the boot):
  * kvd.pid; kvd.status (JSON: state, restored, rejected, rejects file);
- * kvd.ready (the module copy kvd follows, once the backup is restored into it);
- * kvd.detached (the copy it left on SIGUSR2, the go-ahead for rmmod).
+ * kvd.ready (the module copy kvd follows, once the backup is restored into it).
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { closeSync, constants, existsSync, fdatasyncSync, openSync, readSync, writeFileSync, writeSync } from 'node:fs';
@@ -105,9 +105,8 @@ class Kvd {
 	private status: Status;
 	private stopping = false;
 	private leaving = false;
-	/** The module copy kvd must not register with again (it left it). */
+	/** The module copy kvd must not register with again (it is being unloaded). */
 	private detachedFrom: string | undefined;
-	private following: string | undefined;
 
 	// The backup as kvd has it on disk, and the table it describes.
 	private entries = new Map<string, string>();
@@ -185,14 +184,13 @@ class Kvd {
 			} catch (error) {
 				log.error({ err: error }, `following ${this.options.module} failed; trying again in 1 s`);
 				await this.setStatus({ state: 'failed', error: (error as Error).message });
-				this.following = undefined;
 				await rm(this.run('ready'), { force: true });
 				await sleep(1000);
 			}
 		}
 	}
 
-	/** Polls for a module to register with (every 25 ms: a load waits on it); undefined when stopping. */
+	/** Polls for a module to register with (every 10 ms: a load waits on it); undefined when stopping. */
 	private async waitForModule(): Promise<string | undefined> {
 		while (!this.stopping) {
 			if (existsSync(this.proc('daemonpid'))) {
@@ -201,7 +199,7 @@ class Kvd {
 					return instance;
 				}
 			}
-			await sleep(25);
+			await sleep(10);
 		}
 		return undefined;
 	}
@@ -215,8 +213,7 @@ class Kvd {
 			}
 			throw error;
 		}
-		this.following = instance;
-		this.leaving = this.stopping || this.detachedFrom === instance;
+		this.leaving = this.stopping;
 		const journal = openSync(this.proc('kvjournal'), constants.O_RDWR | constants.O_NONBLOCK);
 		try {
 			await this.setStatus({ state: 'restoring', instance, restored: 0, rejected: 0, problems: [] });
@@ -234,10 +231,8 @@ class Kvd {
 			}
 			await this.finishCompaction(true);
 			this.detachedFrom = instance;
-			this.following = undefined;
 			await rm(this.run('ready'), { force: true });
 			await this.setStatus({ state: this.stopping ? 'stopped' : 'detached' });
-			await writeFile(this.run('detached'), `${instance}\n`);
 			log.info({ instance, batches: this.batches }, how === 'left' ? 'left the module' : 'the module was unloaded');
 		} finally {
 			closeSync(journal);
@@ -342,8 +337,11 @@ class Kvd {
 				try {
 					n = readSync(journal, buffer);
 				} catch (error) {
-					if ((error as NodeJS.ErrnoException).code === 'EAGAIN') break;
-					throw error;
+					const code = (error as NodeJS.ErrnoException).code;
+					if (code === 'EAGAIN') break;
+					// EIO: the module removed the file between two reads, after its last line.
+					if (code !== 'EIO') throw error;
+					n = 0;
 				}
 				if (n === 0) {
 					eof = true;
@@ -400,7 +398,12 @@ class Kvd {
 			this.append(batch);
 		}
 		if (last > 0) {
-			writeSync(journal, String(last));
+			try {
+				writeSync(journal, String(last));
+			} catch (error) {
+				// EIO: the module is gone (it waited 5 s for this); the changes are on disk all the same.
+				if ((error as NodeJS.ErrnoException).code !== 'EIO') throw error;
+			}
 		}
 		this.batches++;
 		this.maybeCompact(instance);
@@ -509,18 +512,7 @@ class Kvd {
 		log.info({ entries: this.entries.size, logBytesBefore: before, logBytes: this.logBytes }, 'compacted');
 	}
 
-	/** SIGUSR2 from ./run before rmmod: confirm everything, unregister, and wait for the next copy. */
-	async detach(): Promise<void> {
-		const instance = await this.instance().catch(() => undefined);
-		this.detachedFrom = instance;
-		if (this.following && this.following === instance) {
-			this.leaving = true; // follow() acknowledges once it has left
-		} else {
-			await writeFile(this.run('detached'), `${instance ?? ''}\n`);
-		}
-	}
-
-	/** SIGTERM: leave as detach() does, then exit. */
+	/** SIGTERM: confirm every change read, leave the module, then exit. */
 	stop(): void {
 		this.stopping = true;
 		this.leaving = true;
@@ -548,23 +540,21 @@ function absolutePath(value: string): string {
 const program = new Command('kvd')
 	.description("Back up udp_server's key-value table to a file and restore it into each newly loaded copy of the module.")
 	.option('--backup <file>', 'the backup file (its change log is <file>.log)', absolutePath, DEFAULT_BACKUP)
-	.option('--run-dir <dir>', 'where kvd.pid, kvd.status, kvd.ready and kvd.detached go', absolutePath, '/run')
+	.option('--run-dir <dir>', 'where kvd.pid, kvd.status and kvd.ready go', absolutePath, '/run')
 	.option('--proc <dir>', 'where the module’s /proc files are', absolutePath, '/proc')
 	.option('--module <name>', 'the server module', 'udp_server')
 	.addHelpText(
 		'after',
 		`
 Run as root, once per boot; it registers with each udp_server loaded after it.
-Logs are JSON lines on stderr. SIGUSR2: leave the loaded module (before rmmod).
-SIGTERM: leave it and exit; either way every change read is on disk first.`,
+Logs are JSON lines on stderr. An unload of the module waits (up to 5 s) for
+kvd to save its last changes. SIGTERM: save every change read, leave the
+module and exit.`,
 	)
 	.action(async (options: Options) => {
 		const kvd = new Kvd(options);
 		process.on('SIGTERM', () => kvd.stop());
 		process.on('SIGINT', () => kvd.stop());
-		process.on('SIGUSR2', () => {
-			kvd.detach().catch(error => log.error({ err: error }, 'detach failed'));
-		});
 		try {
 			await kvd.start();
 			await kvd.loop();

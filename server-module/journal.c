@@ -26,9 +26,13 @@
  *
  * A read blocks until there is a line (or returns -EAGAIN with O_NONBLOCK;
  * poll() works), hands out whole lines only, and returns 0 once the module
- * is being unloaded. With durable=1, replies to changes wait until the daemon
- * writes back a number at least theirs: one fsync of the daemon answers all
- * the changes it read in one go (group commit).
+ * is being unloaded. An unload first gives a registered daemon up to
+ * KUDP_DRAIN_TIMEOUT to confirm the changes it has not yet saved, so that
+ * an rmmod, by hand or not, loses nothing a live daemon can save.
+ *
+ * With durable=1, replies to changes wait until the daemon writes back a
+ * number at least theirs: one fsync of the daemon answers all the changes it
+ * read in one go (group commit).
  *
  * Restoring a backup is not a stream of commands: /proc/kvrestore inserts
  * "KEY VALUE" lines (keys and values as in the protocol, whatever len is now)
@@ -57,6 +61,9 @@
 #define KUDP_JOURNAL_MAX	SZ_4M
 /* The largest /proc/kvrestore write taken at once. */
 #define KUDP_RESTORE_MAX	SZ_1M
+
+/* How long an unload waits for the daemon to save the last changes. */
+#define KUDP_DRAIN_TIMEOUT	(5 * HZ)
 
 /* Room before a change's text for its number: 20 digits and a space. */
 #define JOURNAL_PREFIX		21
@@ -435,13 +442,44 @@ out_exists:
 }
 
 /*
- * Wakes a daemon blocked in a read and writers waiting for their change to
- * be on disk, so that remove_proc_entry(), which waits for them, returns.
+ * At unload, once no change can come: waits until the registered daemon has
+ * confirmed every change, it unregisters or exits, or KUDP_DRAIN_TIMEOUT
+ * passes. A daemon that exits is noticed within a tenth of a second.
+ */
+static void journal_drain(void)
+{
+	unsigned long deadline = jiffies + KUDP_DRAIN_TIMEOUT;
+	u64 last;
+
+	spin_lock(&journal_lock);
+	last = journal_seq;
+	spin_unlock(&journal_lock);
+	while (!kudp_journal_synced(last) && READ_ONCE(journal_on) &&
+	       kudp_daemon_registered()) {
+		if (time_after(jiffies, deadline)) {
+			pr_warn("kvd did not save the last %llu changes in %d s\n",
+				last - atomic64_read(&journal_synced),
+				KUDP_DRAIN_TIMEOUT / HZ);
+			return;
+		}
+		wait_event_timeout(synced_wait, kudp_journal_synced(last),
+				   HZ / 10);
+	}
+}
+
+/*
+ * Lets the daemon save the last changes, then wakes a daemon blocked in a
+ * read and writers waiting for their change to be on disk, so that
+ * remove_proc_entry(), which waits for them, returns.
+ *
+ * Context: the caller makes sure no change can come (workers stopped,
+ * /proc/ht removed).
  */
 void kudp_journal_exit(void)
 {
 	LIST_HEAD(dropped);
 
+	journal_drain();
 	spin_lock(&journal_lock);
 	journal_closing = true;
 	journal_drop_locked(&dropped);

@@ -636,9 +636,11 @@ out_put_memcg:
 /*
  * The reverse of init, starting with what lets work in: the shutdown makes
  * each thread's receive return at once, so kthread_stop() does not wait for
- * a datagram. The /proc files go next (remove_proc_entry() waits for readers
- * and writers inside them, and kudp_journal_exit() wakes those that wait),
- * then the sockets, and only then, with nobody left to reach it, the table.
+ * a datagram. The /proc files go next: a registered backup daemon first
+ * saves the last changes (at most KUDP_DRAIN_TIMEOUT, in journal.c), then
+ * remove_proc_entry() waits for readers and writers inside them, and
+ * kudp_journal_exit() wakes those that wait. Then the sockets, and only
+ * then, with nobody left to reach it, the table.
  */
 static void __exit udp_server_exit(void)
 {

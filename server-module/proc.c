@@ -414,10 +414,11 @@ void kudp_proc_exit(void)
 {
 	unsigned int i;
 
+	/* No change can come now; the daemon saves the last ones. */
+	remove_proc_entry("ht", NULL);
 	kudp_journal_exit();
 	remove_proc_entry("daemonpid", NULL);
 	remove_proc_entry("hashtable", NULL);
-	remove_proc_entry("ht", NULL);
 	mutex_lock(&kvd_mutex);
 	kvd_set(NULL);
 	mutex_unlock(&kvd_mutex);

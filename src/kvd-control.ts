@@ -64,10 +64,10 @@ export async function startDaemon(target: Target, backup = DEFAULT_BACKUP): Prom
 		'  kvd=$!',
 		'fi',
 		`want=$(${KVD_INSTANCE})`,
-		'for i in $(seq 1200); do',
+		'for i in $(seq 6000); do',
 		'  [ "$(cat /run/kvd.ready 2>/dev/null)" = "$want" ] && { echo "$kvd"; cat /run/kvd.status; exit 0; }',
 		`  kill -0 $kvd 2>/dev/null || { tail -n 5 ${KVD_LOG} >&2; exit 1; }`,
-		'  sleep 0.05',
+		'  sleep 0.01',
 		'done',
 		'exit 2',
 	].join('\n');
@@ -100,37 +100,6 @@ export async function startDaemon(target: Target, backup = DEFAULT_BACKUP): Prom
 		log.warn(`kvd could not restore ${status.rejected} entries; they are kept in ${status.rejectsFile} in the target`);
 	}
 	return pid;
-}
-
-/**
- * Before rmmod: kvd (SIGUSR2) confirms every change it has read, leaves the
- * module, and says so in /run/kvd.detached; it stays up for the next load.
- * Returns whether kvd was there to leave.
- */
-export async function detachDaemon(target: Target): Promise<boolean> {
-	const script = [
-		'pid=$(cat /run/kvd.pid 2>/dev/null) && kill -0 "$pid" 2>/dev/null || exit 3',
-		`want=$(${KVD_INSTANCE})`,
-		'rm -f /run/kvd.detached',
-		'kill -USR2 "$pid" || exit 3',
-		'for i in $(seq 300); do',
-		'  [ "$(cat /run/kvd.detached 2>/dev/null)" = "$want" ] && exit 0',
-		'  kill -0 "$pid" 2>/dev/null || exit 0',
-		'  sleep 0.05',
-		'done',
-		'echo "$pid"',
-		'exit 1',
-	].join('\n');
-	const result = await target.exec(['sh', '-c', script], { timeoutMs: 30_000 });
-	if (result.exitCode === 3) {
-		return false;
-	}
-	if (result.exitCode !== 0) {
-		throw new UserError(`the backup daemon (pid ${result.stdout.trim()}) did not confirm its last changes within 15 s`, {
-			hint: `the module is left loaded so no write is lost; see ${KVD_LOG} in the target`,
-		});
-	}
-	return true;
 }
 
 /** Stops kvd: it confirms every change it has read first (SIGTERM). */

@@ -105,14 +105,13 @@ export async function stopTarget(target: Target): Promise<boolean> {
 
 /**
  * Unloads a module; returns how long rmmod took, or undefined if it was not
- * loaded. The server's backup daemon leaves it first, with every change on
- * disk, and stays up for the next load.
+ * loaded. The server's unload waits for its backup daemon to save the last
+ * changes (up to 5 s); the daemon stays up for the next load.
  */
 export async function unload(target: Target, name: ModuleName): Promise<number | undefined> {
 	if (!(await isLoaded(target, name))) {
 		return undefined;
 	}
-	await ROLES[name].beforeUnload?.(target);
 	const started = performance.now();
 	const result = await target.exec(['rmmod', name], { timeoutMs: UNLOAD_TIMEOUT_MS });
 	const elapsed = performance.now() - started;

@@ -3,7 +3,7 @@
  * one place. lifecycle.ts does the same make → insmod → rmmod for every
  * module and calls these hooks; a target (targets.ts) knows nothing of them.
  */
-import { DEFAULT_BACKUP, detachDaemon, startDaemon, stopDaemon } from './kvd-control.js';
+import { DEFAULT_BACKUP, startDaemon, stopDaemon } from './kvd-control.js';
 import { log } from './log.js';
 import type { ModuleName } from './modules.js';
 import type { Target } from './targets.js';
@@ -29,8 +29,6 @@ export interface ModuleRole {
 	beforeLoad?(context: LoadContext): Promise<void>;
 	/** After insmod: returns what to tell the user of it, if anything. */
 	afterLoad?(context: LoadContext): Promise<{ daemonPid?: number; backup?: string }>;
-	/** Before rmmod. */
-	beforeUnload?(target: Target): Promise<void>;
 	/** Before the target stops (`./run down`): nothing acknowledged may be lost. */
 	beforeStop?(target: Target): Promise<void>;
 }
@@ -53,11 +51,7 @@ const server: ModuleRole = {
 		}
 		return { daemonPid: await startDaemon(target, backup), backup };
 	},
-	async beforeUnload(target) {
-		if (await detachDaemon(target)) {
-			log.info('the backup daemon kvd has every change on disk and left the module');
-		}
-	},
+	// Nothing before rmmod: the module's unload waits for kvd to save the last changes (journal.c).
 	async beforeStop(target) {
 		await stopDaemon(target).catch(error => log.warn(`could not stop kvd: ${(error as Error).message}`));
 	},

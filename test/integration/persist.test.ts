@@ -1,16 +1,16 @@
 /**
  * The backup daemon kvd (issue 11): one kvd per boot follows every module
  * reload; restore is linear and never blocks a load; nothing acknowledged is
- * lost on reload, kvd restart or lab restart; a hard kill of the guest loses
+ * lost on reload, rmmod by hand, kvd restart or lab restart; a hard kill of the guest loses
  * at most 1 s of writes by default and nothing with durable=1; refused and
  * damaged lines are kept in a rejects file.
  */
 import type { ExecutionContext } from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { daemonPid, daemonStatus, startDaemon } from '../../src/kvd-control.js';
-import { stopTarget, unload } from '../../src/lifecycle.js';
+import { lastLogSequence, stopTarget, unload } from '../../src/lifecycle.js';
 import { KvNetworkError, KvTimeoutError, request } from '../../user-client/client.js';
-import { guest, labTest, loadServer, useLab, type LabContext } from '../helpers/lab.js';
+import { guest, labTest, loadServer, useLab, waitForLog, type LabContext } from '../helpers/lab.js';
 
 useLab(import.meta.url);
 
@@ -124,6 +124,45 @@ labTest('every acknowledged write survives a reload, a kvd restart and a lab res
 	t.is(await daemonPid(t.context.target), undefined, '--no-daemon stopped kvd');
 	t.is((await table(t)).size, 0);
 	await unload(t.context.target, 'udp_server');
+});
+
+labTest('an rmmod by hand waits for kvd to save the last changes; a stopped kvd holds it ≤ 5 s, a dead one not at all', async t => {
+	await guest(t, `rm -f ${FILES}`);
+	const model = new Map<string, string>();
+	let server = await loadServer(t, [], { daemon: true, backup: BACKUP });
+	await writeMany(server.port, model, 200, 'a');
+
+	// kvd paused: 50 more inserts are acknowledged and queued, not saved. Then rmmod
+	// by hand (no ./run, no signal to kvd), and kvd resumes 0.5 s into the unload.
+	const rmmod = (script: string) =>
+		guest(t, `${script}\ns=$(date +%s%N); rmmod udp_server; e=$(date +%s%N); echo $(( (e - s) / 1000000 ))`);
+	await guest(t, 'kill -STOP "$(cat /run/kvd.pid)"');
+	await writeMany(server.port, model, 50, 'b');
+	const waited = Number(await rmmod('(sleep 0.5; kill -CONT "$(cat /run/kvd.pid)") &'));
+	t.log(`rmmod waited ${waited} ms for kvd to save the last 50 changes`);
+	t.true(waited >= 400, `rmmod returned after ${waited} ms, before kvd could have saved anything`);
+	server = await loadServer(t, [], { daemon: true, backup: BACKUP });
+	assertTable(t, await table(t), model, 'after an rmmod by hand');
+
+	// A kvd that stays stopped: the unload goes on after 5 s and says what was lost.
+	const since = await lastLogSequence(t.context.target);
+	await guest(t, 'kill -STOP "$(cat /run/kvd.pid)"');
+	for (let i = 0; i < 3; i++) t.is(await send(server.port, `insert lost${i} v`), 'OK\n');
+	const stuck = Number(await rmmod(''));
+	t.log(`with kvd stopped, rmmod took ${stuck} ms`);
+	t.true(stuck >= 4500 && stuck < 9000, `rmmod took ${stuck} ms, not about 5 s`);
+	await waitForLog(t.context.target, since, /^udp_server: kvd did not save the last 3 changes in 5 s$/);
+	await guest(t, 'kill -CONT "$(cat /run/kvd.pid)"');
+	server = await loadServer(t, [], { daemon: true, backup: BACKUP });
+	const after = await table(t);
+	assertTable(t, after, model, 'after an unload with kvd stopped');
+
+	// A kvd killed outright is noticed at once: nothing to wait for.
+	await send(server.port, 'insert late v');
+	await guest(t, 'kill -9 "$(cat /run/kvd.pid)"; rm -f /run/kvd.pid; sleep 0.2');
+	const dead = Number(await rmmod(''));
+	t.log(`with kvd killed, rmmod took ${dead} ms`);
+	t.true(dead < 3000, `rmmod took ${dead} ms with no daemon left to wait for`);
 });
 
 labTest('100 000 entries: a v1 backup restores in ≤ 5 s whatever len is, a reload is ready in ≤ 10 s, a hard kill loses ≤ 1 s', async t => {
