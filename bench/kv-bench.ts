@@ -55,6 +55,8 @@ interface Measured {
 	gen_cpu_s: number;
 	guest_busy_s: number;
 	guest_total_s: number;
+	/** CPU seconds of the server's own threads (loadgen's LOADGEN_SERVER). */
+	server_cpu_s: number;
 }
 
 export interface Row extends Measured {
@@ -79,6 +81,8 @@ interface LatencyPoint {
 
 interface Server {
 	name: string;
+	/** What its processes are called (kernel threads: "udp_server/0"...): loadgen measures their CPU time. */
+	comm: string;
 	threads: number;
 	/** The protocols it answers, on which port. */
 	ports: Partial<Record<'text' | 'memcached' | 'echo', number>>;
@@ -123,15 +127,15 @@ class Bench {
 		}
 	}
 
-	async loadgen_(args: (string | number)[], seconds: number): Promise<Measured> {
-		const out = await this.guest(`${q(this.loadgen)} run ${args.join(' ')}`, (seconds + 60) * 1000);
+	async loadgen_(args: (string | number)[], seconds: number, comm = ''): Promise<Measured> {
+		const out = await this.guest(`LOADGEN_SERVER=${q(comm)} ${q(this.loadgen)} run ${args.join(' ')}`, (seconds + 60) * 1000);
 		return JSON.parse(out.trim().split('\n').at(-1) ?? '') as Measured;
 	}
 
 	async run(server: Server, protocol: 'text' | 'memcached' | 'echo', clients: number): Promise<Row> {
 		const port = server.ports[protocol]!;
 		const wire = protocol === 'memcached' ? 'mc' : protocol;
-		const measured = await this.loadgen_([port, wire, 'rw', clients, this.window, this.seconds], this.seconds);
+		const measured = await this.loadgen_([port, wire, 'rw', clients, this.window, this.seconds], this.seconds, server.comm);
 		const row: Row = {
 			...measured,
 			server: server.name,
@@ -150,7 +154,7 @@ class Bench {
 		const seconds = Math.max(1, Math.round(this.seconds));
 		const threads = Math.min(clients, 2);
 		const out = await this.guest(
-			`${q(this.loadgen)} exec memcaslap -s 127.0.0.1:${port} -U -T ${threads} -c ${clients} -t ${seconds}s -S ${seconds}s -F ${q(this.memaslapConfig)}`,
+			`LOADGEN_SERVER=${q(server.comm)} ${q(this.loadgen)} exec memcaslap -s 127.0.0.1:${port} -U -T ${threads} -c ${clients} -t ${seconds}s -S ${seconds}s -F ${q(this.memaslapConfig)}`,
 			(seconds + 120) * 1000,
 		);
 		const wrapper = JSON.parse(/^LOADGEN (.*)$/m.exec(out)?.[1] ?? 'null') as Measured | null;
@@ -170,6 +174,7 @@ class Bench {
 			gen_cpu_s: wrapper.gen_cpu_s,
 			guest_busy_s: wrapper.guest_busy_s,
 			guest_total_s: wrapper.guest_total_s,
+			server_cpu_s: wrapper.server_cpu_s,
 			server: server.name,
 			protocol: 'memcached',
 			threads: server.threads,
@@ -241,6 +246,11 @@ function cpuPerRequest(row: Measured): number {
 	return ((row.guest_busy_s - row.gen_cpu_s) / row.answered) * 1e6;
 }
 
+/** CPU microseconds of the server's own threads per request served. */
+function serverCpuPerRequest(row: Measured): number {
+	return (row.server_cpu_s / row.answered) * 1e6;
+}
+
 /**
  * Percentiles from memaslap's "Log2 Dist" (rows "4: a b c d" count the
  * latencies in [2^4, 2^5), [2^5, 2^6) ... µs): the upper edge of the bucket.
@@ -296,6 +306,7 @@ function kernelServer(bench: Bench, name: string, ko: string, threads: number, p
 	const module = path.basename(ko).startsWith('udp_echo') ? 'udp_echo' : 'udp_server';
 	return {
 		name,
+		comm: module,
 		threads,
 		ports,
 		async start() {
@@ -308,10 +319,11 @@ function kernelServer(bench: Bench, name: string, ko: string, threads: number, p
 	};
 }
 
-function processServer(bench: Bench, name: string, threads: number, ports: Server['ports'], command: string): Server {
+function processServer(bench: Bench, name: string, comm: string, threads: number, ports: Server['ports'], command: string): Server {
 	let pid = '';
 	return {
 		name,
+		comm,
 		threads,
 		ports,
 		async start() {
@@ -351,8 +363,8 @@ function throughputTable(rows: Row[]): string {
 	const echoOf = (row: Row) =>
 		rows.find(other => other.server === 'udp_echo' && other.threads === row.threads && other.clients === row.clients);
 	const lines = [
-		'| generator | server | protocol | threads | clients | req/s | (range) | p50 µs | p99 µs | p99.9 µs | loss | ÷ memcached | CPU µs/req | CPU ÷ memcached | CPU ÷ echo | generator CPU | guest busy |',
-		'| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+		'| generator | server | protocol | threads | clients | req/s | (range) | p50 µs | p99 µs | p99.9 µs | loss | ÷ memcached | CPU µs/req | CPU ÷ memcached | CPU ÷ echo | server threads µs/req | threads ÷ memcached | threads ÷ echo | generator CPU | guest busy |',
+		'| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
 	];
 	for (const row of rows) {
 		const mc = memcachedOf(row);
@@ -376,6 +388,9 @@ function throughputTable(rows: Row[]): string {
 				fmt(cpuPerRequest(row), 1),
 				mc && mc !== row ? `${fmt(cpuPerRequest(row) / cpuPerRequest(mc), 2)}×` : '',
 				echo && echo !== row && row.generator === 'loadgen' ? `${fmt(cpuPerRequest(row) / cpuPerRequest(echo), 2)}×` : '',
+				fmt(serverCpuPerRequest(row), 1),
+				mc && mc !== row ? `${fmt(serverCpuPerRequest(row) / serverCpuPerRequest(mc), 2)}×` : '',
+				echo && echo !== row && row.generator === 'loadgen' ? `${fmt(serverCpuPerRequest(row) / serverCpuPerRequest(echo), 2)}×` : '',
 				`${fmt((100 * row.gen_cpu_s) / row.guest_total_s)}%`,
 				`${fmt((100 * row.guest_busy_s) / row.guest_total_s)}%`,
 			]
@@ -434,6 +449,7 @@ export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 			processServer(
 				bench,
 				'memcached',
+				'memcached',
 				threads,
 				{ memcached: MEMCACHED_PORT },
 				`memcached -U ${MEMCACHED_PORT} -p 0 -l 127.0.0.1 -t ${threads} -u root -m 64`,
@@ -441,6 +457,7 @@ export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 		const node = processServer(
 			bench,
 			'node dgram',
+			'node',
 			1,
 			{ text: NODE_PORT },
 			`${q(process.execPath)} ${q(path.join(PROJECT_ROOT, 'dist/bench/userspace-server.js'))} ${NODE_PORT}`,

@@ -23,7 +23,10 @@
  * latency percentiles in microseconds, the generator's CPU seconds
  * (getrusage) and the whole guest's busy and total CPU seconds over the
  * same interval (total: vCPUs times wall time; busy: total less the idle
- * time of /proc/stat).
+ * time of /proc/stat). With LOADGEN_SERVER=NAME in the environment it also
+ * prints the CPU seconds the server's own threads ran over the interval:
+ * every task of each process whose name starts with NAME (a kernel thread
+ * is a process of its own, "udp_server/0").
  *
  * Matching replies: memcached frames carry a request ID. Our text protocol
  * does not, but each client's socket is served in order by one server
@@ -34,6 +37,8 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -372,8 +377,62 @@ static void *work(void *arg)
 }
 
 struct cpu {
-	double idle, at;
+	double idle, at, server;
 };
+
+/*
+ * The CPU seconds run so far by the threads of the processes named
+ * `prefix`*: the first field of /proc/PID/task/TID/schedstat, which the
+ * scheduler keeps in nanoseconds (not tick samples). Softirq work is
+ * charged to the task it interrupted (no IRQ_TIME_ACCOUNTING), so the
+ * server's threads also carry the loopback delivery of the replies they
+ * send.
+ */
+static double server_seconds(const char *prefix)
+{
+	unsigned long long total = 0, ns;
+	struct dirent *p, *t;
+	char path[600], comm[64];
+	DIR *procs, *tasks;
+	FILE *f;
+
+	if (!prefix || !*prefix)
+		return 0;
+	procs = opendir("/proc");
+	if (!procs)
+		die("loadgen: /proc");
+	while ((p = readdir(procs))) {
+		if (!isdigit((unsigned char)p->d_name[0]))
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/comm", p->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (!fgets(comm, sizeof(comm), f))
+			comm[0] = '\0';
+		fclose(f);
+		if (strncmp(comm, prefix, strlen(prefix)))
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/task", p->d_name);
+		tasks = opendir(path);
+		if (!tasks)
+			continue;
+		while ((t = readdir(tasks))) {
+			if (!isdigit((unsigned char)t->d_name[0]))
+				continue;
+			snprintf(path, sizeof(path), "/proc/%s/task/%s/schedstat", p->d_name, t->d_name);
+			f = fopen(path, "r");
+			if (!f)
+				continue;
+			if (fscanf(f, "%llu", &ns) == 1)
+				total += ns;
+			fclose(f);
+		}
+		closedir(tasks);
+	}
+	closedir(procs);
+	return total / 1e9;
+}
 
 /*
  * The whole guest's idle time so far (idle and iowait, the first line of
@@ -393,6 +452,7 @@ static struct cpu guest_cpu(void)
 	fclose(f);
 	cpu.idle = (v[3] + v[4]) / (double)sysconf(_SC_CLK_TCK);
 	cpu.at = now();
+	cpu.server = server_seconds(getenv("LOADGEN_SERVER"));
 	return cpu;
 }
 
@@ -409,8 +469,8 @@ static void print_cpu(double gen, struct cpu a, struct cpu b)
 {
 	double total = (b.at - a.at) * sysconf(_SC_NPROCESSORS_ONLN);
 
-	printf("\"gen_cpu_s\":%.3f,\"guest_busy_s\":%.3f,\"guest_total_s\":%.3f}\n", gen, total - (b.idle - a.idle),
-	       total);
+	printf("\"gen_cpu_s\":%.3f,\"guest_busy_s\":%.3f,\"guest_total_s\":%.3f,\"server_cpu_s\":%.4f}\n", gen,
+	       total - (b.idle - a.idle), total, b.server - a.server);
 }
 
 static int parse_proto(const char *s)

@@ -60,7 +60,9 @@ test('./run bench --quick measures every row', async t => {
 		// req/s, p50, p99, CPU µs/req, generator CPU share: each a number, req/s above zero.
 		t.true(number(cells[5]) > 0, `${name}: req/s ${cells[5]}`);
 		for (const column of [7, 8, 12]) t.false(Number.isNaN(number(cells[column])), `${name}: column ${column} is ${cells[column]}`);
-		t.regex(cells[16] ?? '', /^\d+%$/, `${name}: generator CPU share`);
+		// The server's own threads ran: loadgen found them by name (0 would mean it measured nobody).
+		t.true(number(cells[15]) > 0, `${name}: server threads µs/req ${cells[15]}`);
+		t.regex(cells[19] ?? '', /^\d+%$/, `${name}: generator CPU share`);
 		t.regex(cells[10] ?? '', /^\d+\.\d\d%$/, `${name}: loss`);
 	}
 
