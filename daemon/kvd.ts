@@ -18,19 +18,22 @@
  * goes on appending (compaction, as Redis rewrites its AOF). The file
  * formats are in backup.ts.
  *
- * The journal is read with O_NONBLOCK: a blocking read would sit in a libuv
- * thread that nothing can wake, and Node cannot exit while it does. When the
- * journal is empty kvd polls again at once, then every millisecond, then
- * every 10 ms once idle.
+ * The journal is read with a blocking read in one of libuv's threads: an
+ * idle kvd costs nothing, and a change is read as soon as it is queued (it
+ * used to poll without blocking; each empty read threw an EAGAIN error whose
+ * stack trace cost milliseconds of the emulated CPU). To leave, kvd
+ * unregisters, and the module answers that read with the lines queued
+ * before, then end of file.
  *
  * State for ./run, in --run-dir (default /run, so it goes with the boot):
  * kvd.pid; kvd.status (JSON: state, restored, rejected, rejects file);
  * kvd.ready (the module copy kvd follows, once the backup is restored into it).
  */
 import { Command, InvalidArgumentError } from 'commander';
-import { closeSync, constants, existsSync, fdatasyncSync, openSync, readSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, fdatasyncSync, openSync, read, writeFileSync, writeSync } from 'node:fs';
 import { copyFile, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { writeFileAtomically } from '../src/files.js';
@@ -52,8 +55,9 @@ import { COMPACT_MIN, compactionDue, loadBackup, REFUSED, restoreText, writeReje
 const DEFAULT_BACKUP = '/var/tmp/hashtable_backup.txt';
 /** The most bytes of lines one /proc/kvrestore write carries. */
 export const RESTORE_CHUNK = 256 * 1024;
-/** A batch stops growing here, to be committed. */
-const BATCH_MAX = 4 * 1024 * 1024;
+/** The most bytes of journal lines one read takes: one batch, one fdatasync. */
+const JOURNAL_READ = 1024 * 1024;
+const readAsync = promisify(read);
 
 interface Options {
 	backup: string;
@@ -89,22 +93,12 @@ interface Compaction {
 	outcome: { done: boolean; error?: unknown };
 }
 
-/** Unregisters from the module (ENOENT: it is gone already, which is as good). */
-function unregister(daemonpid: string): void {
-	try {
-		writeFileSync(daemonpid, '0\n');
-	} catch (error) {
-		if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
-			throw error;
-		}
-	}
-}
-
 class Kvd {
 	private lock: HeldLock | undefined;
 	private status: Status;
 	private stopping = false;
-	private leaving = false;
+	/** Registered with the loaded module: stop() has to unregister. */
+	private registered = false;
 	/** The module copy kvd must not register with again (it is being unloaded). */
 	private detachedFrom: string | undefined;
 
@@ -213,8 +207,12 @@ class Kvd {
 			}
 			throw error;
 		}
-		this.leaving = this.stopping;
-		const journal = openSync(this.proc('kvjournal'), constants.O_RDWR | constants.O_NONBLOCK);
+		const journal = openSync(this.proc('kvjournal'), constants.O_RDONLY);
+		const confirm = openSync(this.proc('kvjournal'), constants.O_WRONLY);
+		this.registered = true;
+		if (this.stopping) {
+			this.unregister(); // stop() came while registering
+		}
 		try {
 			await this.setStatus({ state: 'restoring', instance, restored: 0, rejected: 0, problems: [] });
 			log.info({ instance }, 'registered');
@@ -224,18 +222,17 @@ class Kvd {
 			// replaces it, and the changes meanwhile wait in the journal.
 			await this.setStatus({ state: 'following' });
 			await writeFile(this.run('ready'), `${instance}\n`);
-			const how = await this.pump(journal, instance);
-			if (how === 'left') {
-				// At once: the module drops the changes queued for a daemon that leaves.
-				unregister(this.proc('daemonpid'));
-			}
+			await this.pump(journal, confirm, instance);
+			this.registered = false;
 			await this.finishCompaction(true);
 			this.detachedFrom = instance;
 			await rm(this.run('ready'), { force: true });
 			await this.setStatus({ state: this.stopping ? 'stopped' : 'detached' });
-			log.info({ instance, batches: this.batches }, how === 'left' ? 'left the module' : 'the module was unloaded');
+			log.info({ instance, batches: this.batches }, this.stopping ? 'left the module' : 'the module was unloaded');
 		} finally {
+			this.registered = false;
 			closeSync(journal);
+			closeSync(confirm);
 			this.closeLog();
 		}
 	}
@@ -325,54 +322,39 @@ class Kvd {
 		return { restored, refused: [...refused].map(([code, lines]) => ({ reason: reasons[code] ?? code, lines })) };
 	}
 
-	/** Follows the journal until the module goes (EOF) or kvd is asked to leave. */
-	private async pump(journal: number, instance: string): Promise<'eof' | 'left'> {
-		const buffer = Buffer.allocUnsafe(1024 * 1024);
-		let idle = 0;
+	/**
+	 * Follows the journal until a read returns 0: the module is being
+	 * unloaded, or kvd left (stop() unregisters; the module then hands out
+	 * the lines queued before, then 0). The read blocks in one of libuv's
+	 * threads, so an idle kvd costs no CPU and a change is read the moment
+	 * it is queued; the confirmations go through their own descriptor.
+	 */
+	private async pump(journal: number, confirm: number, instance: string): Promise<void> {
+		const buffer = Buffer.allocUnsafe(JOURNAL_READ);
 		for (;;) {
-			let text = '';
-			let eof = false;
-			while (text.length < BATCH_MAX) {
-				let n: number;
-				try {
-					n = readSync(journal, buffer);
-				} catch (error) {
-					const code = (error as NodeJS.ErrnoException).code;
-					if (code === 'EAGAIN') break;
-					// EIO: the module removed the file between two reads, after its last line.
-					if (code !== 'EIO') throw error;
-					n = 0;
-				}
-				if (n === 0) {
-					eof = true;
-					break;
-				}
-				text += buffer.toString('utf8', 0, n);
+			let n: number;
+			try {
+				({ bytesRead: n } = await readAsync(journal, buffer, 0, buffer.length, null));
+			} catch (error) {
+				const code = (error as NodeJS.ErrnoException).code;
+				// Another reader took the lines, or a signal came: read again.
+				if (code === 'EAGAIN' || code === 'EINTR') continue;
+				// EIO: the module removed the file between two reads, after its last line.
+				if (code !== 'EIO') throw error;
+				n = 0;
 			}
-			if (text) {
-				idle = 0;
-				await this.commit(journal, text, instance);
+			if (n > 0) {
+				await this.commit(confirm, buffer.toString('utf8', 0, n), instance);
 			}
 			await this.finishCompaction(false);
-			if (eof) {
-				return 'eof';
-			}
-			if (!text) {
-				if (this.leaving) {
-					if (!this.compaction) {
-						return 'left';
-					}
-					await this.finishCompaction(true); // then drain once more
-					continue;
-				}
-				idle++;
-				await (idle < 64 ? new Promise(resolve => setImmediate(resolve)) : sleep(idle < 1000 ? 1 : 10));
+			if (n === 0) {
+				return;
 			}
 		}
 	}
 
 	/** One group commit: append the batch, fdatasync once, confirm its last number. */
-	private async commit(journal: number, text: string, instance: string): Promise<void> {
+	private async commit(confirm: number, text: string, instance: string): Promise<void> {
 		const lines = text.split('\n');
 		lines.pop();
 		let last = 0;
@@ -399,7 +381,7 @@ class Kvd {
 		}
 		if (last > 0) {
 			try {
-				writeSync(journal, String(last));
+				writeSync(confirm, String(last));
 			} catch (error) {
 				// EIO: the module is gone (it waited 5 s for this); the changes are on disk all the same.
 				if ((error as NodeJS.ErrnoException).code !== 'EIO') throw error;
@@ -515,7 +497,20 @@ class Kvd {
 	/** SIGTERM: confirm every change read, leave the module, then exit. */
 	stop(): void {
 		this.stopping = true;
-		this.leaving = true;
+		if (this.registered) {
+			this.unregister(); // wakes the journal read (pump)
+		}
+	}
+
+	/** Unregisters from the module (ENOENT: it is gone already, which is as good). */
+	private unregister(): void {
+		try {
+			writeFileSync(this.proc('daemonpid'), '0\n');
+		} catch (error) {
+			if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
+				throw error;
+			}
+		}
 	}
 
 	async cleanUp(): Promise<void> {

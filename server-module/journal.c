@@ -25,8 +25,10 @@
  * holds, and replaying them in order gives the same table.
  *
  * A read blocks until there is a line (or returns -EAGAIN with O_NONBLOCK;
- * poll() works), hands out whole lines only, and returns 0 once the module
- * is being unloaded. An unload first gives a registered daemon up to
+ * poll() works) and hands out whole lines only. It returns 0 (end of file)
+ * once the module is being unloaded, or once the daemon has unregistered
+ * and read the lines queued before: so a daemon that leaves wakes its own
+ * blocked read and loses nothing. An unload first gives a registered daemon up to
  * KUDP_DRAIN_TIMEOUT to confirm the changes it has not yet saved, so that
  * an rmmod, by hand or not, loses nothing a live daemon can save.
  *
@@ -122,7 +124,9 @@ static void journal_ask_snapshot_locked(u64 seq, struct list_head *dropped)
  * @on: false when the daemon unregistered
  *
  * A change made before this is in the table the snapshot will read; one
- * numbered after it is queued too (replaying it changes nothing).
+ * numbered after it is queued too (replaying it changes nothing). When the
+ * daemon leaves, the lines already queued stay for its last reads; the next
+ * daemon starts from a snapshot without them.
  */
 void kudp_journal_start(bool on)
 {
@@ -132,8 +136,6 @@ void kudp_journal_start(bool on)
 	journal_on = on;
 	if (on)
 		journal_ask_snapshot_locked(journal_seq, &dropped);
-	else
-		journal_drop_locked(&dropped);
 	spin_unlock(&journal_lock);
 	journal_free(&dropped);
 	wake_up_interruptible(&journal_wait);
@@ -227,7 +229,7 @@ static bool journal_readable(void)
 
 	spin_lock(&journal_lock);
 	readable = journal_closing || journal_snapshot_due ||
-		   !list_empty(&journal);
+		   !list_empty(&journal) || !journal_on;
 	spin_unlock(&journal_lock);
 	return readable;
 }
@@ -288,7 +290,7 @@ static ssize_t journal_read(struct file *file, char __user *ubuf,
 	if (ret < 0)
 		return ret;
 	if (!ret && !snapshot)
-		return -EAGAIN;
+		return READ_ONCE(journal_on) ? -EAGAIN : 0;
 
 	if (snapshot) {
 		done = scnprintf(snapshot_line, sizeof(snapshot_line),
