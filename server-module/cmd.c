@@ -70,6 +70,16 @@ static void skip_spaces_in(struct kudp_span *rest)
 	}
 }
 
+/* netcat ends its line with "\n"; some tools send "\r\n". */
+static void strip_line_end(struct kudp_span *rest)
+{
+	if (rest->n && rest->p[rest->n - 1] == '\n') {
+		rest->n--;
+		if (rest->n && rest->p[rest->n - 1] == '\r')
+			rest->n--;
+	}
+}
+
 static bool has_control_bytes(const char *p, size_t n)
 {
 	size_t i;
@@ -319,12 +329,7 @@ static const char *parse_and_run(struct kudp_span rest, struct kudp_reply *reply
 {
 	struct kudp_span command, key;
 
-	/* netcat ends its line with "\n"; some tools send "\r\n". */
-	if (rest.n && rest.p[rest.n - 1] == '\n') {
-		rest.n--;
-		if (rest.n && rest.p[rest.n - 1] == '\r')
-			rest.n--;
-	}
+	strip_line_end(&rest);
 	if (!rest.n)
 		return KUDP_ERR_EMPTY;
 	if (has_control_bytes(rest.p, rest.n))
@@ -373,6 +378,26 @@ static const char *parse_and_run(struct kudp_span rest, struct kudp_reply *reply
 	else
 		do_delete(&key, reply);
 	return NULL;
+}
+
+/**
+ * kudp_is_change() - whether a request would change the table
+ * @req: the request, not NUL-terminated
+ * @size: its length
+ *
+ * Only insert and delete change the table, and only they may sleep (the
+ * key's stripe lock, allocations); any other request, well-formed or not,
+ * can be answered in softirq context (fastpath.c).
+ */
+bool kudp_is_change(const char *req, size_t size)
+{
+	struct kudp_span rest = { .p = req, .n = size };
+	struct kudp_span command;
+
+	strip_line_end(&rest);
+	command = kudp_next_word(&rest);
+	return kudp_span_is(&command, KUDP_CMD_INSERT) ||
+	       kudp_span_is(&command, KUDP_CMD_DELETE);
 }
 
 /**

@@ -97,6 +97,11 @@ bool kudp_durable;
 module_param_named(durable, kudp_durable, bool, 0444);
 MODULE_PARM_DESC(durable, "Answer a change only once the backup daemon has it on disk (default off)");
 
+/* fastpath.c: lookups answered where they arrive, without waking a thread. */
+static bool softirq;
+module_param(softirq, bool, 0444);
+MODULE_PARM_DESC(softirq, "Answer the text protocol's reads in the receive softirq (default off)");
+
 /* What a port speaks, and the buffers its workers need. */
 struct kudp_service {
 	const char *name;
@@ -337,31 +342,44 @@ static void bound_reflection(const struct sockaddr_in *from, size_t size,
 }
 
 /**
- * serve_text() - answer one datagram of the text protocol
- * @w: the worker that received it, in w->request
- * @from: the sender, where the reply goes
+ * kudp_answer_text() - run one request of the text protocol, bound its reply
+ * @req: the request
  * @size: the datagram's full length, which may be more than was received
+ * @from: its sender
+ * @reply: gets the reply
  *
  * A datagram longer than len was cut by the receive; kudp_execute() refuses
  * it whole, so its first len bytes are never taken for a different, valid
- * command.
+ * command. Only the greeting is logged at info level, and not always.
+ *
+ * Context: a worker thread, or softirq for a request that changes nothing
+ * (fastpath.c).
+ * Return: whether the greeting was logged; the caller logs the reply sent.
  */
-static void serve_text(struct kudp_worker *w, struct sockaddr_in *from,
-		       size_t size)
+bool kudp_answer_text(const char *req, size_t size,
+		      const struct sockaddr_in *from, struct kudp_reply *reply)
 {
-	struct kudp_reply reply = { .buf = w->reply };
 	bool log;
 
-	kudp_execute(w->request, size, &reply);
-	bound_reflection(from, size, &reply);
-	/* Only the greeting is logged at info level, and not always. */
-	log = reply.greeting && log_greeting();
+	kudp_execute(req, size, reply);
+	bound_reflection(from, size, reply);
+	log = reply->greeting && log_greeting();
 	if (log)
 		pr_info("received " KUDP_HELLO " from %pI4:%u\n",
 			&from->sin_addr, ntohs(from->sin_port));
 	else
 		pr_debug("%zu-byte request from %pI4:%u: status %d\n", size,
-			 &from->sin_addr, ntohs(from->sin_port), reply.status);
+			 &from->sin_addr, ntohs(from->sin_port), reply->status);
+	return log;
+}
+
+/* Answers one datagram of the text protocol, received in w->request. */
+static void serve_text(struct kudp_worker *w, struct sockaddr_in *from,
+		       size_t size)
+{
+	struct kudp_reply reply = { .buf = w->reply };
+	bool log = kudp_answer_text(w->request, size, from, &reply);
+
 	if (kudp_durable && reply.seq)
 		kudp_park_reply(w->sock, from, reply.buf, reply.size, reply.seq);
 	else
@@ -421,6 +439,8 @@ static int worker_thread(void *data)
 		if (msg.msg_flags & MSG_TRUNC)
 			ret = max_t(int, ret, max + 1);
 		w->service->serve(w, &from, ret);
+		if (w->fast)
+			kudp_fast_done(w, &from);
 		/* A flood must not starve the rest of this CPU. */
 		cond_resched();
 	}
@@ -484,6 +504,9 @@ static int open_socket(struct kudp_worker *w, bool shared)
 	}
 	if (shared)
 		sock_set_reuseport(w->sock->sk);
+	/* Before the bind, so that the hook sees every datagram. */
+	if (softirq && w->service->serve == serve_text)
+		kudp_fast_attach(w);
 	addr.sin_port = htons(*w->service->port);
 	ret = kernel_bind(w->sock, (struct sockaddr *)&addr, sizeof(addr));
 	if (ret) {
@@ -591,6 +614,17 @@ out_stop:
 	return ret;
 }
 
+/* softirq=1: takes the hooks off the sockets (fastpath.c). */
+static void stop_fast_path(void)
+{
+	unsigned int i;
+
+	for (i = 0; i < nr_workers; i++)
+		if (workers[i].fast)
+			kudp_fast_detach(&workers[i]);
+	kudp_fast_exit();
+}
+
 static int __init udp_server_init(void)
 {
 	int ret;
@@ -612,18 +646,26 @@ static int __init udp_server_init(void)
 	ret = kudp_proc_init();
 	if (ret)
 		goto out_destroy_table;
+	if (softirq) {
+		ret = kudp_fast_init();
+		if (ret)
+			goto out_remove_proc;
+	}
 	ret = start_workers();
 	if (ret)
-		goto out_remove_proc;
+		goto out_fast_exit;
 
 	pr_info("listening on %pI4:%u (len %u)\n", &listen_addr.sin_addr,
 		port, kudp_len);
 	if (memcached_port)
 		pr_info("memcached protocol on %pI4:%u\n",
 			&listen_addr.sin_addr, memcached_port);
-	pr_debug("%u threads\n", nr_workers);
+	pr_debug("%u threads%s\n", nr_workers,
+		 softirq ? ", reads answered in softirq" : "");
 	return 0;
 
+out_fast_exit:
+	kudp_fast_exit();
 out_remove_proc:
 	kudp_proc_exit();
 out_destroy_table:
@@ -634,7 +676,8 @@ out_put_memcg:
 }
 
 /*
- * The reverse of init, starting with what lets work in: the shutdown makes
+ * The reverse of init, starting with what lets work in: the softirq hooks
+ * come off first (and the softirqs inside them finish), the shutdown makes
  * each thread's receive return at once, so kthread_stop() does not wait for
  * a datagram. The /proc files go next: a registered backup daemon first
  * saves the last changes (at most KUDP_DRAIN_TIMEOUT, in journal.c), then
@@ -646,6 +689,8 @@ static void __exit udp_server_exit(void)
 {
 	ktime_t start = ktime_get();
 
+	if (softirq)
+		stop_fast_path();
 	stop_workers(nr_workers);
 	log_missed_greetings();
 	/* The daemon may send parked replies until its /proc files are gone. */

@@ -66,16 +66,30 @@ void kudp_stats_sum(struct kudp_stats *sum);
 
 /* One socket and the kthread that serves it (main.c). */
 struct kudp_service;
+#define KUDP_FAST_BUCKET_BITS	6
 struct kudp_worker {
 	struct socket *sock;
 	struct task_struct *thread;
 	const struct kudp_service *service;
 	char *request;	/* the service's longest request + 1 bytes */
 	char *reply;	/* its longest reply + 1 bytes */
+	/* softirq=1 (fastpath.c): datagrams queued, per bucket of senders */
+	bool fast;
+	atomic_t pending[1 << KUDP_FAST_BUCKET_BITS];
 };
 
 void kudp_send(struct socket *sock, struct sockaddr_in *to, const void *data,
 	       size_t size);
+struct kudp_reply;
+bool kudp_answer_text(const char *req, size_t size,
+		      const struct sockaddr_in *from, struct kudp_reply *reply);
+
+/* fastpath.c: softirq=1 */
+int kudp_fast_init(void);
+void kudp_fast_exit(void);
+void kudp_fast_attach(struct kudp_worker *w);
+void kudp_fast_done(struct kudp_worker *w, const struct sockaddr_in *from);
+void kudp_fast_detach(struct kudp_worker *w);
 void kudp_park_reply(struct socket *sock, struct sockaddr_in *to,
 		     const void *data, size_t size, u64 seq);
 
@@ -116,6 +130,7 @@ enum kv_mode { KV_SET, KV_ADD, KV_REPLACE };
 
 /* cmd.c */
 void kudp_execute(const char *req, size_t size, struct kudp_reply *reply);
+bool kudp_is_change(const char *req, size_t size);
 int kudp_store(const char *key, size_t klen, const char *value, size_t vlen,
 	       const struct kv_meta *meta, enum kv_mode mode, u64 *seq);
 int kudp_delete(const char *key, size_t klen, u64 *seq);

@@ -1,0 +1,270 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * softirq=1: answering reads where the datagram arrives, without a thread.
+ *
+ * Without it every datagram takes the socket path (main.c): the softirq
+ * that delivers it queues it on the socket and wakes a worker thread, which
+ * copies it out, answers and sends. With softirq=1 the text protocol's
+ * sockets get a UDP encapsulation receive hook (encap_rcv, the way vxlan and
+ * wireguard receive), which the UDP layer calls in the delivering softirq,
+ * after the checksum and before the queue. The hook answers every request
+ * that cannot change the table (lookup, HELLO, stats, and any malformed
+ * request) on the spot: a lookup needs only RCU, and the reply is built as
+ * an skb and handed to ip_local_out(). Inserts and deletes may sleep (the
+ * key's stripe lock, allocations, durable=1), so the hook queues them on
+ * the socket for the worker thread, as the UDP layer would have.
+ *
+ * Order: a sender's requests are answered in the order they arrive, as on
+ * the threads' path. A read must not overtake that sender's change still
+ * waiting for the thread (a pipelining client would read its own write
+ * undone), so the hook counts, per bucket of senders, the datagrams it
+ * queued that the thread has not finished (kudp_fast_done()); a read from a
+ * sender whose bucket is not empty is queued behind them. The hook queues
+ * every datagram it does not answer itself, so the count is exact: the
+ * socket gets the hook before it is bound.
+ *
+ * Each CPU has its own request and reply buffers: softirqs do not nest on
+ * a CPU. The unload takes the hooks off and waits for the softirqs inside
+ * them (synchronize_net()) before anything they use goes.
+ */
+
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/hash.h>
+#include <linux/ip.h>
+#include <linux/mm.h>
+#include <linux/percpu.h>
+#include <linux/skbuff.h>
+#include <linux/udp.h>
+#include <net/ip.h>
+#include <net/route.h>
+#include <net/udp.h>
+#include <net/udp_tunnel.h>
+
+#include "kudp_protocol.h"
+#include "udp_server.h"
+
+/* Any value but 0 makes the UDP layer call encap_rcv; tunnels use 1. */
+#define KUDP_ENCAP_TYPE		1
+
+struct fast_buffers {
+	char *request;	/* kudp_len bytes */
+	char *reply;	/* kudp_len + 1 bytes */
+};
+
+static struct fast_buffers __percpu *fast_buffers;
+
+/*
+ * Sends @size bytes of @data from the address and port @in was sent to,
+ * back to its sender. Context: softirq.
+ */
+static void fast_reply(struct sock *sk, const struct sk_buff *in,
+		       const void *data, size_t size)
+{
+	const struct iphdr *rx_iph = ip_hdr(in);
+	const struct udphdr *rx_uh = udp_hdr(in);
+	struct net *net = sock_net(sk);
+	struct sk_buff *skb;
+	struct udphdr *uh;
+	struct iphdr *iph;
+	struct flowi4 fl4;
+	struct rtable *rt;
+	int headroom;
+	int err;
+
+	rt = ip_route_output_ports(net, &fl4, sk, rx_iph->saddr, rx_iph->daddr,
+				   rx_uh->source, rx_uh->dest, IPPROTO_UDP, 0,
+				   0);
+	if (IS_ERR(rt))
+		goto drop;
+	headroom = LL_RESERVED_SPACE(rt->dst.dev) + sizeof(*iph) + sizeof(*uh);
+	skb = alloc_skb(headroom + size, GFP_ATOMIC);
+	if (!skb) {
+		ip_rt_put(rt);
+		goto drop;
+	}
+	skb_reserve(skb, headroom);
+	skb_put_data(skb, data, size);
+
+	uh = skb_push(skb, sizeof(*uh));
+	skb_reset_transport_header(skb);
+	uh->source = rx_uh->dest;
+	uh->dest = rx_uh->source;
+	uh->len = htons(skb->len);
+	uh->check = 0;
+
+	iph = skb_push(skb, sizeof(*iph));
+	skb_reset_network_header(skb);
+	iph->version = 4;
+	iph->ihl = sizeof(*iph) >> 2;
+	iph->tos = 0;
+	iph->frag_off = htons(IP_DF);
+	iph->ttl = ip4_dst_hoplimit(&rt->dst);
+	iph->protocol = IPPROTO_UDP;
+	iph->saddr = fl4.saddr;
+	iph->daddr = fl4.daddr;
+	__ip_select_ident(net, iph, 1);
+
+	skb->protocol = htons(ETH_P_IP);
+	skb_dst_set(skb, &rt->dst);
+	/* After the route: offloads the checksum when the device can. */
+	udp_set_csum(false, skb, iph->saddr, iph->daddr, ntohs(uh->len));
+	/* Fills in tot_len and the header checksum, then sends. */
+	err = ip_local_out(net, sk, skb);
+	/* Not in net_xmit_eval(): the macro evaluates its argument twice. */
+	if (net_xmit_eval(err))
+		goto drop;
+	return;
+
+drop:
+	kudp_count(drops);
+}
+
+/* The count of datagrams queued for the thread from senders like @from. */
+static atomic_t *sender_pending(struct kudp_worker *w, __be32 addr,
+				__be16 port)
+{
+	u32 sender = (__force u32)addr ^ (__force u16)port;
+
+	return &w->pending[hash_32(sender, KUDP_FAST_BUCKET_BITS)];
+}
+
+/*
+ * Hands @skb (@skb->data: the UDP header) to the thread, as the UDP layer
+ * does with a datagram that has no hook: header pulled, route dropped,
+ * queued, the thread woken.
+ */
+static void queue_for_thread(struct sock *sk, struct sk_buff *skb,
+			     atomic_t *pending)
+{
+	atomic_inc(pending);
+	udp_csum_pull_header(skb);
+	skb_dst_drop(skb);
+	if (__udp_enqueue_schedule_skb(sk, skb) < 0) {
+		atomic_dec(pending);
+		kfree_skb(skb);
+		kudp_count(drops);
+	}
+}
+
+/*
+ * The encap_rcv hook: @skb->data is the UDP header, the checksum is good.
+ * Return: 0, the datagram is taken (answered here or queued for the thread).
+ */
+static int fast_rcv(struct sock *sk, struct sk_buff *skb)
+{
+	struct kudp_worker *w = rcu_dereference_sk_user_data(sk);
+	struct fast_buffers *buf = this_cpu_ptr(fast_buffers);
+	struct kudp_reply reply = { .buf = buf->reply };
+	struct sockaddr_in from = {
+		.sin_family = AF_INET,
+		.sin_addr.s_addr = ip_hdr(skb)->saddr,
+		.sin_port = udp_hdr(skb)->source,
+	};
+	atomic_t *pending = sender_pending(w, from.sin_addr.s_addr,
+					   from.sin_port);
+	unsigned int size = skb->len - sizeof(struct udphdr);
+	const char *req = NULL;
+	bool log;
+
+	/* Broadcast, multicast and datagrams too long: the threads' way. */
+	if (skb->pkt_type == PACKET_HOST && size <= kudp_len &&
+	    !atomic_read(pending))
+		req = skb_header_pointer(skb, sizeof(struct udphdr), size,
+					 buf->request);
+	if (!req || kudp_is_change(req, size)) {
+		queue_for_thread(sk, skb, pending);
+		return 0;
+	}
+
+	log = kudp_answer_text(req, size, &from, &reply);
+	fast_reply(sk, skb, reply.buf, reply.size);
+	if (log)
+		pr_info("sent " KUDP_GOT_IT " to %pI4:%u\n", &from.sin_addr,
+			ntohs(from.sin_port));
+	consume_skb(skb);
+	return 0;
+}
+
+/**
+ * kudp_fast_attach() - answer reads on a worker's socket in softirq context
+ * @w: a worker of the text protocol whose socket is not bound yet
+ */
+void kudp_fast_attach(struct kudp_worker *w)
+{
+	struct sock *sk = w->sock->sk;
+
+	rcu_assign_sk_user_data(sk, w);
+	WRITE_ONCE(udp_sk(sk)->encap_type, KUDP_ENCAP_TYPE);
+	WRITE_ONCE(udp_sk(sk)->encap_rcv, fast_rcv);
+	udp_tunnel_encap_enable(sk);
+	w->fast = true;
+}
+
+/**
+ * kudp_fast_done() - the thread has answered a datagram the hook queued
+ * @w: the worker
+ * @from: its sender
+ */
+void kudp_fast_done(struct kudp_worker *w, const struct sockaddr_in *from)
+{
+	atomic_dec(sender_pending(w, from->sin_addr.s_addr, from->sin_port));
+}
+
+/**
+ * kudp_fast_detach() - stop answering in softirq context on @w's socket
+ * @w: a worker given to kudp_fast_attach()
+ *
+ * A softirq may still be inside the hook until kudp_fast_exit() has waited
+ * for it. Closing the socket undoes udp_tunnel_encap_enable().
+ */
+void kudp_fast_detach(struct kudp_worker *w)
+{
+	WRITE_ONCE(udp_sk(w->sock->sk)->encap_rcv, NULL);
+}
+
+static void free_buffers(void)
+{
+	int cpu;
+
+	for_each_possible_cpu(cpu) {
+		struct fast_buffers *buf = per_cpu_ptr(fast_buffers, cpu);
+
+		kvfree(buf->request);
+		kvfree(buf->reply);
+	}
+	free_percpu(fast_buffers);
+	fast_buffers = NULL;
+}
+
+/* The buffers of every CPU: 2 * len bytes each. */
+int kudp_fast_init(void)
+{
+	int cpu;
+
+	fast_buffers = alloc_percpu(struct fast_buffers);
+	if (!fast_buffers)
+		return -ENOMEM;
+	for_each_possible_cpu(cpu) {
+		struct fast_buffers *buf = per_cpu_ptr(fast_buffers, cpu);
+
+		buf->request = kvmalloc_node(kudp_len, GFP_KERNEL_ACCOUNT,
+					     cpu_to_node(cpu));
+		buf->reply = kvmalloc_node(kudp_len + 1, GFP_KERNEL_ACCOUNT,
+					   cpu_to_node(cpu));
+		if (!buf->request || !buf->reply) {
+			free_buffers();
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+/* After every kudp_fast_detach(): waits out the softirqs in the hooks. */
+void kudp_fast_exit(void)
+{
+	if (!fast_buffers)
+		return;
+	synchronize_net();
+	free_buffers();
+}

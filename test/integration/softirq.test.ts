@@ -1,0 +1,127 @@
+/**
+ * softirq=1 (server-module/fastpath.c, issue 12): reads are answered in the
+ * receive softirq without waking a thread; changes still go to the threads;
+ * a sender's replies keep the order of its requests; the table matches a
+ * model under concurrent clients; unload stays prompt under a flood.
+ */
+import type { ExecutionContext } from 'ava';
+import { createSocket } from 'node:dgram';
+import { once } from 'node:events';
+import { request } from '../../user-client/client.js';
+import { assertPromptUnload, guest, labTest, loadServer, timedRmmod, useLab, type LabContext } from '../helpers/lab.js';
+
+useLab(import.meta.url);
+
+type T = ExecutionContext<LabContext>;
+
+async function send(port: number, message: string): Promise<string> {
+	return (await request(message, { host: '127.0.0.1', port, timeoutMs: 3000, retries: 3 })).toString();
+}
+
+/** How often the server's threads have gone to sleep and been woken: their voluntary context switches. */
+async function threadWakeups(t: T): Promise<number> {
+	const out = await guest(
+		t,
+		`for p in $(pgrep '^udp_server/'); do grep '^voluntary_ctxt_switches' /proc/$p/status; done | awk '{ s += $2 } END { print s }'`,
+	);
+	return Number(out.trim());
+}
+
+labTest('softirq=1 answers lookups without waking a thread; inserts and deletes still go to the threads', async t => {
+	const server = await loadServer(t, ['softirq=1', 'threads=2']);
+	t.is(await send(server.port, 'insert dog baileys'), 'OK\n');
+	const before = await threadWakeups(t);
+	for (let i = 0; i < 300; i++) {
+		t.is(await send(server.port, i % 2 ? 'lookup dog' : 'lookup cat'), i % 2 ? 'OK baileys\n' : 'NOT FOUND\n');
+	}
+	t.is(await send(server.port, 'HELLO'), 'GOT IT\n');
+	t.is(await send(server.port, 'bogus'), 'ERR unknown command\n');
+	const reads = (await threadWakeups(t)) - before;
+	t.log(`302 reads woke the server threads ${reads} times`);
+	t.true(reads < 30, `the threads woke ${reads} times for 302 reads`);
+
+	const writes = await threadWakeups(t);
+	for (let i = 0; i < 100; i++) t.is(await send(server.port, `insert k${i} v${i}`), 'OK\n');
+	t.is(await send(server.port, 'delete dog'), 'OK\n');
+	t.is(await send(server.port, 'lookup dog'), 'NOT FOUND\n');
+	t.true((await threadWakeups(t)) - writes >= 90, 'changes are made by the threads');
+	t.is((await guest(t, 'grep -c . /proc/hashtable')).trim(), '100');
+	t.is((await guest(t, 'grep -c . /proc/ht')).trim(), '102', 'the history has the changes, not the reads');
+});
+
+labTest('softirq=1: a pipelining client reads its own writes, in order', async t => {
+	const server = await loadServer(t, ['softirq=1', 'threads=2']);
+	const socket = createSocket('udp4');
+	socket.connect(server.port, '127.0.0.1');
+	await once(socket, 'connect');
+	const replies: string[] = [];
+	socket.on('message', message => replies.push(message.toString()));
+	// 40 rounds of 10 pairs sent back to back: "insert pK vI" then "lookup pK".
+	// A lookup answered ahead of its insert would say NOT FOUND or an older value.
+	const expected: string[] = [];
+	for (let round = 0; round < 40; round++) {
+		const start = replies.length;
+		for (let pair = 0; pair < 10; pair++) {
+			const i = round * 10 + pair;
+			socket.send(`insert p${pair} v${i}`);
+			socket.send(`lookup p${pair}`);
+			expected.push('OK\n', `OK v${i}\n`);
+		}
+		const deadline = Date.now() + 5000;
+		while (replies.length < start + 20 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 5));
+		if (replies.length < start + 20) break; // a lost datagram: compare what came
+	}
+	socket.close();
+	t.true(replies.length >= 700, `${replies.length} of 800 replies arrived`);
+	const complete = Math.floor(replies.length / 20) * 20;
+	t.deepEqual(replies.slice(0, complete), expected.slice(0, complete));
+});
+
+labTest('softirq=1 with four threads: 8 concurrent clients match a model, and unload stays prompt under a flood', async t => {
+	const server = await loadServer(t, ['softirq=1', 'threads=4']);
+	const model = new Map<string, string>();
+	let mismatches = 0;
+	await Promise.all(
+		Array.from({ length: 8 }, async (_, client) => {
+			const mine = new Map<string, string>();
+			for (let i = 0; i < 1500; i++) {
+				const key = `c${client}k${(i * 7919) % 97}`;
+				if (i % 3 === 0) {
+					if ((await send(server.port, `delete ${key}`)) !== (mine.delete(key) ? 'OK\n' : 'NOT FOUND\n')) mismatches++;
+				} else if (i % 3 === 1) {
+					if ((await send(server.port, `insert ${key} v${i}`)) !== 'OK\n') mismatches++;
+					mine.set(key, `v${i}`);
+				} else {
+					const want = mine.has(key) ? `OK ${mine.get(key)}\n` : 'NOT FOUND\n';
+					if ((await send(server.port, `lookup ${key}`)) !== want) mismatches++;
+				}
+			}
+			for (const [key, value] of mine) model.set(key, value);
+		}),
+	);
+	t.is(mismatches, 0);
+	const table = (await guest(t, 'cat /proc/hashtable')).split('\n').filter(Boolean).sort();
+	t.deepEqual(table, [...model].map(([key, value]) => `${key} ${value}`).sort());
+
+	// Floods of lookups (answered in softirq) and inserts (threads) from inside the guest, then rmmod.
+	await guest(
+		t,
+		[
+			`(timeout 20 sh -c 'while :; do echo "lookup c0k1" ; done' | nc -u 127.0.0.1 3000 >/dev/null 2>&1 &)`,
+			`(timeout 20 sh -c 'while :; do echo "insert f x" ; done' | nc -u 127.0.0.1 3000 >/dev/null 2>&1 &)`,
+			'sleep 2',
+		].join('\n'),
+	);
+	assertPromptUnload(t, await timedRmmod(t, 'udp_server'), 'rmmod with softirq=1 under a flood');
+	await guest(t, 'pkill -x nc || true');
+});
+
+labTest('softirq=1: 10 load/unload cycles under a flood of lookups, each unload prompt', async t => {
+	for (let cycle = 0; cycle < 10; cycle++) {
+		await loadServer(t, ['softirq=1', 'port=3000']);
+		await guest(t, `(timeout 5 sh -c 'while :; do echo "lookup k" ; done' | nc -u 127.0.0.1 3000 >/dev/null 2>&1 &); sleep 0.5`);
+		assertPromptUnload(t, await timedRmmod(t, 'udp_server'), `cycle ${cycle + 1}`);
+		await guest(t, 'pkill -x nc || true');
+	}
+	t.is((await guest(t, 'grep -c "^udp_server " /proc/modules || true')).trim(), '0');
+});
