@@ -69,6 +69,12 @@ export interface Row extends Measured {
 	p99Bound?: boolean;
 	/** The lowest and highest req/s of the repetitions. */
 	spread?: [number, number];
+	/**
+	 * Answered in the receive softirq (udp_server softirq=1): that work runs
+	 * in whichever task is on the CPU, mostly the generator, so no CPU figure
+	 * can be told apart from the generator's.
+	 */
+	softirq?: boolean;
 }
 
 interface LatencyPoint {
@@ -385,12 +391,17 @@ function throughputTable(rows: Row[]): string {
 				`${bound}${fmt(row.p999_us)}`,
 				`${fmt(sent ? (100 * row.lost) / sent : 0, 2)}%`,
 				mc && mc !== row ? `${fmt(perSecond(row) / perSecond(mc), 2)}×` : '',
-				fmt(cpuPerRequest(row), 1),
-				mc && mc !== row ? `${fmt(cpuPerRequest(row) / cpuPerRequest(mc), 2)}×` : '',
-				echo && echo !== row && row.generator === 'loadgen' ? `${fmt(cpuPerRequest(row) / cpuPerRequest(echo), 2)}×` : '',
-				fmt(serverCpuPerRequest(row), 1),
-				mc && mc !== row ? `${fmt(serverCpuPerRequest(row) / serverCpuPerRequest(mc), 2)}×` : '',
-				echo && echo !== row && row.generator === 'loadgen' ? `${fmt(serverCpuPerRequest(row) / serverCpuPerRequest(echo), 2)}×` : '',
+				// softirq=1: its work is charged to the generator (see Row.softirq).
+				...(row.softirq
+					? Array<string>(6).fill('n/a')
+					: [
+							fmt(cpuPerRequest(row), 1),
+							mc && mc !== row ? `${fmt(cpuPerRequest(row) / cpuPerRequest(mc), 2)}×` : '',
+							echo && echo !== row && row.generator === 'loadgen' ? `${fmt(cpuPerRequest(row) / cpuPerRequest(echo), 2)}×` : '',
+							fmt(serverCpuPerRequest(row), 1),
+							mc && mc !== row ? `${fmt(serverCpuPerRequest(row) / serverCpuPerRequest(mc), 2)}×` : '',
+							echo && echo !== row && row.generator === 'loadgen' ? `${fmt(serverCpuPerRequest(row) / serverCpuPerRequest(echo), 2)}×` : '',
+						]),
 				`${fmt((100 * row.gen_cpu_s) / row.guest_total_s)}%`,
 				`${fmt((100 * row.guest_busy_s) / row.guest_total_s)}%`,
 			]
@@ -463,6 +474,11 @@ export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 			`${q(process.execPath)} ${q(path.join(PROJECT_ROOT, 'dist/bench/userspace-server.js'))} ${NODE_PORT}`,
 		);
 		const bareEcho = (threads: number) => kernelServer(bench, 'udp_echo', echo, threads, [`port=${ECHO_PORT}`], { echo: ECHO_PORT });
+		// softirq=1 (server-module/fastpath.c): the same module, so it takes the place of `ours` in turn.
+		const oursSoftirq = (threads: number) =>
+			kernelServer(bench, 'udp_server softirq', server.ko, threads, [`port=${TEXT_PORT}`, 'bind=127.0.0.1', 'softirq=1'], {
+				text: TEXT_PORT,
+			});
 
 		// Every server of a phase runs at once, on its own port (idle, each waits in recvmsg), and
 		// each repetition goes through all the rows in turn: the machine's noise then falls on
@@ -472,6 +488,7 @@ export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 		for (const threads of [...new Set([1, n])]) {
 			const servers = [ours(threads), memcached(threads), bareEcho(threads), ...(threads === 1 ? [node] : [])];
 			const [kernel, user, ceiling] = servers as [Server, Server, Server];
+			const fast = oursSoftirq(threads);
 			for (const one of servers) await one.start();
 			const jobs: Array<() => Promise<Row>> = [];
 			for (const clients of bench.clients) {
@@ -485,12 +502,26 @@ export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 				);
 				if (threads === 1) jobs.push(() => bench.run(node, 'text', clients));
 			}
-			const results: Row[][] = jobs.map(() => []);
+			// Then the softirq=1 rows, with that copy of the module loaded in its place.
+			const fastJobs = bench.clients.map(clients => async () => ({ ...(await bench.run(fast, 'text', clients)), softirq: true }));
+			const results: Row[][] = [...jobs, ...fastJobs].map(() => []);
 			for (let rep = 0; rep < bench.reps; rep++) {
 				for (const [i, job] of jobs.entries()) results[i]!.push(await job());
+				await kernel.stop();
+				await fast.start();
+				for (const [i, job] of fastJobs.entries()) results[jobs.length + i]!.push(await job());
+				await fast.stop();
+				await kernel.start();
 			}
 			rows.push(...results.map(medianRow));
-			if (threads === n) latency.push(...(await bench.latencyTable([kernel, 'text'], [user, 'memcached'])));
+			if (threads === n) {
+				latency.push(...(await bench.latencyTable([kernel, 'text'], [user, 'memcached'])));
+				await kernel.stop();
+				await fast.start();
+				latency.push(...(await bench.latencyTable([fast, 'text'])));
+				await fast.stop();
+				await kernel.start();
+			}
 			for (const one of servers) await one.stop();
 		}
 
@@ -498,7 +529,7 @@ export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 			[
 				row.generator === 'loadgen' ? 0 : 1,
 				row.protocol === 'text' ? 0 : 1,
-				['udp_server', 'memcached', 'node dgram', 'udp_echo'].indexOf(row.server),
+				['udp_server', 'udp_server softirq', 'memcached', 'node dgram', 'udp_echo'].indexOf(row.server),
 				row.threads,
 				row.clients,
 			]
@@ -514,7 +545,7 @@ export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 		];
 		process.stdout.write(`${header.join('\n')}\n\n${throughputTable(rows)}\n\n`);
 		process.stdout.write(
-			`Mean latency per operation (ms), N closed-loop processes each doing one request at a time, median of ${bench.reps} (udp_server threads=${n} on its text protocol, memcached -t ${n} on its UDP protocol):\n\n${latencyTable(latency)}\n`,
+			`Mean latency per operation (ms), N closed-loop processes each doing one request at a time, median of ${bench.reps} (udp_server threads=${n} on its text protocol, memcached -t ${n} on its UDP protocol, taking turns; then udp_server threads=${n} softirq=1, loaded in udp_server's place):\n\n${latencyTable(latency)}\n`,
 		);
 		await writeFile(RESULTS_PATH, JSON.stringify({ facts, rows, latency, options }, null, 2));
 		if (!options.quick) {
