@@ -23,7 +23,7 @@ const LEFT = 70;
 const RIGHT = 230;
 const TOP = 50;
 const BOTTOM = 60;
-const COLORS = ['#1f77b4', '#2ca02c', '#d62728', '#9467bd', '#ff7f0e', '#8c564b', '#7f7f7f'];
+const COLORS = ['#1f77b4', '#2ca02c', '#d62728', '#9467bd', '#ff7f0e', '#8c564b', '#7f7f7f', '#e377c2', '#17becf'];
 
 function xmlText(text: string): string {
 	return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
