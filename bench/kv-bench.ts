@@ -8,10 +8,10 @@
  * noisy: compare the rows of one run with each other.
  */
 import { createHash } from 'node:crypto';
-import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { UserError } from '../src/errors.js';
+import { ifMissing, UserError } from '../src/errors.js';
 import { build } from '../src/lifecycle.js';
 import { log } from '../src/log.js';
 import { kbuildPath, PROJECT_ROOT } from '../src/modules.js';
@@ -285,8 +285,14 @@ export async function compileLoadgen(): Promise<string> {
 		.digest('hex')
 		.slice(0, 12);
 	const binary = path.join(CACHE, `loadgen-${hash}`);
+	// Named after its source: built once. Rebuilding it in place would give the
+	// path a new inode, and a lab guest that cached the old one would get
+	// "Stale file handle" running it.
+	if (await stat(binary).then(() => true, ifMissing(false))) return binary;
 	await mkdir(CACHE, { recursive: true });
-	await runProgram('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-pthread', '-o', binary, source]);
+	const building = `${binary}.${process.pid}.tmp`;
+	await runProgram('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-pthread', '-o', building, source]);
+	await rename(building, binary);
 	return binary;
 }
 
