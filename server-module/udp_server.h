@@ -80,6 +80,8 @@ struct kudp_worker {
 
 void kudp_send(struct socket *sock, struct sockaddr_in *to, const void *data,
 	       size_t size);
+void kudp_park_reply(struct socket *sock, struct sockaddr_in *to,
+		     const void *data, size_t size, u64 seq);
 struct kudp_reply;
 bool kudp_answer_text(const char *req, size_t size,
 		      const struct sockaddr_in *from, struct kudp_reply *reply);
@@ -90,8 +92,6 @@ void kudp_fast_exit(void);
 void kudp_fast_attach(struct kudp_worker *w);
 void kudp_fast_done(struct kudp_worker *w, const struct sockaddr_in *from);
 void kudp_fast_detach(struct kudp_worker *w);
-void kudp_park_reply(struct socket *sock, struct sockaddr_in *to,
-		     const void *data, size_t size, u64 seq);
 
 /**
  * struct kudp_reply - the answer to one request (cmd.c)
