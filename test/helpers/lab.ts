@@ -15,6 +15,7 @@ import { freePort } from '../../src/lab/lab.js';
 import { build, lastLogSequence, load, type BuiltModule, type Loaded } from '../../src/lifecycle.js';
 import type { ModuleName } from '../../src/modules.js';
 import { chooseTarget, LabTarget, type Target } from '../../src/targets.js';
+import { request } from '../../user-client/client.js';
 
 export interface LabContext {
 	target: LabTarget;
@@ -246,4 +247,36 @@ export async function guest(t: ExecutionContext<LabContext>, script: string, tim
 		throw new Error(`guest command failed (${result.exitCode}): ${script}\n${result.stderr}`);
 	}
 	return result.stdout;
+}
+
+/**
+ * 8 concurrent closed-loop clients, 1 500 operations each (a third each of
+ * insert, lookup and delete, on keys of their own): every reply must match a
+ * model of the table, and so must /proc/hashtable afterwards.
+ */
+export async function writersMatchModel(t: ExecutionContext<LabContext>, port: number): Promise<void> {
+	const send = async (message: string) => (await request(message, { host: '127.0.0.1', port, timeoutMs: 3000, retries: 3 })).toString();
+	const model = new Map<string, string>();
+	let mismatches = 0;
+	await Promise.all(
+		Array.from({ length: 8 }, async (_, client) => {
+			const mine = new Map<string, string>();
+			for (let i = 0; i < 1500; i++) {
+				const key = `c${client}k${(i * 7919) % 97}`;
+				if (i % 3 === 0) {
+					if ((await send(`delete ${key}`)) !== (mine.delete(key) ? 'OK\n' : 'NOT FOUND\n')) mismatches++;
+				} else if (i % 3 === 1) {
+					if ((await send(`insert ${key} v${i}`)) !== 'OK\n') mismatches++;
+					mine.set(key, `v${i}`);
+				} else {
+					const want = mine.has(key) ? `OK ${mine.get(key)}\n` : 'NOT FOUND\n';
+					if ((await send(`lookup ${key}`)) !== want) mismatches++;
+				}
+			}
+			for (const [key, value] of mine) model.set(key, value);
+		}),
+	);
+	t.is(mismatches, 0);
+	const table = (await guest(t, 'cat /proc/hashtable')).split('\n').filter(Boolean).sort();
+	t.deepEqual(table, [...model].map(([key, value]) => `${key} ${value}`).sort());
 }

@@ -7,7 +7,7 @@
  */
 import type { ExecutionContext } from 'ava';
 import { request } from '../../user-client/client.js';
-import { assertPromptUnload, guest, labTest, loadServer, timedRmmod, useLab, type LabContext } from '../helpers/lab.js';
+import { assertPromptUnload, guest, labTest, loadServer, timedRmmod, useLab, writersMatchModel, type LabContext } from '../helpers/lab.js';
 
 useLab(import.meta.url);
 
@@ -146,32 +146,7 @@ show('multi-datagram get', (len(big), big.count(b'VALUE '), big.endswith(b'END\\
 labTest('four threads on one port: 8 concurrent writers match a model, and unload stays prompt under a flood', async t => {
 	const server = await loadServer(t, ['threads=4']);
 	t.is((await guest(t, 'ps -e -o comm= | grep -c "^udp_server/"')).trim(), '4', 'one kthread per socket');
-	const model = new Map<string, string>();
-	let mismatches = 0;
-	await Promise.all(
-		Array.from({ length: 8 }, async (_, client) => {
-			const mine = new Map<string, string>();
-			for (let i = 0; i < 1500; i++) {
-				const key = `c${client}k${(i * 7919) % 97}`;
-				const send = async (message: string) =>
-					(await request(message, { host: '127.0.0.1', port: server.port, timeoutMs: 3000, retries: 3 })).toString();
-				if (i % 3 === 0) {
-					if ((await send(`delete ${key}`)) !== (mine.delete(key) ? 'OK\n' : 'NOT FOUND\n')) mismatches++;
-				} else if (i % 3 === 1) {
-					const value = `v${i}`;
-					if ((await send(`insert ${key} ${value}`)) !== 'OK\n') mismatches++;
-					mine.set(key, value);
-				} else {
-					const want = mine.has(key) ? `OK ${mine.get(key)}\n` : 'NOT FOUND\n';
-					if ((await send(`lookup ${key}`)) !== want) mismatches++;
-				}
-			}
-			for (const [key, value] of mine) model.set(key, value);
-		}),
-	);
-	t.is(mismatches, 0);
-	const table = (await guest(t, 'cat /proc/hashtable')).split('\n').filter(Boolean).sort();
-	t.deepEqual(table, [...model].map(([key, value]) => `${key} ${value}`).sort());
+	await writersMatchModel(t, server.port);
 
 	// A flood from inside the guest on every socket, then rmmod in the middle of it.
 	await guest(t, `(timeout 20 sh -c 'while :; do echo "insert f x" ; done' | nc -u 127.0.0.1 3000 >/dev/null 2>&1 &); sleep 2`);

@@ -8,7 +8,7 @@ import type { ExecutionContext } from 'ava';
 import { createSocket } from 'node:dgram';
 import { once } from 'node:events';
 import { KvClient, request } from '../../user-client/client.js';
-import { assertPromptUnload, guest, labTest, loadServer, timedRmmod, useLab, type LabContext } from '../helpers/lab.js';
+import { assertPromptUnload, guest, labTest, loadServer, timedRmmod, useLab, writersMatchModel, type LabContext } from '../helpers/lab.js';
 
 useLab(import.meta.url);
 
@@ -97,29 +97,7 @@ labTest('softirq=1: a pipelining client reads its own writes, in order', async t
 
 labTest('softirq=1 with four threads: 8 concurrent clients match a model, and unload stays prompt under a flood', async t => {
 	const server = await loadServer(t, ['softirq=1', 'threads=4']);
-	const model = new Map<string, string>();
-	let mismatches = 0;
-	await Promise.all(
-		Array.from({ length: 8 }, async (_, client) => {
-			const mine = new Map<string, string>();
-			for (let i = 0; i < 1500; i++) {
-				const key = `c${client}k${(i * 7919) % 97}`;
-				if (i % 3 === 0) {
-					if ((await send(server.port, `delete ${key}`)) !== (mine.delete(key) ? 'OK\n' : 'NOT FOUND\n')) mismatches++;
-				} else if (i % 3 === 1) {
-					if ((await send(server.port, `insert ${key} v${i}`)) !== 'OK\n') mismatches++;
-					mine.set(key, `v${i}`);
-				} else {
-					const want = mine.has(key) ? `OK ${mine.get(key)}\n` : 'NOT FOUND\n';
-					if ((await send(server.port, `lookup ${key}`)) !== want) mismatches++;
-				}
-			}
-			for (const [key, value] of mine) model.set(key, value);
-		}),
-	);
-	t.is(mismatches, 0);
-	const table = (await guest(t, 'cat /proc/hashtable')).split('\n').filter(Boolean).sort();
-	t.deepEqual(table, [...model].map(([key, value]) => `${key} ${value}`).sort());
+	await writersMatchModel(t, server.port);
 
 	// Floods of lookups (answered in softirq) and inserts (threads) from inside the guest, then rmmod.
 	await guest(
