@@ -197,7 +197,8 @@ labTest('fuzz: 100 000+ random and adversarial datagrams, each answered exactly 
 	// Room for every insert, so that no reply depends on another lane (no ERR full or busy).
 	const server = await loadServer(t, [`len=${len}`, 'max_entries=1000000', 'max_bytes=268435456']);
 	const linesBefore = Number(await guest(t, 'wc -l < /var/log/kern.log'));
-	const tally = await fuzz(server.port, len, seed, 100_000);
+	// 2% more than the 100 000 to send: datagrams that happen to name another lane's key are skipped (< 1%).
+	const tally = await fuzz(server.port, len, seed, 102_000);
 	t.log(
 		`sent ${tally.sent}, ERR replies ${tally.errors}, well-formed ${tally.valid}, no reply ${tally.lost}, ` +
 			`skipped ${tally.skipped}; largest reply/request ratio ${tally.worstRatio.toFixed(1)}`,
