@@ -98,7 +98,7 @@ static void fast_reply(struct sock *sk, const struct sk_buff *in,
 	iph->version = 4;
 	iph->ihl = sizeof(*iph) >> 2;
 	iph->tos = 0;
-	/* No DF: a reply longer than the route's MTU is fragmented, as udp_sendmsg() does. */
+	/* No DF: a reply over the MTU is fragmented, as udp_sendmsg() does. */
 	iph->frag_off = 0;
 	iph->ttl = ip4_dst_hoplimit(&rt->dst);
 	iph->protocol = IPPROTO_UDP;

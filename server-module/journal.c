@@ -28,9 +28,10 @@
  * poll() works) and hands out whole lines only. It returns 0 (end of file)
  * once the module is being unloaded, or once the daemon has unregistered
  * and read the lines queued before: so a daemon that leaves wakes its own
- * blocked read and loses nothing. An unload first gives a registered daemon up to
- * KUDP_DRAIN_TIMEOUT to confirm the changes it has not yet saved, so that
- * an rmmod, by hand or not, loses nothing a live daemon can save.
+ * blocked read and loses nothing. An unload first gives a registered
+ * daemon up to KUDP_DRAIN_TIMEOUT to confirm the changes it has not yet
+ * saved, so that an rmmod, by hand or not, loses nothing a live daemon can
+ * save.
  *
  * With durable=1, replies to changes wait until the daemon writes back a
  * number at least theirs: one fsync of the daemon answers all the changes it
