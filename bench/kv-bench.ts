@@ -331,6 +331,15 @@ function kernelServer(bench: Bench, name: string, ko: string, threads: number, p
 	};
 }
 
+/** Runs `work` with `other` loaded in the place of `server` (two copies of one module cannot be loaded at once). */
+async function inPlaceOf(server: Server, other: Server, work: () => Promise<void>): Promise<void> {
+	await server.stop();
+	await other.start();
+	await work();
+	await other.stop();
+	await server.start();
+}
+
 function processServer(bench: Bench, name: string, comm: string, threads: number, ports: Server['ports'], command: string): Server {
 	let pid = '';
 	return {
@@ -513,20 +522,16 @@ export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 			const results: Row[][] = [...jobs, ...fastJobs].map(() => []);
 			for (let rep = 0; rep < bench.reps; rep++) {
 				for (const [i, job] of jobs.entries()) results[i]!.push(await job());
-				await kernel.stop();
-				await fast.start();
-				for (const [i, job] of fastJobs.entries()) results[jobs.length + i]!.push(await job());
-				await fast.stop();
-				await kernel.start();
+				await inPlaceOf(kernel, fast, async () => {
+					for (const [i, job] of fastJobs.entries()) results[jobs.length + i]!.push(await job());
+				});
 			}
 			rows.push(...results.map(medianRow));
 			if (threads === n) {
 				latency.push(...(await bench.latencyTable([kernel, 'text'], [user, 'memcached'])));
-				await kernel.stop();
-				await fast.start();
-				latency.push(...(await bench.latencyTable([fast, 'text'])));
-				await fast.stop();
-				await kernel.start();
+				await inPlaceOf(kernel, fast, async () => {
+					latency.push(...(await bench.latencyTable([fast, 'text'])));
+				});
 			}
 			for (const one of servers) await one.stop();
 		}

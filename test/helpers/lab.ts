@@ -71,9 +71,14 @@ export async function waitForLog(target: LabTarget, sequence: number, pattern: R
  * "prompt" is about, and the whole rmmod command, which also waits for the
  * emulated CPU and varies with the machine's load.
  */
-export async function timedRmmod(t: ExecutionContext<LabContext>, name: ModuleName): Promise<{ exitMs: number; commandMs: number }> {
+export async function timedRmmod(
+	t: ExecutionContext<LabContext>,
+	name: ModuleName,
+	/** Shell run just before, in the same guest command (e.g. something started in the background). */
+	before = '',
+): Promise<{ exitMs: number; commandMs: number }> {
 	const since = await lastLogSequence(t.context.target);
-	const out = await guest(t, `s=$(date +%s%N); rmmod ${name}; e=$(date +%s%N); echo $(( (e - s) / 1000000 ))`);
+	const out = await guest(t, `${before}\ns=$(date +%s%N); rmmod ${name}; e=$(date +%s%N); echo $(( (e - s) / 1000000 ))`);
 	const line = await waitForLog(t.context.target, since, new RegExp(`^${name}: stopped in \\d+ us$`), 10_000);
 	return { exitMs: Number(/(\d+) us$/.exec(line.text)?.[1]) / 1000, commandMs: Number(out.trim()) };
 }

@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { daemonPid, daemonStatus, startDaemon } from '../../src/kvd-control.js';
 import { lastLogSequence, stopTarget, unload } from '../../src/lifecycle.js';
 import { KvNetworkError, KvTimeoutError, request } from '../../user-client/client.js';
-import { guest, labTest, loadServer, useLab, waitForLog, type LabContext } from '../helpers/lab.js';
+import { guest, labTest, loadServer, timedRmmod, useLab, waitForLog, type LabContext } from '../helpers/lab.js';
 
 useLab(import.meta.url);
 
@@ -134,11 +134,9 @@ labTest('an rmmod by hand waits for kvd to save the last changes; a stopped kvd 
 
 	// kvd paused: 50 more inserts are acknowledged and queued, not saved. Then rmmod
 	// by hand (no ./run, no signal to kvd), and kvd resumes 0.5 s into the unload.
-	const rmmod = (script: string) =>
-		guest(t, `${script}\ns=$(date +%s%N); rmmod udp_server; e=$(date +%s%N); echo $(( (e - s) / 1000000 ))`);
 	await guest(t, 'kill -STOP "$(cat /run/kvd.pid)"');
 	await writeMany(server.port, model, 50, 'b');
-	const waited = Number(await rmmod('(sleep 0.5; kill -CONT "$(cat /run/kvd.pid)") &'));
+	const { commandMs: waited } = await timedRmmod(t, 'udp_server', '(sleep 0.5; kill -CONT "$(cat /run/kvd.pid)") &');
 	t.log(`rmmod waited ${waited} ms for kvd to save the last 50 changes`);
 	t.true(waited >= 400, `rmmod returned after ${waited} ms, before kvd could have saved anything`);
 	server = await loadServer(t, [], { daemon: true, backup: BACKUP });
@@ -148,7 +146,7 @@ labTest('an rmmod by hand waits for kvd to save the last changes; a stopped kvd 
 	const since = await lastLogSequence(t.context.target);
 	await guest(t, 'kill -STOP "$(cat /run/kvd.pid)"');
 	for (let i = 0; i < 3; i++) t.is(await send(server.port, `insert lost${i} v`), 'OK\n');
-	const stuck = Number(await rmmod(''));
+	const { commandMs: stuck } = await timedRmmod(t, 'udp_server');
 	t.log(`with kvd stopped, rmmod took ${stuck} ms`);
 	t.true(stuck >= 4500 && stuck < 9000, `rmmod took ${stuck} ms, not about 5 s`);
 	await waitForLog(t.context.target, since, /^udp_server: kvd did not save the last 3 changes in 5 s$/);
@@ -160,7 +158,7 @@ labTest('an rmmod by hand waits for kvd to save the last changes; a stopped kvd 
 	// A kvd killed outright is noticed at once: nothing to wait for.
 	await send(server.port, 'insert late v');
 	await guest(t, 'kill -9 "$(cat /run/kvd.pid)"; rm -f /run/kvd.pid; sleep 0.2');
-	const dead = Number(await rmmod(''));
+	const { commandMs: dead } = await timedRmmod(t, 'udp_server');
 	t.log(`with kvd killed, rmmod took ${dead} ms`);
 	t.true(dead < 3000, `rmmod took ${dead} ms with no daemon left to wait for`);
 });
