@@ -27,6 +27,12 @@
  *
  * v1 (`# kernel-udp backup v1`, one file, no generation, no log) is still read.
  *
+ * Every string here holds bytes, one latin1 character each (kvd reads and
+ * writes the files and /proc as latin1): a key or value may hold any byte
+ * the module takes, and lengths and offsets are byte counts. The digests
+ * are those of the bytes, as they were when the files were read as UTF-8,
+ * so backups written before still verify.
+ *
  * Nothing here throws on a bad file: what cannot be trusted is returned as
  * rejected lines with a reason, for kvd to keep in a rejects file, and what
  * can be is restored.
@@ -71,7 +77,8 @@ export interface ChangeLog {
 	problem?: string;
 }
 
-const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+/** Of the bytes a latin1 string stands for (see below). */
+const sha256 = (text: string) => createHash('sha256').update(text, 'latin1').digest('hex');
 
 /** Splits `KEY VALUE` at the first space; undefined for a line that is not one. */
 export function splitEntry(line: string): [string, string] | undefined {
@@ -285,7 +292,8 @@ export interface JournalLine {
 
 /** One line of /proc/kvjournal: `N insert KEY VALUE`, `N delete KEY` or `N snapshot`. */
 export function parseJournalLine(line: string): JournalLine | undefined {
-	const match = /^(\d+) (insert|delete|snapshot)(?: (\S+)(?: (.+))?)?$/.exec(line);
+	// Words are split on spaces alone: \s would also split at 0xa0 (NBSP in latin1), a byte keys may hold.
+	const match = /^(\d+) (insert|delete|snapshot)(?: ([^ ]+)(?: ([^\n]+))?)?$/.exec(line);
 	if (!match) {
 		return undefined;
 	}

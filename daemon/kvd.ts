@@ -13,7 +13,8 @@
  *     changes first)──▶ waiting
  *
  * "N snapshot" (first after registering, or when kvd fell 4 MiB behind)
- * makes a new base from /proc/hashtable. When the change log outgrows the
+ * makes a new base from /proc/kvsnapshot (/proc/hashtable on a module
+ * without it). When the change log outgrows the
  * base, kvd writes a new base from the table it keeps in memory while it
  * goes on appending (compaction, as Redis rewrites its AOF). The file
  * formats are in backup.ts.
@@ -24,6 +25,12 @@
  * stack trace cost milliseconds of the emulated CPU). To leave, kvd
  * unregisters, and the module answers that read with the lines queued
  * before, then end of file.
+ *
+ * Bytes, not text: keys and values may hold any byte the module takes
+ * (0x80-0xff, and control bytes from the memcached port), valid UTF-8 or
+ * not. Every file and /proc read is decoded as latin1, one character per
+ * byte, and encoded back the same way, so nothing is ever replaced by U+FFFD
+ * and a string's length is its size in bytes.
  *
  * State for ./run, in --run-dir (default /run, so it goes with the boot):
  * kvd.pid; kvd.status (JSON: state, restored, rejected, rejects file);
@@ -128,6 +135,16 @@ class Kvd {
 
 	private proc(name: string): string {
 		return path.join(this.options.proc, name);
+	}
+
+	/**
+	 * The whole table as `KEY VALUE` lines: /proc/kvsnapshot where the module
+	 * has it (only the entries to back up: memcached entries with an expiry
+	 * time are a cache), else /proc/hashtable.
+	 */
+	private tableFile(): string {
+		const snapshot = this.proc('kvsnapshot');
+		return existsSync(snapshot) ? snapshot : this.proc('hashtable');
 	}
 
 	private run(name: string): string {
@@ -258,10 +275,10 @@ class Kvd {
 			await copyFile(this.options.backup, copy, constants.COPYFILE_EXCL);
 			log.warn(`kept the damaged base as ${copy}`);
 		}
-		const current = parseTable(await readFile(this.proc('hashtable'), 'utf8'));
+		const current = parseTable(await readFile(this.tableFile(), 'latin1'));
 		const text = restoreText(loaded, current);
 		const loadMs = Math.round(performance.now() - started);
-		const { restored, refused } = this.restoreLines(Buffer.from(text));
+		const { restored, refused } = this.restoreLines(Buffer.from(text, 'latin1'));
 		const rejected = [...loaded.rejected, ...refused];
 		const count = rejected.reduce((sum, group) => sum + group.lines.length, 0);
 		const rejectsFile = await writeRejects(this.options.backup, rejected);
@@ -305,7 +322,7 @@ class Kvd {
 					}
 					const lineEnd = buffer.indexOf(0x0a, offset);
 					const group = refused.get(code) ?? [];
-					group.push(buffer.toString('utf8', offset, lineEnd));
+					group.push(buffer.toString('latin1', offset, lineEnd));
 					refused.set(code, group);
 					offset = lineEnd + 1;
 				}
@@ -344,7 +361,7 @@ class Kvd {
 				n = 0;
 			}
 			if (n > 0) {
-				await this.commit(confirm, buffer.toString('utf8', 0, n), instance);
+				await this.commit(confirm, buffer.toString('latin1', 0, n), instance);
 			}
 			await this.finishCompaction(false);
 			if (n === 0) {
@@ -406,7 +423,7 @@ class Kvd {
 	 */
 	private append(batch: string): void {
 		this.logFd ??= openSync(this.logFile, 'a', 0o600);
-		const bytes = Buffer.from(batch);
+		const bytes = Buffer.from(batch, 'latin1');
 		for (let offset = 0; offset < bytes.length; ) {
 			offset += writeSync(this.logFd, bytes, offset);
 		}
@@ -419,9 +436,9 @@ class Kvd {
 	private async resetLog(generation: number, pending: string): Promise<void> {
 		const text = logHeader(generation) + pending;
 		this.closeLog();
-		await writeFileAtomically(this.logFile, text, { mode: 0o600, durable: true });
+		await writeFileAtomically(this.logFile, Buffer.from(text, 'latin1'), { mode: 0o600, durable: true });
 		this.logGeneration = generation;
-		this.logBytes = Buffer.byteLength(text);
+		this.logBytes = text.length;
 	}
 
 	private newBase(instance: string, generation: number, body = tableLines(this.entries)): string {
@@ -436,14 +453,14 @@ class Kvd {
 	private async snapshot(instance: string): Promise<void> {
 		await this.finishCompaction(true);
 		const started = performance.now();
-		const table = await readFile(this.proc('hashtable'), 'utf8');
+		const table = await readFile(this.tableFile(), 'latin1');
 		this.entries = parseTable(table);
 		const generation = Math.max(this.baseGeneration, this.logGeneration) + 1;
 		// /proc/hashtable prints the base's own lines.
 		const text = this.newBase(instance, generation, table);
-		await writeFileAtomically(this.options.backup, text, { mode: 0o600, durable: true });
+		await writeFileAtomically(this.options.backup, Buffer.from(text, 'latin1'), { mode: 0o600, durable: true });
 		this.baseGeneration = generation;
-		this.baseBytes = Buffer.byteLength(text);
+		this.baseBytes = text.length;
 		await this.resetLog(generation, '');
 		log.info({ entries: this.entries.size, ms: Math.round(performance.now() - started) }, 'snapshot saved');
 	}
@@ -456,7 +473,7 @@ class Kvd {
 		const generation = Math.max(this.baseGeneration, this.logGeneration) + 1;
 		const text = this.newBase(instance, generation);
 		const outcome: Compaction['outcome'] = { done: false };
-		const promise = writeFileAtomically(this.options.backup, text, { mode: 0o600, durable: true }).then(
+		const promise = writeFileAtomically(this.options.backup, Buffer.from(text, 'latin1'), { mode: 0o600, durable: true }).then(
 			() => {
 				outcome.done = true;
 			},
@@ -464,7 +481,7 @@ class Kvd {
 				outcome.error = error;
 			},
 		);
-		this.compaction = { generation, baseBytes: Buffer.byteLength(text), pending: [], promise, outcome };
+		this.compaction = { generation, baseBytes: text.length, pending: [], promise, outcome };
 	}
 
 	private async finishCompaction(wait: boolean): Promise<void> {

@@ -1,7 +1,8 @@
 /**
  * kvd's backup on disk: reading base + change log into the table to restore
  * (replaying only what the base does not hold), the rejects file, and when
- * to compact. The formats themselves are in backup.ts.
+ * to compact. The formats themselves are in backup.ts. Files are read and
+ * written as latin1: a string's characters are the file's bytes.
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { pino } from 'pino';
@@ -37,7 +38,7 @@ export async function writeRejects(backup: string, rejected: Rejected[], when = 
 	for (let attempt = 0; ; attempt++) {
 		const file = `${rejectsName(backup, when)}${attempt ? `-${attempt}` : ''}`;
 		try {
-			await writeFile(file, text, { flag: 'wx', mode: 0o600 });
+			await writeFile(file, text, { flag: 'wx', mode: 0o600, encoding: 'latin1' });
 			return file;
 		} catch (error) {
 			if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
@@ -96,7 +97,7 @@ export function restoreText(loaded: Pick<Loaded, 'body' | 'changes'>, current: R
 
 async function readIfThere(file: string): Promise<string | undefined> {
 	try {
-		return await readFile(file, 'utf8');
+		return await readFile(file, 'latin1');
 	} catch (error) {
 		if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
 			return undefined;
@@ -117,7 +118,7 @@ export async function loadBackup(backup: string): Promise<Loaded> {
 		rejected: [...base.rejected],
 		problems: [],
 		baseGeneration: base.generation,
-		baseBytes: Buffer.byteLength(baseText ?? ''),
+		baseBytes: baseText?.length ?? 0,
 		logGeneration: base.generation,
 		logBytes: 0,
 	};
@@ -141,14 +142,14 @@ export async function loadBackup(backup: string): Promise<Loaded> {
 		loaded.problems.push(`the change log is newer (${generation}) than the base (${base.generation})`);
 	}
 	if (from !== undefined) {
-		const changes = parseLog(logText, Buffer.from(logText).subarray(0, from).toString().length);
+		const changes = parseLog(logText, from);
 		loaded.changes = changes.changes;
 		loaded.rejected.push(...changes.rejected);
 		if (changes.problem) {
 			loaded.problems.push(`the change log ${backup}.log is damaged: ${changes.problem}`);
 		}
 		loaded.logGeneration = Math.max(generation, 0);
-		loaded.logBytes = Buffer.byteLength(logText);
+		loaded.logBytes = logText.length;
 	}
 	return loaded;
 }
