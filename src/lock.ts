@@ -3,7 +3,8 @@
  * lab, building the same module directory (parallel test files, two
  * terminals), one kvd per backup file.
  *
- * The lock is a file holding "<pid> <boot id> <nonce>". It appears whole or
+ * The lock is a file holding "<pid> <boot id> <nonce> <start time>" (the
+ * start time tells the owner from a later process that got its PID). It appears whole or
  * not at all: the content is written to a private temporary file, which is
  * then hard-linked to the lock path; link(2) fails with EEXIST when the lock
  * is taken. (Creating the lock file first and writing the PID after let a
@@ -23,11 +24,67 @@
  * plain rm, the same check-then-act race as before.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { link, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UserError } from './errors.js';
 
+/**
+ * Which process a PID names: its executable and its start time (field 22
+ * of /proc/PID/stat, in clock ticks since boot). A PID is reused once its
+ * process is gone; the pair with the boot id is not, so a record of it says
+ * whether a live PID is still the process that was recorded.
+ */
+export interface ProcessIdentity {
+	pid: number;
+	exe: string;
+	start: string;
+}
+
+/** The start time of a process (field 22 of /proc/PID/stat), or undefined if there is none. */
+export function processStart(pid: number): string | undefined {
+	let stat: string;
+	try {
+		stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+	} catch {
+		return undefined;
+	}
+	// Field 2, the command name, is in parentheses and may hold spaces and parentheses itself.
+	return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+}
+
+/** A live process's identity, or undefined when the PID names none (or one we may not look at). */
+export function processIdentity(pid: number): ProcessIdentity | undefined {
+	if (!Number.isInteger(pid) || pid <= 0) {
+		return undefined;
+	}
+	const start = processStart(pid);
+	let exe: string;
+	try {
+		// A program replaced on disk (a package upgrade) reads "PATH (deleted)": still the same process.
+		exe = readlinkSync(`/proc/${pid}/exe`).replace(/ \(deleted\)$/, '');
+	} catch {
+		return undefined;
+	}
+	return start === undefined ? undefined : { pid, exe, start };
+}
+
+/**
+ * Whether `recorded` (taken on boot `boot`) is still the process its PID
+ * names now: same boot, same executable, same start time. Only such a
+ * process may be signalled: after a reboot, or once it has exited, its PID
+ * may be anyone's.
+ */
+export function isSameProcess(recorded: ProcessIdentity, boot: string): boolean {
+	const now = processIdentity(recorded.pid);
+	return boot === bootId() && now !== undefined && now.exe === recorded.exe && now.start === recorded.start;
+}
+
+/**
+ * Whether a process with this PID exists (kill(pid, 0); EPERM: it does, of
+ * another user). Says nothing of which process it is: never signal a PID on
+ * this alone (see isSameProcess).
+ */
 export function isAlive(pid: number): boolean {
 	try {
 		process.kill(pid, 0);
@@ -58,6 +115,8 @@ export interface LockOwner {
 	pid: number;
 	boot: string;
 	nonce: string;
+	/** The owner's start time (processStart): its PID may be reused by another process. Absent in older locks. */
+	start?: string;
 }
 
 /** Nonces of the locks this process holds: its own PID in a lock file is not proof that it holds it. */
@@ -84,9 +143,9 @@ export async function lockOwner(lockPath: string): Promise<LockOwner | undefined
 		}
 		throw error;
 	}
-	const [pid, boot, nonce] = text.trim().split(' ');
+	const [pid, boot, nonce, start] = text.trim().split(' ');
 	if (/^\d+$/.test(pid ?? '') && boot && nonce && /^[0-9a-f]+$/.test(nonce)) {
-		return { pid: Number(pid), boot, nonce };
+		return { pid: Number(pid), boot, nonce, ...(start && /^\d+$/.test(start) ? { start } : {}) };
 	}
 	return { pid: 0, boot: '', nonce: `inode${inode}` };
 }
@@ -98,13 +157,17 @@ function isStale(owner: LockOwner): boolean {
 	if (owner.pid === process.pid) {
 		return !held.has(owner.nonce);
 	}
+	if (owner.start !== undefined) {
+		// Another process that got the owner's PID does not hold the lock.
+		return processStart(owner.pid) !== owner.start;
+	}
 	return !isAlive(owner.pid);
 }
 
 /** Creates the lock with its content in one step; false if it is taken. */
 async function create(lockPath: string, owner: LockOwner): Promise<boolean> {
 	const temporary = `${lockPath}.${owner.pid}-${owner.nonce}.new`;
-	await writeFile(temporary, `${owner.pid} ${owner.boot} ${owner.nonce}\n`, { mode: 0o644 });
+	await writeFile(temporary, `${owner.pid} ${owner.boot} ${owner.nonce}${owner.start ? ` ${owner.start}` : ''}\n`, { mode: 0o644 });
 	try {
 		await link(temporary, lockPath);
 		return true;
@@ -124,7 +187,8 @@ async function create(lockPath: string, owner: LockOwner): Promise<boolean> {
  */
 async function tryTake(lockPath: string): Promise<{ taken: LockOwner } | { holder: LockOwner }> {
 	for (;;) {
-		const mine: LockOwner = { pid: process.pid, boot: bootId(), nonce: randomBytes(8).toString('hex') };
+		const start = processStart(process.pid);
+		const mine: LockOwner = { pid: process.pid, boot: bootId(), nonce: randomBytes(8).toString('hex'), ...(start ? { start } : {}) };
 		held.add(mine.nonce);
 		if (await create(lockPath, mine)) {
 			return { taken: mine };

@@ -35,8 +35,8 @@ export function testLabOwner(name: string): number | undefined {
  * when it ends; a file that was killed (a timeout) cannot, so sweep up here
  * the labs whose test process is gone (another ./run test may be running).
  */
-async function removeTestLabs(): Promise<void> {
-	const labs = await readdir(path.join(PROJECT_ROOT, '.lab')).catch((error: NodeJS.ErrnoException) => {
+export async function removeTestLabs(root = PROJECT_ROOT): Promise<void> {
+	const labs = await readdir(path.join(root, '.lab')).catch((error: NodeJS.ErrnoException) => {
 		if (error.code === 'ENOENT') {
 			return [] as string[];
 		}
@@ -47,8 +47,9 @@ async function removeTestLabs(): Promise<void> {
 		if (owner === undefined || isAlive(owner)) {
 			continue;
 		}
-		await new Lab({ root: PROJECT_ROOT, name }).down();
-		await rm(path.join(PROJECT_ROOT, '.lab', name), { recursive: true, force: true });
+		// down() signals only the processes the lab started (isLabProcess), never a PID alone.
+		await new Lab({ root, name }).down();
+		await rm(path.join(root, '.lab', name), { recursive: true, force: true });
 	}
 }
 

@@ -24,7 +24,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { ifMissing, UserError, messageOf } from '../errors.js';
 import { writeFileAtomically } from '../files.js';
-import { isAlive, lockOwner, withFileLock } from '../lock.js';
+import { bootId, isAlive, isSameProcess, lockOwner, type ProcessIdentity, processIdentity, withFileLock } from '../lock.js';
 import { log } from '../log.js';
 import { requireProgram, runProgram } from '../programs.js';
 import { agentExec, type ExecOptions, type ExecResult } from './agent-client.js';
@@ -46,6 +46,31 @@ export interface LabState {
 	udpForwards: Record<string, number>;
 	/** The guest's eth1 on the labs' private network (network.ts); absent in states of older versions. */
 	network?: LabNetwork;
+	/** This machine's boot id when the lab booted: after a reboot its PIDs are anyone's. */
+	boot?: string;
+	/** QEMU's and virtiofsd's identities (executable, start time): only these are ever signalled. */
+	processes?: ProcessIdentity[];
+}
+
+/** What a lab's processes run, for a state file of an older version that recorded no identities. */
+const LAB_PROGRAMS = /\/(qemu-system-x86_64|virtiofsd)$/;
+
+/**
+ * Whether `pid` is a process this lab started, still running: the state's
+ * boot id and the process's recorded identity (executable and start time)
+ * match. A state file survives a reboot, and a PID is reused once its
+ * process is gone, so a PID alone may name the user's editor. A state of an
+ * older version, without identities, counts a live QEMU or virtiofsd only.
+ */
+export function isLabProcess(state: Pick<LabState, 'boot' | 'processes'>, pid: number): boolean {
+	if (pid <= 0) {
+		return false;
+	}
+	const recorded = state.processes?.find(process => process.pid === pid);
+	if (state.boot !== undefined || recorded) {
+		return recorded !== undefined && isSameProcess(recorded, state.boot ?? '');
+	}
+	return LAB_PROGRAMS.test(processIdentity(pid)?.exe ?? '');
 }
 
 export interface LabOptions {
@@ -146,7 +171,7 @@ export class Lab {
 	/** The running lab's state, or undefined when it is down. */
 	async state(): Promise<LabState | undefined> {
 		const state = await this.savedState();
-		return state && isAlive(state.qemuPid) ? state : undefined;
+		return state && isLabProcess(state, state.qemuPid) ? state : undefined;
 	}
 
 	/**
@@ -246,22 +271,13 @@ export class Lab {
 
 		log.info(`booting the lab: Debian kernel ${kernel.release} under QEMU (software emulation, a few seconds)`);
 		const started = Date.now();
-		const virtiofsdPids = await Promise.all([
-			// The guest mounts the host's root read-only, writing to a RAM overlay. It keeps
-			// what it read in its page cache (cache=always: with cache=auto every exec re-read
-			// the program and its libraries, 0.2-0.3 s under emulation) and still sees a host
-			// file that changed within a second (timeout=1: its name and attributes are
-			// looked up again, and a changed mtime drops the cached pages).
-			this.startVirtiofsd('hostroot', '/', ['cache=always', 'timeout=1']),
-			this.startVirtiofsd('kudpstate', this.persistentDir, ['cache=auto']),
-		]);
 		const agentPort = await freePort();
 		const token = randomBytes(16).toString('hex');
 		const labRoot = path.dirname(this.dir);
 		const network = networkOf(labRoot, await assignHost(labRoot, this.name, other => this.peerInUse(other)));
 		const state: LabState = {
 			qemuPid: 0,
-			virtiofsdPids,
+			virtiofsdPids: [],
 			agentPort,
 			token,
 			kernel,
@@ -269,9 +285,31 @@ export class Lab {
 			bootSeconds: 0,
 			udpForwards: {},
 			network,
+			boot: bootId(),
+			processes: [],
+		};
+		// Every process is recorded as soon as it runs, so that a failure at any step stops what was started.
+		const record = (pid: number) => {
+			const identity = processIdentity(pid);
+			if (identity) state.processes!.push(identity);
+			return pid;
 		};
 		try {
-			state.qemuPid = await this.startQemu({ ...kernel, image }, initramfs, agentPort, network);
+			// The guest mounts the host's root read-only, writing to a RAM overlay. It keeps
+			// what it read in its page cache (cache=always: with cache=auto every exec re-read
+			// the program and its libraries, 0.2-0.3 s under emulation) and still sees a host
+			// file that changed within a second (timeout=1: its name and attributes are
+			// looked up again, and a changed mtime drops the cached pages).
+			const virtiofsds = await Promise.allSettled([
+				this.startVirtiofsd('hostroot', '/', ['cache=always', 'timeout=1']),
+				this.startVirtiofsd('kudpstate', this.persistentDir, ['cache=auto']),
+			]);
+			for (const outcome of virtiofsds) {
+				if (outcome.status === 'fulfilled') state.virtiofsdPids.push(record(outcome.value));
+			}
+			const failed = virtiofsds.find(outcome => outcome.status === 'rejected');
+			if (failed) throw failed.reason;
+			state.qemuPid = record(await this.startQemu({ ...kernel, image }, initramfs, agentPort, network));
 			await this.saveState(state);
 			await this.waitForAgent(state);
 		} catch (error) {
@@ -315,6 +353,8 @@ export class Lab {
 			await sleep(5);
 		}
 		if (!existsSync(socket) || child.pid === undefined) {
+			// Not recorded anywhere yet: stop it here, or it outlives this ./run.
+			child.kill('SIGKILL');
 			throw new UserError(`virtiofsd did not start for ${source}`, {
 				hint: `see ${path.join(this.dir, `virtiofsd-${tag}.log`)}`,
 			});
@@ -411,7 +451,7 @@ export class Lab {
 	private async waitForAgent(state: LabState): Promise<void> {
 		const deadline = Date.now() + this.options.bootTimeoutMs;
 		while (Date.now() < deadline) {
-			if (!isAlive(state.qemuPid)) {
+			if (!isLabProcess(state, state.qemuPid)) {
 				throw new UserError('the lab guest stopped while booting', { hint: await this.consoleTail() });
 			}
 			const kernelLog = await readFile(this.kernelLog, 'utf8').catch(ifMissing(''));
@@ -447,8 +487,8 @@ export class Lab {
 		if (!state) {
 			return false;
 		}
-		if (!isAlive(state.qemuPid)) {
-			// QEMU died (or was killed): clean up what it left behind.
+		if (!isLabProcess(state, state.qemuPid)) {
+			// QEMU died (or was killed, or the machine rebooted): clean up what it left behind.
 			await this.kill(state);
 			return false;
 		}
@@ -462,17 +502,18 @@ export class Lab {
 		return true;
 	}
 
+	/** Stops the lab's processes: those still running that it started, never a PID alone (isLabProcess). */
 	private async kill(state: LabState): Promise<void> {
-		const pids = [state.qemuPid, ...state.virtiofsdPids].filter(pid => pid > 0);
+		const ours = () => [state.qemuPid, ...state.virtiofsdPids].filter(pid => isLabProcess(state, pid));
 		for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
-			for (const pid of pids.filter(isAlive)) {
+			for (const pid of ours()) {
 				try {
 					process.kill(pid, signal);
 				} catch {
 					// Already gone.
 				}
 			}
-			for (let i = 0; i < 50 && pids.some(isAlive); i++) {
+			for (let i = 0; i < 50 && ours().length > 0; i++) {
 				await sleep(40);
 			}
 		}
