@@ -31,7 +31,7 @@ import { agentExec, type ExecOptions, type ExecResult } from './agent-client.js'
 import { AGENT_GUEST_PORT } from './agent-protocol.js';
 import { buildInitramfs, findLabKernel, uncompressedKernel, type LabKernel } from './kernel.js';
 import { hmp } from './monitor.js';
-import { QGA_PORT_NAME, QgaConnection, QgaTimeoutError, qgaExec } from './qga.js';
+import { QGA_PORT_NAME, QgaConnection, QgaTimeoutError, qgaExec, type Spool } from './qga.js';
 import { assignHost, type LabNetwork, networkOf, qemuNetworkArgs } from './network.js';
 
 export interface LabState {
@@ -521,6 +521,15 @@ export class Lab {
 		await rm(this.socketDir, { recursive: true, force: true });
 	}
 
+	/**
+	 * Where commands' output goes (qga.ts): the guest's /var/tmp is this
+	 * machine's persistentDir (virtiofs), so output is read here as it is
+	 * written, whole, instead of through qemu-ga's capped capture.
+	 */
+	private get spool(): Spool {
+		return { hostDir: path.join(this.persistentDir, '.kudp-exec'), guestDir: '/var/tmp/.kudp-exec' };
+	}
+
 	/** Runs a command as root in the guest. */
 	async exec(argv: string[], options: ExecOptions = {}): Promise<ExecResult> {
 		const state = await this.state();
@@ -537,9 +546,9 @@ export class Lab {
 				chunks.push(Buffer.from(chunk));
 			}
 			const { stdin: _, ...rest } = options;
-			return qgaExec(this.qgaSocket, argv, { ...rest, input: Buffer.concat(chunks) });
+			return qgaExec(this.qgaSocket, argv, { ...rest, input: Buffer.concat(chunks) }, this.spool);
 		}
-		return qgaExec(this.qgaSocket, argv, options);
+		return qgaExec(this.qgaSocket, argv, options, this.spool);
 	}
 
 	/**

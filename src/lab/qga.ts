@@ -13,9 +13,21 @@
  * so several `./run` may share a guest: each holds the connection for short
  * spells only. A client that went away may leave a half-read reply in the
  * pipe; `guest-sync-delimited` with a fresh id skips past it.
+ *
+ * Output: qemu-ga keeps what it captures in memory, base64 in one reply,
+ * and stops at a limit (GUEST_EXEC_MAX_OUTPUT, 16 MiB in QEMU 7.2; 20 MB
+ * of output made the agent stop answering here), saying so only in
+ * `out-truncated`. So
+ * the lab's commands write their stdout and stderr to files in a directory
+ * the guest shares with this machine over virtiofs (a Spool), which this
+ * side reads as they grow: output streams, and is whole however long. A
+ * command run without a spool gets qemu-ga's capture, and fails if it was
+ * cut rather than return part of it.
  */
-import { randomInt } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
+import { mkdir, open, rm } from 'node:fs/promises';
 import net from 'node:net';
+import path from 'node:path';
 import { constants } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UserError } from '../errors.js';
@@ -55,6 +67,68 @@ export class QgaError extends Error {
 /** The guest did not answer in time (stuck kernel, or not booted yet). */
 export class QgaTimeoutError extends Error {
 	override name = 'QgaTimeoutError';
+}
+
+/** A directory shared with the guest (virtiofs): `hostDir` here is `guestDir` there. */
+export interface Spool {
+	hostDir: string;
+	guestDir: string;
+}
+
+/** How much of a spool file one read takes. */
+const SPOOL_READ = 1024 * 1024;
+
+/** A file the guest command writes and this side reads as it grows. */
+class SpoolFile {
+	private offset = 0;
+	private readonly buffer = Buffer.allocUnsafe(SPOOL_READ);
+	private readonly chunks: Buffer[] = [];
+
+	private constructor(
+		readonly hostPath: string,
+		readonly guestPath: string,
+		private readonly handle: Awaited<ReturnType<typeof open>>,
+		private readonly onChunk: ((chunk: Buffer) => void) | undefined,
+	) {}
+
+	static async create(spool: Spool, name: string, onChunk?: (chunk: Buffer) => void): Promise<SpoolFile> {
+		const hostPath = path.join(spool.hostDir, name);
+		// Created here first, so that it can be read before the guest has written a byte.
+		const handle = await open(hostPath, 'w+', 0o600);
+		return new SpoolFile(hostPath, path.posix.join(spool.guestDir, name), handle, onChunk);
+	}
+
+	/** Reads what was written since the last call. */
+	async drain(): Promise<void> {
+		for (;;) {
+			const { bytesRead } = await this.handle.read(this.buffer, 0, this.buffer.length, this.offset);
+			if (bytesRead === 0) {
+				return;
+			}
+			this.offset += bytesRead;
+			const chunk = Buffer.from(this.buffer.subarray(0, bytesRead));
+			this.chunks.push(chunk);
+			this.onChunk?.(chunk);
+		}
+	}
+
+	text(): string {
+		return Buffer.concat(this.chunks).toString('utf8');
+	}
+
+	async remove(): Promise<void> {
+		await this.handle.close();
+		await rm(this.hostPath, { force: true });
+	}
+}
+
+/** qemu-ga cut the output it captured: the caller must not take part of it for all of it. */
+export class QgaTruncatedError extends UserError {
+	constructor(command: string, streams: string[]) {
+		super(`the lab guest agent cut the ${streams.join(' and ')} of ${command}: qemu-ga keeps only so much of a command's output`, {
+			hint: "the output is incomplete, so none of it is taken; the lab's exec (a spool on virtiofs) streams output whole",
+		});
+	}
 }
 
 interface ExecStatus {
@@ -245,11 +319,50 @@ async function startCommand(
  * other targets. Output arrives when the command has exited (onStdout and
  * onStderr are called then); stdin is `input`, given in full up front.
  */
-export async function qgaExec(socketPath: string, argv: string[], options: ExecOptions = {}): Promise<ExecResult> {
+export async function qgaExec(socketPath: string, argv: string[], options: ExecOptions = {}, spool?: Spool): Promise<ExecResult> {
 	const [file = 'true', ...args] = argv;
-	const command = options.cwd
+	let command = options.cwd
 		? { path: '/bin/sh', arg: ['-c', 'cd "$1" && shift && exec "$@"', 'sh', options.cwd, file, ...args] }
 		: { path: file, arg: args };
+	let files: { stdout: SpoolFile; stderr: SpoolFile } | undefined;
+	if (spool) {
+		await mkdir(spool.hostDir, { recursive: true, mode: 0o700 });
+		const id = `${process.pid}-${randomBytes(6).toString('hex')}`;
+		files = {
+			stdout: await SpoolFile.create(spool, `${id}.out`, options.onStdout),
+			stderr: await SpoolFile.create(spool, `${id}.err`, options.onStderr),
+		};
+		// Exit 127 with this line on stderr: the program is missing (guest-exec itself said so before).
+		const cwd = options.cwd ? 'cd "$1" || exit; shift; ' : '';
+		command = {
+			path: '/bin/sh',
+			arg: [
+				'-c',
+				`exec >"$1" 2>"$2" || exit 125; shift 2; ${cwd}command -v "$1" >/dev/null || { echo "kudp-exec: $1: not found" >&2; exit 127; }; exec "$@"`,
+				'sh',
+				files.stdout.guestPath,
+				files.stderr.guestPath,
+				...(options.cwd ? [options.cwd] : []),
+				file,
+				...args,
+			],
+		};
+	}
+	try {
+		return await runCommand(socketPath, file, command, options, files);
+	} finally {
+		await files?.stdout.remove();
+		await files?.stderr.remove();
+	}
+}
+
+async function runCommand(
+	socketPath: string,
+	file: string,
+	command: { path: string; arg: string[] },
+	options: ExecOptions,
+	files: { stdout: SpoolFile; stderr: SpoolFile } | undefined,
+): Promise<ExecResult> {
 	const env = Object.entries({ ...BASE_ENV, ...options.env }).map(([name, value]) => `${name}=${value}`);
 	const input = options.input === undefined ? undefined : Buffer.from(options.input).toString('base64');
 
@@ -283,21 +396,36 @@ export async function qgaExec(socketPath: string, argv: string[], options: ExecO
 			}
 		}
 	};
+	const drain = async () => {
+		await files?.stdout.drain();
+		await files?.stderr.drain();
+	};
 	try {
 		for (let delay = 1; ; delay = Math.min(delay * 2, Date.now() - started > 2000 ? 50 : 20)) {
 			const status = await poll();
+			// What the command wrote so far (all of it, once it has exited).
+			await drain();
 			if (status.exited) {
+				const cut = [status['out-truncated'] ? 'stdout' : '', status['err-truncated'] ? 'stderr' : ''].filter(Boolean);
+				if (cut.length > 0) {
+					throw new QgaTruncatedError(file, cut);
+				}
+				// With a spool, these hold only what the wrapper shell itself said.
 				const stdout = Buffer.from(status['out-data'] ?? '', 'base64');
 				const stderr = Buffer.from(status['err-data'] ?? '', 'base64');
 				if (stdout.length > 0) options.onStdout?.(stdout);
 				if (stderr.length > 0) options.onStderr?.(stderr);
-				return {
+				const result = {
 					exitCode: status.exitcode ?? null,
 					signal: status.signal === undefined ? null : signalName(status.signal),
 					timedOut,
-					stdout: stdout.toString('utf8'),
-					stderr: stderr.toString('utf8'),
+					stdout: (files?.stdout.text() ?? '') + stdout.toString('utf8'),
+					stderr: (files?.stderr.text() ?? '') + stderr.toString('utf8'),
 				};
+				if (files && result.exitCode === 127 && result.stderr === `kudp-exec: ${file}: not found\n`) {
+					throw new MissingProgramError(file, { where: 'in the lab guest' });
+				}
+				return result;
 			}
 			if (options.timeoutMs !== undefined && !timedOut && Date.now() - started > options.timeoutMs) {
 				timedOut = true;
@@ -310,7 +438,7 @@ export async function qgaExec(socketPath: string, argv: string[], options: ExecO
 			}
 			if (timedOut && Date.now() - killedAt > REPLY_TIMEOUT_MS) {
 				// Something else holds its output open: give up on the rest of it.
-				return { exitCode: null, signal: 'SIGKILL', timedOut, stdout: '', stderr: '' };
+				return { exitCode: null, signal: 'SIGKILL', timedOut, stdout: files?.stdout.text() ?? '', stderr: files?.stderr.text() ?? '' };
 			}
 			await sleep(delay);
 			if (Date.now() - heldSince > HOLD_MS) {
