@@ -6,7 +6,7 @@ import { formatKmsg } from '../kmsg.js';
 import { type DaemonStatus, daemonPid, daemonStatus } from '../kvd-control.js';
 import { currentParams, isLoaded, stopTarget } from '../lifecycle.js';
 import { MODULES, type ModuleName } from '../modules.js';
-import { chooseTarget, type GuestReport, type TargetChoice } from '../targets.js';
+import { chooseTarget, type GuestReport, type Target, type TargetChoice } from '../targets.js';
 
 export interface LogsOptions extends TargetChoice {
 	follow?: boolean;
@@ -15,24 +15,39 @@ export interface LogsOptions extends TargetChoice {
 }
 
 export async function logsCommand(options: LogsOptions): Promise<void> {
-	const target = await chooseTarget(options);
+	await showLogs(await chooseTarget(options), options);
+}
+
+/**
+ * Prints the kernel log, then (`follow`) what comes after: from the last
+ * record printed, by sequence number, so that nothing logged between the
+ * dump and the start of the follow is lost.
+ */
+export async function showLogs(
+	target: Pick<Target, 'isUp' | 'kernelLog' | 'prepare' | 'followKernelLog'>,
+	options: LogsOptions,
+): Promise<void> {
 	const wanted = (text: string) => !options.module || text.startsWith(`${options.module}: `);
 	const print = (record: { text: string; usec: number; priority: number; sequence: number }) => {
 		if (wanted(record.text)) {
 			process.stdout.write(`${options.raw ? record.text : formatKmsg(record)}\n`);
 		}
 	};
-	if (!(await target.isUp()) && !options.follow) {
+	const up = await target.isUp();
+	if (!up && !options.follow) {
 		process.stderr.write('the lab is not running; this is the log of its last boot\n');
 	}
+	let last = -1;
 	for (const record of await target.kernelLog()) {
 		print(record);
+		last = Math.max(last, record.sequence);
 	}
 	if (options.follow) {
 		await target.prepare();
 		const stop = new AbortController();
 		process.once('SIGINT', () => stop.abort());
-		await target.followKernelLog(print, stop.signal);
+		// A lab that was down boots with a new log, numbered from 0 again: follow it from its start.
+		await target.followKernelLog(print, stop.signal, up ? last : -1);
 	}
 }
 
