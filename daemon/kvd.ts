@@ -530,11 +530,16 @@ class Kvd {
 		}
 	}
 
+	/**
+	 * Removes kvd's files, if they are its own: a kvd that did not get the
+	 * lock leaves the running one's pid, ready and status files alone (it
+	 * used to delete them, and ./run then took the running kvd for dead).
+	 */
 	async cleanUp(): Promise<void> {
 		this.closeLog();
-		await rm(this.run('pid'), { force: true });
-		await rm(this.run('ready'), { force: true });
 		if (this.lock) {
+			await rm(this.run('pid'), { force: true });
+			await rm(this.run('ready'), { force: true });
 			await this.setStatus({ state: 'stopped' });
 			await this.lock.release();
 			this.lock = undefined;

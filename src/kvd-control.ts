@@ -52,6 +52,10 @@ export async function daemonStatus(target: Target): Promise<DaemonStatus | undef
 export async function startDaemon(target: Target, backup = DEFAULT_BACKUP): Promise<number> {
 	// One trip to the target when kvd runs already (the usual case): each costs ~0.2 s in the lab.
 	const script = [
+		// One ./run at a time from the check to kvd's ready: two at once both
+		// saw no kvd and started one each (the second fails kvd's own lock).
+		// The lock is held until this script exits; kvd must not inherit it.
+		'exec 9>/run/kvd.start.lock && flock -w 140 9 || { echo "kvd: another ./run is starting kvd" >&2; exit 1; }',
 		'kvd=$(cat /run/kvd.pid 2>/dev/null)',
 		'if [ -n "$kvd" ] && kill -0 "$kvd" 2>/dev/null; then',
 		// A kvd that keeps another backup file: the caller restarts it ($4 is the file as JSON).
@@ -60,7 +64,7 @@ export async function startDaemon(target: Target, backup = DEFAULT_BACKUP): Prom
 		// A kvd killed outright leaves its files: they are not the new one's word.
 		'  rm -f /run/kvd.pid /run/kvd.ready',
 		// Paths as arguments, never in the script's text: the project path may have spaces.
-		`  setsid "$2" "$3" --backup "$1" >>${KVD_LOG} 2>&1 </dev/null &`,
+		`  setsid "$2" "$3" --backup "$1" >>${KVD_LOG} 2>&1 </dev/null 9>&- &`,
 		'  kvd=$!',
 		'fi',
 		`want=$(${KVD_INSTANCE})`,
