@@ -29,6 +29,32 @@ test('kernel trouble is recognised, ordinary lines are not', t => {
 	}
 });
 
+test("the debug kernel's checkers are recognised; kmemleak's summary line is left to the leak check", t => {
+	for (const line of [
+		'BUG: KASAN: slab-use-after-free in kudp_exit+0x2a/0x60 [udp_server]',
+		'BUG: KASAN: use-after-free in kv_lookup+0x41/0x120 [udp_server]',
+		'UBSAN: array-index-out-of-bounds in server-module/kv.c:120:9',
+		'UBSAN: shift-out-of-bounds in server-module/cmd.c:88:20',
+		'WARNING: possible circular locking dependency detected',
+		'WARNING: possible recursive locking detected',
+		'WARNING: inconsistent lock state',
+		'WARNING: suspicious RCU usage',
+		'server-module/kv.c:77 suspicious rcu_dereference_check() usage!',
+		'BUG: sleeping function called from invalid context at include/linux/sched/mm.h:274',
+		'ODEBUG: free active (active state 0) object: 00000000b0d4a1f2 object type: timer_list hint: kudp_tick+0x0/0x40 [udp_server]',
+	]) {
+		t.true(isProblem(line), line);
+	}
+	for (const line of [
+		'kmemleak: 2 new suspected memory leaks (see /sys/kernel/debug/kmemleak)',
+		'kmemleak: Kernel memory leak detector initialized (mem pool available: 15681)',
+		'KernelAddressSanitizer initialized (generic)',
+		'Lock dependency validator: Copyright (c) 2006 Red Hat, Inc., Ingo Molnar',
+	]) {
+		t.false(isProblem(line), line);
+	}
+});
+
 const errno = (code: string) => Object.assign(new Error(`${code}: from the fake device`), { code });
 
 /**
