@@ -20,12 +20,15 @@ kudp_node_major="${kudp_node_major%%.*}"
 	kudp_die "Node $(node --version) is too old; kernel-udp needs Node 20 or newer."
 
 # npm packages: install when missing or when package-lock.json changed.
-if [ ! -f "$kudp_root/node_modules/.package-lock.json" ] ||
-	[ "$kudp_root/package-lock.json" -nt "$kudp_root/node_modules/.package-lock.json" ]; then
+kudp_npm_stale() {
+	[ ! -f "$kudp_root/node_modules/.package-lock.json" ] ||
+		[ "$kudp_root/package-lock.json" -nt "$kudp_root/node_modules/.package-lock.json" ]
+}
+kudp_npm_ci() {
 	echo "kernel-udp: installing npm packages (npm ci)..." >&2
 	(cd "$kudp_root" && npm ci --no-audit --no-fund --loglevel=error >&2) ||
 		kudp_die "npm ci failed; see the messages above."
-fi
+}
 
 # TypeScript: compile when a source file is newer than the last build, or a
 # directory is (a file was added, renamed or deleted there).
@@ -68,13 +71,18 @@ kudp_compile() {
 	rm -rf "$next"
 }
 
-if kudp_stale; then
+# npm ci and the compile both run under the flock: two ./run started at
+# once on a fresh checkout must not both empty and refill node_modules.
+if kudp_npm_stale || kudp_stale; then
 	command -v flock >/dev/null 2>&1 ||
 		kudp_die "flock is not installed (Debian package: util-linux)"
 	mkdir -p "$kudp_root/dist" || kudp_die "cannot create $kudp_root/dist"
 	exec {kudp_lock_fd}>"$kudp_root/dist/.build.lock" || kudp_die "cannot open $kudp_root/dist/.build.lock"
 	flock "$kudp_lock_fd"
-	# Another ./run may have compiled while this one waited.
+	# Another ./run may have installed or compiled while this one waited.
+	if kudp_npm_stale; then
+		kudp_npm_ci
+	fi
 	if kudp_stale; then
 		kudp_compile
 	fi

@@ -600,9 +600,26 @@ export class Lab {
 		return agentExec(agent, argv, options);
 	}
 
+	/**
+	 * The state file's udpForwards is read, changed in QEMU and written back:
+	 * two ./run forwarding at once each wrote back what it had read, and one
+	 * forward was lost from the record. One at a time, under this lock.
+	 */
+	private withStateLock<T>(action: () => Promise<T>): Promise<T> {
+		return withFileLock(path.join(this.dir, 'state.lock'), 30_000, action);
+	}
+
 	/** Forwards UDP on the host's 127.0.0.1:hostPort to guestPort in the guest. */
 	async forwardUdp(hostPort: number, guestPort: number): Promise<void> {
-		const state = await this.up();
+		await this.up();
+		await this.withStateLock(() => this.forwardUdpLocked(hostPort, guestPort));
+	}
+
+	private async forwardUdpLocked(hostPort: number, guestPort: number): Promise<void> {
+		const state = await this.state();
+		if (!state) {
+			throw new UserError('the lab stopped before a port could be forwarded to it');
+		}
 		if (state.udpForwards[String(hostPort)] === guestPort) {
 			return;
 		}
@@ -610,7 +627,7 @@ export class Lab {
 		// it, so a guest port gets one forward: drop older ones to the same port.
 		for (const [otherHost, otherGuest] of Object.entries(state.udpForwards)) {
 			if (Number(otherHost) === hostPort || otherGuest === guestPort) {
-				await this.unforwardUdp(Number(otherHost));
+				await this.unforwardUdpLocked(Number(otherHost));
 			}
 		}
 		const reply = await hmp(this.monitorSocket, `hostfwd_add n0 udp:127.0.0.1:${hostPort}-:${guestPort}`);
@@ -625,6 +642,10 @@ export class Lab {
 	}
 
 	async unforwardUdp(hostPort: number): Promise<void> {
+		await this.withStateLock(() => this.unforwardUdpLocked(hostPort));
+	}
+
+	private async unforwardUdpLocked(hostPort: number): Promise<void> {
 		const state = await this.state();
 		if (!state || state.udpForwards[String(hostPort)] === undefined) {
 			return;
