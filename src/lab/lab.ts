@@ -80,6 +80,8 @@ export interface LabOptions {
 	memoryMb?: number;
 	cpus?: number;
 	bootTimeoutMs?: number;
+	/** The file whose mtime says when the TypeScript was last compiled (default `<root>/dist/.build-stamp`); tests use a copy. */
+	buildStamp?: string;
 }
 
 const NODE_BINARY = process.execPath;
@@ -145,6 +147,7 @@ export class Lab {
 			memoryMb: options.memoryMb ?? 256,
 			cpus: options.cpus ?? (Number(process.env['KUDP_LAB_CPUS']) || 2),
 			bootTimeoutMs: options.bootTimeoutMs ?? 180_000,
+			buildStamp: options.buildStamp ?? path.join(options.root, 'dist', '.build-stamp'),
 		};
 		this.dir = path.join(options.root, '.lab', this.name);
 		this.persistentDir = path.join(this.dir, 'var-tmp');
@@ -250,7 +253,7 @@ export class Lab {
 
 	/** When the TypeScript was last compiled (bin/bootstrap.sh), or undefined. */
 	private async buildStamp(): Promise<number | undefined> {
-		return (await stat(path.join(this.options.root, 'dist', '.build-stamp')).catch(ifMissing(undefined)))?.mtimeMs;
+		return (await stat(this.options.buildStamp).catch(ifMissing(undefined)))?.mtimeMs;
 	}
 
 	private get buildStampSeen(): string {

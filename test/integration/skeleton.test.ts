@@ -4,12 +4,12 @@
  */
 import { execa } from 'execa';
 import dgram from 'node:dgram';
-import { mkdtemp, rename, rm, utimes, writeFile } from 'node:fs/promises';
+import { mkdtemp, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { UserError } from '../../src/errors.js';
-import { freePort } from '../../src/lab/lab.js';
+import { freePort, Lab } from '../../src/lab/lab.js';
 import { PROJECT_ROOT } from '../../src/modules.js';
 import { load } from '../../src/lifecycle.js';
 import { request } from '../../user-client/client.js';
@@ -259,11 +259,17 @@ labTest('a file replaced on this machine by a rebuild is seen whole by the runni
 		t.is(await guest(t, `cat ${file}`), 'old\n');
 		await writeFile(`${file}.next`, 'new\n');
 		await rename(`${file}.next`, file);
-		const stamp = path.join(PROJECT_ROOT, 'dist', '.build-stamp');
-		const now = new Date();
-		await utimes(stamp, now, now);
-		await t.context.target.prepare();
+		// A rebuild as the lab sees it: a build stamp newer than the last it saw. A copy, never
+		// the real dist/.build-stamp: set to now, that one would tell bootstrap that sources
+		// edited during this run are compiled.
+		const realStamp = path.join(PROJECT_ROOT, 'dist', '.build-stamp');
+		const realBefore = (await stat(realStamp)).mtimeMs;
+		const stamp = path.join(dir, '.build-stamp');
+		await writeFile(stamp, '');
+		const rebuilt = new Lab({ root: PROJECT_ROOT, name: t.context.target.lab.name, buildStamp: stamp });
+		await rebuilt.up();
 		t.is(await guest(t, `cat ${file}`), 'new\n');
+		t.is((await stat(realStamp)).mtimeMs, realBefore, 'the real build stamp is left as bootstrap set it');
 	} finally {
 		await rm(dir, { recursive: true, force: true });
 	}
