@@ -5,11 +5,23 @@
  * stdout carries replies only; messages, errors and --verbose logs go to stderr.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { pino, type Logger } from 'pino';
 import { prettyFactory } from 'pino-pretty';
-import { KvClient, KvNetworkError, KvProtocolError, KvServerError, KvTimeoutError, request, type RequestOptions } from './client.js';
+import {
+	KvClient,
+	type KvError,
+	KvNetworkError,
+	KvProtocolError,
+	KvServerError,
+	KvTimeoutError,
+	request,
+	type RequestOptions,
+} from './client.js';
 import { EXIT_INTERNAL, EXIT_OK, EXIT_USAGE } from '../src/errors.js';
+import { PROJECT_ROOT } from '../src/modules.js';
 import {
 	checkKey,
 	checkValue,
@@ -20,6 +32,7 @@ import {
 	DEFAULT_PORT,
 	InvalidRequestError,
 	MAX_KEY,
+	parseReply,
 } from './protocol.js';
 
 /**
@@ -57,8 +70,27 @@ export interface GlobalOptions {
 	host: string;
 	port: number;
 	timeout: number;
+	/** -w, as nc has it: the timeout in seconds (wins over --timeout). */
+	wait?: number;
 	retries: number;
 	verbose?: boolean;
+}
+
+/** The project's version (package.json), for --version. */
+function version(): string {
+	try {
+		return (JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version?: string }).version ?? 'unknown';
+	} catch {
+		return 'unknown';
+	}
+}
+
+function seconds(value: string): number {
+	const number = Number(value);
+	if (!/^\d+(\.\d+)?$/.test(value.trim()) || number <= 0 || number > 600) {
+		throw new InvalidArgumentError('seconds must be a number above 0, at most 600.');
+	}
+	return number;
 }
 
 function integer(name: string, min: number, max: number) {
@@ -79,10 +111,12 @@ function key(value: string): string {
 
 const HELP_AFTER = `
 Exit codes:
-  0  success
+  0  success (delete: also NOT FOUND after a try that got no reply, with a
+     note on stderr: that try may have deleted it; the key is gone either way)
   1  lookup/delete: the key is not there
-  2  the server answered ERR (reason on stderr)
-  3  no reply after every try, or a network error
+  2  the server answered ERR (reason on stderr; send prints the reply too)
+  3  no reply after every try, or a network error (send from stdin goes on
+     with the next line and exits 3 at the end)
   64 a usage error (bad option, argument or key)
   70 an internal error (a bug; please report it)
 
@@ -96,7 +130,8 @@ Examples:
   kvclient delete dog                      prints OK
   kvclient stats --json
   printf 'HELLO\\nlookup dog\\n' | kvclient send      one datagram per line, like nc -u
-  kvclient --port 3001 --timeout 200 --retries 0 send lookup dog`;
+  kvclient --port 3001 --timeout 200 --retries 0 send lookup dog
+  kvclient -w 2 send HELLO                 wait up to 2 s per try, as nc -w 2`;
 
 export function buildProgram(io: Io = defaultIo): Command {
 	const program = new Command('kvclient');
@@ -109,11 +144,11 @@ export function buildProgram(io: Io = defaultIo): Command {
 		));
 
 	const connection = (): RequestOptions => {
-		const { host, port, timeout, retries } = program.opts<GlobalOptions>();
+		const { host, port, timeout, wait, retries } = program.opts<GlobalOptions>();
 		return {
 			host,
 			port,
-			timeoutMs: timeout,
+			timeoutMs: wait === undefined ? timeout : Math.round(wait * 1000),
 			retries,
 			onSend: (attempt, tries) => logger().debug({ to: `${host}:${port}`, attempt, tries }, 'send'),
 		};
@@ -137,10 +172,12 @@ export function buildProgram(io: Io = defaultIo): Command {
 				.argParser(integer('port', 1, 65535)),
 		)
 		.addOption(new Option('--timeout <ms>', 'how long to wait for each reply').default(1000).argParser(integer('timeout', 1, 600_000)))
+		.addOption(new Option('-w, --wait <seconds>', 'the same in seconds, as nc -w (wins over --timeout)').argParser(seconds))
 		.addOption(
 			new Option('--retries <n>', 'how many times to send again when no reply comes').default(2).argParser(integer('retries', 0, 100)),
 		)
 		.option('-v, --verbose', 'log what is sent and received (stderr)')
+		.version(version(), '-V, --version', 'print the version and exit')
 		.configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
 		.showHelpAfterError('(kvclient --help for usage)')
 		.addHelpText('after', HELP_AFTER);
@@ -152,15 +189,41 @@ export function buildProgram(io: Io = defaultIo): Command {
 		)
 		.argument('[message...]', 'the request, e.g. "lookup dog"')
 		.action(async (words: string[]) => {
-			// The reply as received; a newline is added only if it has none.
-			const print = (reply: Buffer) => io.stdout(reply.at(-1) === 0x0a ? reply : Buffer.concat([reply, Buffer.from('\n')]));
+			// The reply as received (a newline is added only if it has none), like nc;
+			// unlike nc, an ERR reply is a failure (exit 2, the reason on stderr).
+			const print = (reply: Buffer) => {
+				io.stdout(reply.at(-1) === 0x0a ? reply : Buffer.concat([reply, Buffer.from('\n')]));
+				const parsed = parseReply(reply);
+				return parsed.kind === 'err' ? new KvServerError(parsed.reason) : undefined;
+			};
 			if (words.length > 0) {
-				print(await send(words.join(' ')));
+				const error = print(await send(words.join(' ')));
+				if (error) throw error;
 				return;
 			}
+			// One datagram per line; a line that gets no reply (or ERR) is reported and the
+			// next one is sent. The exit code is the worst: 3 (no reply) over 2 (ERR).
+			let worst: KvError | undefined;
+			let number = 0;
 			for await (const line of createInterface({ input: io.stdin, crlfDelay: Infinity })) {
-				print(await send(line));
+				number++;
+				let error: KvError | undefined;
+				try {
+					error = print(await send(line));
+				} catch (caught) {
+					if (!(caught instanceof KvTimeoutError || caught instanceof KvNetworkError)) throw caught;
+					error = caught;
+				}
+				if (error) {
+					io.stderr(`kvclient: line ${number}: ${error.message}\n`);
+					if (!(worst instanceof KvTimeoutError || worst instanceof KvNetworkError)) worst = error;
+				}
 			}
+			if (worst)
+				throw new KvExit(
+					`${worst instanceof KvServerError ? 'the server answered ERR' : 'no reply'} to some lines (see above)`,
+					worst instanceof KvServerError ? EXIT.serverError : EXIT.network,
+				);
 		});
 
 	program
@@ -191,7 +254,13 @@ export function buildProgram(io: Io = defaultIo): Command {
 		.description('remove KEY; prints OK (exit 1 if there was none)')
 		.argument('<key>', 'the key', key)
 		.action(async (name: string) => {
-			if (!(await client().delete(name))) throw new KvExit('not found', EXIT.notFound);
+			const outcome = await client().remove(name);
+			if (outcome === 'absent') throw new KvExit('not found', EXIT.notFound);
+			if (outcome === 'absent-after-retry') {
+				io.stderr(
+					`kvclient: note: NOT FOUND came to a retry after a try that got no reply; that try may have deleted ${name}. It is gone either way.\n`,
+				);
+			}
 			io.stdout('OK\n');
 		});
 

@@ -246,10 +246,28 @@ export class KvClient {
 
 	/** True when `key` was there and is now gone, false for NOT FOUND. */
 	async delete(key: string, overrides?: Partial<RequestOptions>): Promise<boolean> {
-		const reply = await this.ask(formatRequest(CMD_DELETE, key), overrides);
-		if (reply.kind === 'notFound') return false;
+		return (await this.remove(key, overrides)) === 'deleted';
+	}
+
+	/**
+	 * Deletes `key` and says what is known: `deleted`; `absent` (NOT FOUND
+	 * to the first try); or `absent-after-retry`: NOT FOUND to a retry sent
+	 * because an earlier try got no reply, which that try may have caused
+	 * (its reply was lost, not its request). The key is gone in all three.
+	 */
+	async remove(key: string, overrides?: Partial<RequestOptions>): Promise<'deleted' | 'absent' | 'absent-after-retry'> {
+		let retried = false;
+		const onSend = overrides?.onSend ?? this.options.onSend;
+		const reply = await this.ask(formatRequest(CMD_DELETE, key), {
+			...overrides,
+			onSend: (attempt, total) => {
+				retried ||= attempt > 1;
+				onSend?.(attempt, total);
+			},
+		});
+		if (reply.kind === 'notFound') return retried ? 'absent-after-retry' : 'absent';
 		if (reply.kind !== 'ok' || reply.value !== undefined) unexpected(CMD_DELETE, reply);
-		return true;
+		return 'deleted';
 	}
 
 	/** The server's counters (fields that did not fit in `len` are missing). */

@@ -79,7 +79,11 @@ const table: Answer = message => {
 test('send prints the raw reply, adding a newline only when there is none', async t => {
 	const server = await fakeServer(table);
 	t.deepEqual(await kvclient(server.port, ['send', 'HELLO']), { code: 0, stdout: 'GOT IT\n', stderr: '' });
-	t.deepEqual(await kvclient(server.port, ['send', 'fetch', 'dog']), { code: 0, stdout: 'ERR unknown command\n', stderr: '' });
+	t.deepEqual(await kvclient(server.port, ['send', 'fetch', 'dog']), {
+		code: 2,
+		stdout: 'ERR unknown command\n',
+		stderr: 'kvclient: server error: unknown command\n',
+	});
 	t.is((await kvclient(server.port, ['send', 'no', 'newline'])).stdout, 'OK\n');
 	t.is((await kvclient(server.port, ['send', 'lookup', 'bytes'])).stdout, 'OK caf\xe9\n', 'bytes pass through undecoded');
 	t.deepEqual(server.received, ['HELLO', 'fetch dog', 'no newline', 'lookup bytes']);
@@ -89,7 +93,7 @@ test('send prints the raw reply, adding a newline only when there is none', asyn
 test('send without words sends one datagram per stdin line', async t => {
 	const server = await fakeServer(table);
 	const result = await kvclient(server.port, ['send'], 'HELLO\nlookup dog\r\n\nlookup cat');
-	t.is(result.code, 0);
+	t.is(result.code, 2, 'line 3 got ERR');
 	t.is(result.stdout, 'GOT IT\nOK baileys the dog\nERR empty\nNOT FOUND\n');
 	t.deepEqual(server.received, ['HELLO', 'lookup dog', '', 'lookup cat']);
 	server.close();
