@@ -13,6 +13,7 @@
 
 #include <linux/errno.h>
 #include <linux/kernel.h>
+#include <linux/rcupdate.h>
 #include <linux/slab.h>
 #include <linux/string.h>
 
@@ -60,6 +61,56 @@ struct kudp_span kudp_next_word(struct kudp_span *rest)
 	}
 	word.n = rest->p - word.p;
 	return word;
+}
+
+/*
+ * Words that begin a reply: the text protocol's (kudp_protocol.h; "GOT IT"
+ * and "NOT FOUND" by their first word) and memcached's. No request of
+ * either protocol starts with one.
+ */
+static const char *const reply_words[] = {
+	KUDP_OK, KUDP_ERR, "GOT", "NOT",
+	"VALUE", "END", "STORED", "NOT_STORED", "EXISTS", "NOT_FOUND",
+	"DELETED", "TOUCHED", "ERROR", "CLIENT_ERROR", "SERVER_ERROR",
+	"VERSION", "STAT",
+};
+
+/* Whether @p starts with a reply word, followed by a space, a line end or nothing. */
+static bool starts_with_reply_word(const char *p, size_t n)
+{
+	size_t len = 0;
+	unsigned int i;
+
+	while (len < n && p[len] != ' ' && p[len] != '\r' && p[len] != '\n')
+		len++;
+	for (i = 0; i < ARRAY_SIZE(reply_words); i++)
+		if (len == strlen(reply_words[i]) &&
+		    !memcmp(p, reply_words[i], len))
+			return true;
+	return false;
+}
+
+/* memcached's frame header: ID, sequence, count (at least 1), then 0. */
+#define KUDP_MC_HEADER	8
+
+/**
+ * kudp_is_reply() - whether a datagram is a reply of either protocol
+ * @p: its first bytes
+ * @n: how many
+ *
+ * A server that answers replies can be made to bounce one forged datagram
+ * with another server (or between its own two ports) for ever. Both ports
+ * ask this of every datagram and answer none that is a reply: a text
+ * protocol reply, or a memcached reply with or without its frame header.
+ *
+ * Return: true for a reply, which gets no answer.
+ */
+bool kudp_is_reply(const char *p, size_t n)
+{
+	if (starts_with_reply_word(p, n))
+		return true;
+	return n > KUDP_MC_HEADER && (p[4] || p[5]) && !p[6] && !p[7] &&
+	       starts_with_reply_word(p + KUDP_MC_HEADER, n - KUDP_MC_HEADER);
 }
 
 static void skip_spaces_in(struct kudp_span *rest)
@@ -213,6 +264,38 @@ static void do_lookup(const struct kudp_span *key, struct kudp_reply *reply)
 	reply->status = 0;
 }
 
+/*
+ * The change itself, under the key's stripe: the table, the history line
+ * and the journal line. An entry with an expiry time is a cache entry,
+ * which the backup does not keep: its journal line deletes the key from
+ * the backup, so that no older value of it comes back after a reload.
+ */
+static int store_locked(const char *key, size_t klen, const char *value,
+			size_t vlen, const struct kv_meta *meta,
+			enum kv_mode mode, u64 *seq)
+{
+	struct mutex *lock = kv_key_lock(key, klen);
+	struct kudp_line *line;
+	int ret;
+
+	line = kudp_line_new("insert %.*s %.*s", (int)klen, key, (int)vlen,
+			     value);
+	mutex_lock(lock);
+	ret = kv_store(key, klen, value, vlen, meta, mode,
+		       kudp_line_cost(line));
+	if (!ret && line)
+		kudp_history_add(line);
+	else
+		kfree(line);
+	if (!ret && meta && meta->expires)
+		*seq = kudp_journal_add("delete %.*s", (int)klen, key);
+	else if (!ret)
+		*seq = kudp_journal_add("insert %.*s %.*s", (int)klen, key,
+					(int)vlen, value);
+	mutex_unlock(lock);
+	return ret;
+}
+
 /**
  * kudp_store() - make a store, with its history line and its journal line
  * @key: the key, @klen bytes
@@ -227,7 +310,8 @@ static void do_lookup(const struct kudp_span *key, struct kudp_reply *reply)
  * the key's stripe lock (kv.c), so that the history and the journal see the
  * changes to a key in the order they were made. The history line is charged
  * with the entry, so that the two together stay within max_bytes; a line
- * that cannot be allocated is left out. With durable=1 a change is only made
+ * that cannot be allocated is left out. A full table first gives up its
+ * expired entries, and their memory. With durable=1 a change is only made
  * while the backup daemon is there to save it.
  *
  * Return: 0, -ENOLINK (durable=1 and no daemon), or kv_store()'s error.
@@ -235,25 +319,15 @@ static void do_lookup(const struct kudp_span *key, struct kudp_reply *reply)
 int kudp_store(const char *key, size_t klen, const char *value, size_t vlen,
 	       const struct kv_meta *meta, enum kv_mode mode, u64 *seq)
 {
-	struct mutex *lock = kv_key_lock(key, klen);
-	struct kudp_line *line;
 	int ret;
 
-	if (kudp_durable && !kudp_daemon_registered())
+	if (!kudp_backup_ready())
 		return -ENOLINK;
-	line = kudp_line_new("insert %.*s %.*s", (int)klen, key, (int)vlen,
-			     value);
-	mutex_lock(lock);
-	ret = kv_store(key, klen, value, vlen, meta, mode,
-		       kudp_line_cost(line));
-	if (!ret && line)
-		kudp_history_add(line);
-	else
-		kfree(line);
-	if (!ret)
-		*seq = kudp_journal_add("insert %.*s %.*s", (int)klen, key,
-					(int)vlen, value);
-	mutex_unlock(lock);
+	ret = store_locked(key, klen, value, vlen, meta, mode, seq);
+	if (ret == -ENOSPC && kv_reap_expired()) {
+		rcu_barrier();	/* their memory, after its grace period */
+		ret = store_locked(key, klen, value, vlen, meta, mode, seq);
+	}
 	return ret;
 }
 
@@ -276,7 +350,7 @@ int kudp_delete(const char *key, size_t klen, u64 *seq)
 	struct kudp_line *line;
 	int ret;
 
-	if (kudp_durable && !kudp_daemon_registered())
+	if (!kudp_backup_ready())
 		return -ENOLINK;
 	mutex_lock(lock);
 	ret = kv_delete(key, klen);
@@ -416,12 +490,16 @@ void kudp_execute(const char *req, size_t size, struct kudp_reply *reply)
 
 	kudp_count(requests);
 	reply->greeting = false;
+	reply->malformed = false;
 	reply->seq = 0;
 	if (size > kudp_len) {
 		kudp_reply_error(reply, -EMSGSIZE, KUDP_ERR_TOO_LONG);
+		reply->malformed = true;
 		return;
 	}
 	reason = parse_and_run(request, reply);
-	if (reason)
+	if (reason) {
 		kudp_reply_error(reply, -EINVAL, "%s", reason);
+		reply->malformed = true;
+	}
 }

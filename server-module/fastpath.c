@@ -30,6 +30,7 @@
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/filter.h>
 #include <linux/hash.h>
 #include <linux/ip.h>
 #include <linux/mm.h>
@@ -130,47 +131,83 @@ static atomic_t *sender_pending(struct kudp_worker *w, __be32 addr,
 	return &w->pending[hash_32(sender, KUDP_FAST_BUCKET_BITS)];
 }
 
+/* A datagram the socket does not take, counted as the UDP layer counts it. */
+static void drop_datagram(struct sock *sk, struct sk_buff *skb, int mib)
+{
+	struct net *net = sock_net(sk);
+
+	if (mib)
+		__UDP_INC_STATS(net, mib, 0);
+	__UDP_INC_STATS(net, UDP_MIB_INERRORS, 0);
+	atomic_inc(&sk->sk_drops);
+	kfree_skb(skb);
+	kudp_count(drops);
+}
+
 /*
  * Hands @skb (@skb->data: the UDP header) to the thread, as the UDP layer
- * does with a datagram that has no hook: header pulled, route dropped,
- * queued, the thread woken.
+ * does with a datagram that has no hook (udp_queue_rcv_one_skb()): header
+ * pulled, where it came in noted for IP_PKTINFO (the thread's
+ * from_loopback(); ipv4_pktinfo_prepare() is not exported), route dropped,
+ * queued, the thread woken, and a full queue counted in the UDP MIB.
  */
 static void queue_for_thread(struct sock *sk, struct sk_buff *skb,
 			     atomic_t *pending)
 {
+	struct in_pktinfo *info = (struct in_pktinfo *)skb->cb;
+	int ret;
+
+	BUILD_BUG_ON(sizeof(*info) > sizeof(skb->cb));
 	atomic_inc(pending);
+	info->ipi_ifindex = skb->skb_iif;
+	info->ipi_spec_dst.s_addr = ip_hdr(skb)->daddr;
 	udp_csum_pull_header(skb);
 	skb_dst_drop(skb);
-	if (__udp_enqueue_schedule_skb(sk, skb) < 0) {
+	ret = __udp_enqueue_schedule_skb(sk, skb);
+	if (ret < 0) {
 		atomic_dec(pending);
-		kfree_skb(skb);
-		kudp_count(drops);
+		drop_datagram(sk, skb, ret == -ENOMEM ? UDP_MIB_RCVBUFERRORS :
+				       UDP_MIB_MEMERRORS);
 	}
 }
 
 /*
  * The encap_rcv hook: @skb->data is the UDP header, the checksum is good.
- * Return: 0, the datagram is taken (answered here or queued for the thread).
+ * First what the UDP layer does before queueing any datagram: the socket's
+ * filter, cgroup-BPF ingress and the LSM (sk_filter_trim_cap()).
+ * Return: 0, the datagram is taken (answered here, queued for the thread,
+ * or dropped).
  */
 static int fast_rcv(struct sock *sk, struct sk_buff *skb)
 {
 	struct kudp_worker *w = rcu_dereference_sk_user_data(sk);
 	struct fast_buffers *buf = this_cpu_ptr(fast_buffers);
 	struct kudp_reply reply = { .buf = buf->reply };
-	struct sockaddr_in from = {
-		.sin_family = AF_INET,
-		.sin_addr.s_addr = ip_hdr(skb)->saddr,
-		.sin_port = udp_hdr(skb)->source,
+	struct kudp_peer peer = {
+		.addr.sin_family = AF_INET,
+		.addr.sin_addr.s_addr = ip_hdr(skb)->saddr,
+		.addr.sin_port = udp_hdr(skb)->source,
+		.local = skb->skb_iif == LOOPBACK_IFINDEX,
 	};
-	atomic_t *pending = sender_pending(w, from.sin_addr.s_addr,
-					   from.sin_port);
-	unsigned int size = skb->len - sizeof(struct udphdr);
+	atomic_t *pending = sender_pending(w, peer.addr.sin_addr.s_addr,
+					   peer.addr.sin_port);
 	const char *req = NULL;
+	unsigned int size;
 	bool log;
 
-	/* Broadcast, multicast and datagrams too long: the threads' way. */
+	if (sk_filter_trim_cap(sk, skb, sizeof(struct udphdr))) {
+		drop_datagram(sk, skb, 0);
+		return 0;
+	}
+	size = skb->len - sizeof(struct udphdr);
+	/*
+	 * Broadcast, multicast, datagrams too long, and a sender whose earlier
+	 * request is still with the thread or its reply waiting for the disk
+	 * (durable=1): the threads' way.
+	 */
 	if (skb->pkt_type == PACKET_HOST && size <= kudp_len &&
-	    !atomic_read(pending))
+	    !atomic_read(pending) &&
+	    !(kudp_durable && kudp_sender_parked(&peer.addr)))
 		req = skb_header_pointer(skb, sizeof(struct udphdr), size,
 					 buf->request);
 	if (!req || kudp_is_change(req, size)) {
@@ -178,11 +215,19 @@ static int fast_rcv(struct sock *sk, struct sk_buff *skb)
 		return 0;
 	}
 
-	log = kudp_answer_text(req, size, &from, &reply);
-	fast_reply(sk, skb, reply.buf, reply.size);
-	if (log)
-		pr_info("sent " KUDP_GOT_IT " to %pI4:%u\n", &from.sin_addr,
-			ntohs(from.sin_port));
+	log = kudp_answer_text(req, size, &peer, &reply);
+	if (!reply.size) {
+		/* A reply, or from port 0: nothing goes back. */
+	} else if (!kudp_reply_allowed(&peer, reply.size,
+				       reply.malformed)) {
+		kudp_count(drops);
+	} else {
+		fast_reply(sk, skb, reply.buf, reply.size);
+		if (log)
+			pr_info("sent " KUDP_GOT_IT " to %pI4:%u\n",
+				&peer.addr.sin_addr,
+				ntohs(peer.addr.sin_port));
+	}
 	consume_skb(skb);
 	return 0;
 }

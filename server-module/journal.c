@@ -93,9 +93,13 @@ static u64 journal_snapshot;	/* N of "N snapshot" */
 static bool journal_closing;
 static DECLARE_WAIT_QUEUE_HEAD(journal_wait);
 
-/* The last change the daemon has on disk; durable replies wait for it. */
+/*
+ * The last change the daemon has on disk; durable replies and /proc/ht
+ * writers wait for it, the writers until the unload closes them out.
+ */
 static atomic64_t journal_synced;
 static DECLARE_WAIT_QUEUE_HEAD(synced_wait);
+static bool writers_closing;
 
 /* Frees every queued line; the caller holds journal_lock. */
 static void journal_drop_locked(struct list_head *dropped)
@@ -140,6 +144,25 @@ void kudp_journal_start(bool on)
 	spin_unlock(&journal_lock);
 	journal_free(&dropped);
 	wake_up_interruptible(&journal_wait);
+}
+
+/**
+ * kudp_journal_drop() - the daemon died: drop what was queued for it
+ *
+ * Context: the caller holds the registration's mutex (proc.c) and has just
+ * forgotten the daemon, so no new one has registered meanwhile.
+ */
+void kudp_journal_drop(void)
+{
+	LIST_HEAD(dropped);
+
+	spin_lock(&journal_lock);
+	if (!journal_on) {
+		journal_drop_locked(&dropped);
+		journal_snapshot_due = false;
+	}
+	spin_unlock(&journal_lock);
+	journal_free(&dropped);
 }
 
 /**
@@ -206,22 +229,38 @@ bool kudp_journal_synced(u64 seq)
 	return atomic64_read(&journal_synced) >= seq;
 }
 
+static bool writer_woken(u64 seq)
+{
+	return kudp_journal_synced(seq) || READ_ONCE(writers_closing);
+}
+
 /**
- * kudp_journal_wait() - wait until change @seq is on disk, or the unload
+ * kudp_journal_wait() - wait until change @seq is on disk
  * @seq: the change's number
  *
- * Return: 0, -EINTR when a signal came first, -ESHUTDOWN at unload.
+ * The daemon's confirmation wakes the wait; the unload does too, and a
+ * daemon that dies is noticed within a tenth of a second.
+ *
+ * Return: 0; -EINTR when a signal came first; -ESHUTDOWN at unload;
+ * -ENOLINK when the daemon went away without saving it.
  */
 int kudp_journal_wait(u64 seq)
 {
-	int ret;
+	long ret;
 
-	ret = wait_event_interruptible(synced_wait,
-				       kudp_journal_synced(seq) ||
-				       READ_ONCE(journal_closing));
-	if (ret)
-		return -EINTR;
-	return kudp_journal_synced(seq) ? 0 : -ESHUTDOWN;
+	for (;;) {
+		ret = wait_event_interruptible_timeout(synced_wait,
+						       writer_woken(seq),
+						       HZ / 10);
+		if (ret < 0)
+			return -EINTR;
+		if (kudp_journal_synced(seq))
+			return 0;
+		if (READ_ONCE(writers_closing))
+			return -ESHUTDOWN;
+		if (!kudp_daemon_registered())
+			return -ENOLINK;
+	}
 }
 
 static bool journal_readable(void)
@@ -341,7 +380,8 @@ static ssize_t journal_write(struct file *file, const char __user *ubuf,
 			break;
 		synced = old;
 	}
-	wake_up_interruptible(&synced_wait);
+	/* Both kinds of sleeper: writers (interruptible) and the drain. */
+	wake_up_all(&synced_wait);
 	kudp_release_replies(seq);
 	return count;
 }
@@ -444,12 +484,17 @@ out_exists:
 	return -EEXIST;
 }
 
-/*
- * At unload, once no change can come: waits until the registered daemon has
- * confirmed every change, it unregisters or exits, or KUDP_DRAIN_TIMEOUT
- * passes. A daemon that exits is noticed within a tenth of a second.
+/**
+ * kudp_journal_drain() - let the daemon save the last changes, at unload
+ *
+ * Waits until the registered daemon has confirmed every change made so far,
+ * it unregisters or exits, or KUDP_DRAIN_TIMEOUT passes. A daemon that
+ * exits is noticed within a tenth of a second.
+ *
+ * Context: the workers are stopped; /proc/ht may still take a change, whose
+ * writer waits and is closed out after this (kudp_journal_close_writers()).
  */
-static void journal_drain(void)
+void kudp_journal_drain(void)
 {
 	unsigned long deadline = jiffies + KUDP_DRAIN_TIMEOUT;
 	u64 last;
@@ -470,25 +515,34 @@ static void journal_drain(void)
 	}
 }
 
+/**
+ * kudp_journal_close_writers() - wake the /proc/ht writers still waiting
+ *
+ * They return -ESHUTDOWN: their change is made but not known to be on
+ * disk. After this no writer waits, so removing /proc/ht cannot hang.
+ */
+void kudp_journal_close_writers(void)
+{
+	WRITE_ONCE(writers_closing, true);
+	wake_up_all(&synced_wait);
+}
+
 /*
- * Lets the daemon save the last changes, then wakes a daemon blocked in a
- * read and writers waiting for their change to be on disk, so that
- * remove_proc_entry(), which waits for them, returns.
+ * Wakes a daemon blocked in a read, so that remove_proc_entry(), which
+ * waits for it, returns.
  *
  * Context: the caller makes sure no change can come (workers stopped,
- * /proc/ht removed).
+ * /proc/ht removed) and has drained the journal (kudp_journal_drain()).
  */
 void kudp_journal_exit(void)
 {
 	LIST_HEAD(dropped);
 
-	journal_drain();
 	spin_lock(&journal_lock);
 	journal_closing = true;
 	journal_drop_locked(&dropped);
 	spin_unlock(&journal_lock);
 	wake_up_interruptible_all(&journal_wait);
-	wake_up_interruptible_all(&synced_wait);
 	remove_proc_entry("kvrestore", NULL);
 	remove_proc_entry("kvjournal", NULL);
 	journal_free(&dropped);

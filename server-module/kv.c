@@ -38,6 +38,7 @@
 #include <linux/slab.h>
 #include <linux/time.h>
 #include <linux/timekeeping.h>
+#include <linux/workqueue.h>
 
 #include "kudp_protocol.h"
 #include "udp_server.h"
@@ -86,6 +87,16 @@ static atomic_long_t kv_pending;
 
 /* The last "cas unique" handed out. */
 static atomic_t kv_cas;
+
+/*
+ * Entries with an expiry time (memcached's EXPTIME), and the work that
+ * takes them out once expired, so that they stop counting against
+ * max_entries and max_bytes. kv_reap_mutex keeps two reapers apart.
+ */
+static atomic_long_t kv_volatile;
+static DEFINE_MUTEX(kv_reap_mutex);
+static void kv_reap_work(struct work_struct *work);
+static DECLARE_DELAYED_WORK(kv_reaper, kv_reap_work);
 
 /* Seconds since boot: the clock of expiry times (never goes back). */
 u32 kv_now(void)
@@ -236,6 +247,7 @@ static void kv_retire(struct kv_entry *entry)
  */
 void kv_destroy(void)
 {
+	cancel_delayed_work_sync(&kv_reaper);
 	rhashtable_free_and_destroy(&kv_table, kv_free_entry, NULL);
 	rcu_barrier();
 }
@@ -310,13 +322,19 @@ int kv_store(const char *key, size_t klen, const char *value, size_t vlen,
 					      &entry->node, kv_params);
 		if (ret)
 			goto out_free_entry;
+		if (old->expires)
+			atomic_long_dec(&kv_volatile);
 		kv_retire(old);
-		return 0;
+	} else {
+		ret = rhashtable_insert_fast(&kv_table, &entry->node,
+					     kv_params);
+		if (ret)
+			goto out_free_entry;
 	}
-
-	ret = rhashtable_insert_fast(&kv_table, &entry->node, kv_params);
-	if (ret)
-		goto out_free_entry;
+	if (entry->expires) {
+		atomic_long_inc(&kv_volatile);
+		schedule_delayed_work(&kv_reaper, HZ);
+	}
 	return 0;
 
 out_free_entry:
@@ -357,9 +375,98 @@ int kv_delete(const char *key, size_t klen)
 	if (ret)
 		return ret;
 	atomic_long_dec(&kv_count);
+	if (entry->expires)
+		atomic_long_dec(&kv_volatile);
 	ret = kv_expired(entry) ? -ENOENT : 0;
 	kv_retire(entry);
 	return ret;
+}
+
+/* Removes @key if it has expired; the caller holds no stripe. */
+static unsigned long kv_reap_key(const char *key, size_t klen)
+{
+	struct mutex *lock = kv_key_lock(key, klen);
+	struct kv_entry *entry;
+	unsigned long reaped = 0;
+
+	mutex_lock(lock);
+	entry = kv_find_locked(key, klen);
+	if (entry && kv_expired(entry) &&
+	    !rhashtable_remove_fast(&kv_table, &entry->node, kv_params)) {
+		atomic_long_dec(&kv_count);
+		atomic_long_dec(&kv_volatile);
+		kv_retire(entry);
+		reaped = 1;
+	}
+	mutex_unlock(lock);
+	return reaped;
+}
+
+/* Keys copied out of one stretch of the walk, reaped after it. */
+#define KV_REAP_BATCH	16
+
+/**
+ * kv_reap_expired() - take the expired entries out of the table
+ *
+ * An expired entry is already invisible to every command; this gives back
+ * its place under max_entries at once, and its memory after a grace period.
+ * The walk runs under RCU, where no stripe can be taken, so it copies the
+ * keys of expired entries out a batch at a time and removes them after,
+ * each under its stripe, if they are still expired.
+ *
+ * Context: process; the caller holds no stripe.
+ * Return: how many entries were taken out.
+ */
+unsigned long kv_reap_expired(void)
+{
+	struct rhashtable_iter iter;
+	unsigned long reaped = 0;
+	u16 lens[KV_REAP_BATCH];
+	struct kv_entry *entry;
+	unsigned int n, i;
+	bool done = false;
+	char *keys;
+
+	if (!atomic_long_read(&kv_volatile))
+		return 0;
+	keys = kmalloc_array(KV_REAP_BATCH, KUDP_MAX_KEY, GFP_KERNEL);
+	if (!keys)
+		return 0;
+	mutex_lock(&kv_reap_mutex);
+	rhashtable_walk_enter(&kv_table, &iter);
+	while (!done) {
+		n = 0;
+		rhashtable_walk_start(&iter);
+		while (n < KV_REAP_BATCH) {
+			entry = rhashtable_walk_next(&iter);
+			if (entry == ERR_PTR(-EAGAIN))
+				continue;	/* a resize: go on */
+			if (IS_ERR_OR_NULL(entry)) {
+				done = true;
+				break;
+			}
+			if (!kv_expired(entry))
+				continue;
+			memcpy(keys + n * KUDP_MAX_KEY, entry->data, entry->klen);
+			lens[n++] = entry->klen;
+		}
+		rhashtable_walk_stop(&iter);
+		for (i = 0; i < n; i++)
+			reaped += kv_reap_key(keys + i * KUDP_MAX_KEY, lens[i]);
+		cond_resched();
+	}
+	rhashtable_walk_exit(&iter);
+	mutex_unlock(&kv_reap_mutex);
+	kfree(keys);
+	return reaped;
+}
+
+/* Once a second while entries with an expiry time are in the table. */
+static void kv_reap_work(struct work_struct *work)
+{
+	kv_reap_expired();
+	if (atomic_long_read(&kv_volatile))
+		schedule_delayed_work(&kv_reaper, HZ);
 }
 
 /**
@@ -446,16 +553,31 @@ static void kv_seq_stop(struct seq_file *m, void *v)
 	rhashtable_walk_stop(m->private);
 }
 
-static int kv_seq_show(struct seq_file *m, void *v)
+static void kv_seq_line(struct seq_file *m, const struct kv_entry *entry)
 {
-	const struct kv_entry *entry = v;
-
-	if (kv_expired(entry))
-		return 0;
 	seq_write(m, entry->data, entry->klen);
 	seq_putc(m, ' ');
 	seq_write(m, entry->data + entry->klen, entry->vlen);
 	seq_putc(m, '\n');
+}
+
+/* /proc/hashtable: every entry that has not expired. */
+static int kv_seq_show(struct seq_file *m, void *v)
+{
+	const struct kv_entry *entry = v;
+
+	if (!kv_expired(entry))
+		kv_seq_line(m, entry);
+	return 0;
+}
+
+/* /proc/kvsnapshot: what the backup keeps, the entries without an expiry. */
+static int kv_seq_show_lasting(struct seq_file *m, void *v)
+{
+	const struct kv_entry *entry = v;
+
+	if (!entry->expires)
+		kv_seq_line(m, entry);
 	return 0;
 }
 
@@ -466,11 +588,26 @@ static const struct seq_operations kv_seq_ops = {
 	.show = kv_seq_show,
 };
 
-int kv_seq_open(struct file *file)
+static const struct seq_operations kv_seq_lasting_ops = {
+	.start = kv_seq_start,
+	.next = kv_seq_next,
+	.stop = kv_seq_stop,
+	.show = kv_seq_show_lasting,
+};
+
+/**
+ * kv_seq_open() - open a listing of the table, one "KEY VALUE" line each
+ * @file: the /proc file being opened
+ * @lasting: list only the entries without an expiry time (the backup's)
+ *
+ * Return: 0 or -ENOMEM.
+ */
+int kv_seq_open(struct file *file, bool lasting)
 {
 	struct rhashtable_iter *iter;
 
-	iter = __seq_open_private(file, &kv_seq_ops, sizeof(*iter));
+	iter = __seq_open_private(file, lasting ? &kv_seq_lasting_ops :
+				  &kv_seq_ops, sizeof(*iter));
 	if (!iter)
 		return -ENOMEM;
 	rhashtable_walk_enter(&kv_table, iter);

@@ -19,6 +19,7 @@
 
 #include <linux/cpumask.h>
 #include <linux/err.h>
+#include <linux/hash.h>
 #include <linux/in.h>
 #include <linux/inet.h>
 #include <linux/kthread.h>
@@ -33,6 +34,7 @@
 #include <linux/slab.h>
 #include <linux/socket.h>
 #include <linux/uio.h>
+#include <net/ip.h>
 #include <net/net_namespace.h>
 #include <net/route.h>
 #include <net/sock.h>
@@ -97,6 +99,17 @@ bool kudp_durable;
 module_param_named(durable, kudp_durable, bool, 0444);
 MODULE_PARM_DESC(durable, "Answer a change only once the backup daemon has it on disk (default off)");
 
+/* ratelimit.c: reply bytes a second to each /24 of senders not on this host. */
+unsigned int kudp_reply_rate = KUDP_DEFAULT_REPLY_RATE;
+KUDP_PARAM_UINT_RANGE_NAMED(reply_rate, kudp_reply_rate, 0, 4194304);
+MODULE_PARM_DESC(reply_rate, "KiB of replies a second to each /24 of senders not on this host, 0 for no limit "
+		 KUDP_RANGE(0, 4194304, KUDP_DEFAULT_REPLY_RATE));
+
+unsigned int kudp_err_rate = KUDP_DEFAULT_ERR_RATE;
+KUDP_PARAM_UINT_RANGE_NAMED(err_rate, kudp_err_rate, 0, 1000000);
+MODULE_PARM_DESC(err_rate, "Replies to malformed requests a second to each sender not on this host, 0 for no limit "
+		 KUDP_RANGE(0, 1000000, KUDP_DEFAULT_ERR_RATE));
+
 /* fastpath.c: lookups answered where they arrive, without waking a thread. */
 static bool softirq;
 module_param(softirq, bool, 0444);
@@ -108,11 +121,11 @@ struct kudp_service {
 	unsigned int *port;
 	size_t request_max;	/* longer datagrams are refused whole */
 	size_t reply_max;
-	void (*serve)(struct kudp_worker *w, struct sockaddr_in *from,
+	void (*serve)(struct kudp_worker *w, const struct kudp_peer *peer,
 		      size_t size);
 };
 
-static void serve_text(struct kudp_worker *w, struct sockaddr_in *from,
+static void serve_text(struct kudp_worker *w, const struct kudp_peer *peer,
 		       size_t size);
 
 static struct kudp_service services[] = {
@@ -206,8 +219,15 @@ void kudp_send(struct socket *sock, struct sockaddr_in *to, const void *data,
  * daemon's word, written to /proc/kvjournal, sends them. A flood cannot park
  * more than KUDP_PARKED_MAX; past that a reply is dropped, and the client's
  * retry (the same insert, or a delete answered NOT FOUND) finds the change.
+ *
+ * Replies to one sender keep the order of its requests: a read from a
+ * sender whose change is still parked is parked behind it (parked_until,
+ * per bucket of senders), and parked_mutex is held while parked replies
+ * are sent, so that a reply sent at once never overtakes one being
+ * released.
  */
 #define KUDP_PARKED_MAX		65536
+#define KUDP_PARKED_BUCKET_BITS	6
 
 struct parked_reply {
 	struct list_head node;
@@ -220,7 +240,31 @@ struct parked_reply {
 
 static LIST_HEAD(parked);
 static unsigned int parked_count;
-static DEFINE_SPINLOCK(parked_lock);
+static DEFINE_MUTEX(parked_mutex);
+static atomic64_t parked_until[1 << KUDP_PARKED_BUCKET_BITS];
+
+static atomic64_t *parked_slot(const struct sockaddr_in *from)
+{
+	u32 sender = (__force u32)from->sin_addr.s_addr ^
+		     (__force u16)from->sin_port;
+
+	return &parked_until[hash_32(sender, KUDP_PARKED_BUCKET_BITS)];
+}
+
+/**
+ * kudp_sender_parked() - the change a sender's replies wait behind
+ * @from: the sender
+ *
+ * Context: any (the softirq hook asks too).
+ * Return: the number of the last change whose reply to this sender (or one
+ * in its bucket) is parked and not yet on disk, or 0.
+ */
+u64 kudp_sender_parked(const struct sockaddr_in *from)
+{
+	u64 seq = atomic64_read(parked_slot(from));
+
+	return kudp_journal_synced(seq) ? 0 : seq;
+}
 
 /*
  * Keeps the list in the order of the changes: threads park their replies
@@ -263,20 +307,23 @@ void kudp_park_reply(struct socket *sock, struct sockaddr_in *to,
 	p->size = size;
 	memcpy(p->data, data, size);
 
-	/* Checked under the lock that kudp_release_replies() takes. */
-	spin_lock(&parked_lock);
-	if (kudp_journal_synced(p->seq) || parked_count >= KUDP_PARKED_MAX) {
-		spin_unlock(&parked_lock);
-		if (kudp_journal_synced(p->seq))
-			kudp_send(p->sock, &p->to, p->data, p->size);
-		else
-			kudp_count(drops);
+	/* Checked under the mutex that kudp_release_replies() holds. */
+	mutex_lock(&parked_mutex);
+	if (kudp_journal_synced(p->seq) &&
+	    (list_empty(&parked) ||
+	     list_first_entry(&parked, struct parked_reply, node)->seq > seq)) {
+		kudp_send(p->sock, &p->to, p->data, p->size);
 		kfree(p);
-		return;
+	} else if (parked_count >= KUDP_PARKED_MAX) {
+		kudp_count(drops);
+		kfree(p);
+	} else {
+		if (atomic64_read(parked_slot(to)) < seq)
+			atomic64_set(parked_slot(to), seq);
+		parked_insert(p);
+		parked_count++;
 	}
-	parked_insert(p);
-	parked_count++;
-	spin_unlock(&parked_lock);
+	mutex_unlock(&parked_mutex);
 }
 
 /**
@@ -288,20 +335,50 @@ void kudp_park_reply(struct socket *sock, struct sockaddr_in *to,
 void kudp_release_replies(u64 synced)
 {
 	struct parked_reply *p, *next;
-	LIST_HEAD(ready);
 
-	spin_lock(&parked_lock);
+	mutex_lock(&parked_mutex);
 	list_for_each_entry_safe(p, next, &parked, node) {
 		if (p->seq > synced)
 			break;	/* kept in the order of their changes */
-		list_move_tail(&p->node, &ready);
+		list_del(&p->node);
 		parked_count--;
-	}
-	spin_unlock(&parked_lock);
-	list_for_each_entry_safe(p, next, &ready, node) {
 		kudp_send(p->sock, &p->to, p->data, p->size);
 		kfree(p);
 	}
+	mutex_unlock(&parked_mutex);
+}
+
+/**
+ * kudp_reply_to() - send a reply, or park it until its change is on disk
+ * @w: the worker whose socket sends it
+ * @peer: the sender of the request
+ * @data: the reply datagram
+ * @size: its length
+ * @seq: the change the request made, or 0
+ * @malformed: it answers a request that was not a well-formed command
+ *
+ * A reply the limits of ratelimit.c refuse is dropped and counted. With
+ * durable=1, a reply to a change waits for the disk, and so does any reply
+ * to a sender whose earlier reply waits.
+ *
+ * Return: false when the reply was dropped at once (the limits).
+ */
+bool kudp_reply_to(struct kudp_worker *w, const struct kudp_peer *peer,
+		   const void *data, size_t size, u64 seq, bool malformed)
+{
+	struct sockaddr_in to = peer->addr;
+
+	if (!kudp_reply_allowed(peer, size, malformed)) {
+		kudp_count(drops);
+		return false;
+	}
+	if (kudp_durable && !seq)
+		seq = kudp_sender_parked(&to);
+	if (kudp_durable && seq)
+		kudp_park_reply(w->sock, &to, data, size, seq);
+	else
+		kudp_send(w->sock, &to, data, size);
+	return true;
 }
 
 /* At unload: the changes were made; their replies are dropped. */
@@ -317,7 +394,7 @@ static void drop_parked_replies(void)
 
 /**
  * bound_reflection() - keep a reply from amplifying a forged request
- * @from: the sender
+ * @peer: the sender
  * @size: the request's size
  * @reply: the reply, replaced by "ERR pad to N" when it is too long
  *
@@ -326,16 +403,15 @@ static void drop_parked_replies(void)
  * sender that is not on this host, a reply is at most KUDP_REFLECT_RATIO
  * times the request, or KUDP_MIN_LEN bytes. A sender that wants a longer
  * reply pads its request with spaces to N bytes, which the parser skips.
- * Senders on this host cannot be forged from outside it (the kernel drops
- * such martians), so they get every reply whole.
+ * Datagrams that came in on the loopback device were sent from this host,
+ * so they get every reply whole.
  */
-static void bound_reflection(const struct sockaddr_in *from, size_t size,
+static void bound_reflection(const struct kudp_peer *peer, size_t size,
 			     struct kudp_reply *reply)
 {
 	size_t limit = max_t(size_t, size * KUDP_REFLECT_RATIO, KUDP_MIN_LEN);
 
-	if (reply->size <= limit ||
-	    inet_addr_type(&init_net, from->sin_addr.s_addr) == RTN_LOCAL)
+	if (reply->size <= limit || peer->local)
 		return;
 	kudp_reply_error(reply, -EMSGSIZE, KUDP_ERR_PAD " %zu",
 			 DIV_ROUND_UP(reply->size, KUDP_REFLECT_RATIO));
@@ -343,26 +419,36 @@ static void bound_reflection(const struct sockaddr_in *from, size_t size,
 
 /**
  * kudp_answer_text() - run one request of the text protocol, bound its reply
- * @req: the request
+ * @req: the request: its first min(@size, len + 1) bytes
  * @size: the datagram's full length, which may be more than was received
- * @from: its sender
- * @reply: gets the reply
+ * @peer: its sender
+ * @reply: gets the reply; its size is 0 when the datagram gets none
  *
  * A datagram longer than len was cut by the receive; kudp_execute() refuses
  * it whole, so its first len bytes are never taken for a different, valid
- * command. Only the greeting is logged at info level, and not always.
+ * command. A datagram that is itself a reply gets no answer (ratelimit.c),
+ * nor does one from port 0, where no reply can go. Only the greeting is
+ * logged at info level, and not always.
  *
  * Context: a worker thread, or softirq for a request that changes nothing
  * (fastpath.c).
  * Return: whether the greeting was logged; the caller logs the reply sent.
  */
 bool kudp_answer_text(const char *req, size_t size,
-		      const struct sockaddr_in *from, struct kudp_reply *reply)
+		      const struct kudp_peer *peer, struct kudp_reply *reply)
 {
+	const struct sockaddr_in *from = &peer->addr;
 	bool log;
 
+	if (!from->sin_port ||
+	    kudp_is_reply(req, min_t(size_t, size, kudp_len + 1))) {
+		kudp_count(requests);
+		kudp_count(drops);
+		reply->size = 0;
+		return false;
+	}
 	kudp_execute(req, size, reply);
-	bound_reflection(from, size, reply);
+	bound_reflection(peer, size, reply);
 	log = reply->greeting && log_greeting();
 	if (log)
 		pr_info("received " KUDP_HELLO " from %pI4:%u\n",
@@ -374,25 +460,42 @@ bool kudp_answer_text(const char *req, size_t size,
 }
 
 /* Answers one datagram of the text protocol, received in w->request. */
-static void serve_text(struct kudp_worker *w, struct sockaddr_in *from,
+static void serve_text(struct kudp_worker *w, const struct kudp_peer *peer,
 		       size_t size)
 {
 	struct kudp_reply reply = { .buf = w->reply };
-	bool log = kudp_answer_text(w->request, size, from, &reply);
+	bool log = kudp_answer_text(w->request, size, peer, &reply);
 
-	if (kudp_durable && reply.seq)
-		kudp_park_reply(w->sock, from, reply.buf, reply.size, reply.seq);
-	else
-		kudp_send(w->sock, from, reply.buf, reply.size);
-	if (log)
+	if (!reply.size)
+		return;
+	if (kudp_reply_to(w, peer, reply.buf, reply.size, reply.seq,
+			  reply.malformed) && log)
 		pr_info("sent " KUDP_GOT_IT " to %pI4:%u\n",
-			&from->sin_addr, ntohs(from->sin_port));
+			&peer->addr.sin_addr, ntohs(peer->addr.sin_port));
 }
 
 /* Set by module_exit's kernel_sock_shutdown(): time to stop serving. */
 static bool shutting_down(struct kudp_worker *w)
 {
 	return READ_ONCE(w->sock->sk->sk_shutdown) & RCV_SHUTDOWN;
+}
+
+/*
+ * Whether the datagram came in on the loopback device, from its IP_PKTINFO
+ * (@len bytes of control data; the only kind asked for). Datagrams from this
+ * host's own addresses do too, and only they: a datagram from outside that
+ * forges one of them (accept_local=1) came in on another device.
+ */
+static bool from_loopback(const char *control, size_t len)
+{
+	const struct cmsghdr *cmsg = (const struct cmsghdr *)control;
+	const struct in_pktinfo *info;
+
+	if (len < CMSG_LEN(sizeof(*info)) || cmsg->cmsg_level != SOL_IP ||
+	    cmsg->cmsg_type != IP_PKTINFO)
+		return false;
+	info = (const struct in_pktinfo *)CMSG_DATA(cmsg);
+	return info->ipi_ifindex == LOOPBACK_IFINDEX;
 }
 
 /**
@@ -410,15 +513,18 @@ static int worker_thread(void *data)
 	struct kudp_worker *w = data;
 	size_t max = w->service->request_max;
 	struct mem_cgroup *old_memcg = kudp_memcg_enter();
-	struct sockaddr_in from;
+	char control[CMSG_SPACE(sizeof(struct in_pktinfo))];
+	struct kudp_peer peer;
 	struct kvec iov;
 	struct msghdr msg;
 	int ret;
 
 	while (!kthread_should_stop()) {
 		memset(&msg, 0, sizeof(msg));
-		msg.msg_name = &from;
-		msg.msg_namelen = sizeof(from);
+		msg.msg_name = &peer.addr;
+		msg.msg_namelen = sizeof(peer.addr);
+		msg.msg_control = control;
+		msg.msg_controllen = sizeof(control);
 		/*
 		 * Room for one byte more than the longest request, and
 		 * MSG_TRUNC so that the result is the datagram's full length:
@@ -438,9 +544,11 @@ static int worker_thread(void *data)
 		}
 		if (msg.msg_flags & MSG_TRUNC)
 			ret = max_t(int, ret, max + 1);
-		w->service->serve(w, &from, ret);
+		peer.local = from_loopback(control,
+					   sizeof(control) - msg.msg_controllen);
+		w->service->serve(w, &peer, ret);
 		if (w->fast)
-			kudp_fast_done(w, &from);
+			kudp_fast_done(w, &peer.addr);
 		/* A flood must not starve the rest of this CPU. */
 		cond_resched();
 	}
@@ -504,6 +612,8 @@ static int open_socket(struct kudp_worker *w, bool shared)
 	}
 	if (shared)
 		sock_set_reuseport(w->sock->sk);
+	/* Where each datagram came in: from_loopback(). */
+	ip_sock_set_pktinfo(w->sock->sk);
 	/* Before the bind, so that the hook sees every datagram. */
 	if (softirq && w->service->serve == serve_text)
 		kudp_fast_attach(w);
@@ -512,6 +622,8 @@ static int open_socket(struct kudp_worker *w, bool shared)
 	if (ret) {
 		pr_err("cannot bind %pI4:%u: error %d%s\n", &addr.sin_addr,
 		       *w->service->port, ret, bind_error_reason(ret));
+		if (w->fast)
+			kudp_fast_detach(w);
 		sock_release(w->sock);
 		w->sock = NULL;
 		return ret;
@@ -565,6 +677,8 @@ static int start_worker(struct kudp_worker *w, unsigned int index,
 		ret = PTR_ERR(w->thread);
 		w->thread = NULL;
 		pr_err("cannot start a server thread: error %d\n", ret);
+		if (w->fast)
+			kudp_fast_detach(w);
 		sock_release(w->sock);
 		goto out_free;
 	}
@@ -574,6 +688,22 @@ out_free:
 	kvfree(w->reply);
 	kvfree(w->request);
 	return ret;
+}
+
+/*
+ * softirq=1: takes the hooks off the sockets (fastpath.c) and waits for the
+ * softirqs inside them, which use the workers, before anything goes.
+ */
+static void detach_fast_path(void)
+{
+	unsigned int i;
+
+	if (!softirq)
+		return;
+	for (i = 0; i < nr_workers; i++)
+		if (workers[i].fast)
+			kudp_fast_detach(&workers[i]);
+	synchronize_net();
 }
 
 /* `threads` workers for each service that has a port. */
@@ -608,21 +738,12 @@ static int start_workers(void)
 	return 0;
 
 out_stop:
+	/* The hooks may be running on the sockets opened so far. */
+	detach_fast_path();
 	stop_workers(nr_workers);
 	free_workers(nr_workers);
 	nr_workers = 0;
 	return ret;
-}
-
-/* softirq=1: takes the hooks off the sockets (fastpath.c). */
-static void stop_fast_path(void)
-{
-	unsigned int i;
-
-	for (i = 0; i < nr_workers; i++)
-		if (workers[i].fast)
-			kudp_fast_detach(&workers[i]);
-	kudp_fast_exit();
 }
 
 static int __init udp_server_init(void)
@@ -638,6 +759,7 @@ static int __init udp_server_init(void)
 		return -EINVAL;
 	}
 	ratelimit_set_flags(&packet_log, RATELIMIT_MSG_ON_RELEASE);
+	kudp_limit_init();
 	kudp_memcg = get_mem_cgroup_from_mm(current->mm);
 
 	ret = kv_init();
@@ -681,22 +803,23 @@ out_put_memcg:
  * each thread's receive return at once, so kthread_stop() does not wait for
  * a datagram. The /proc files go next: a registered backup daemon first
  * saves the last changes (at most KUDP_DRAIN_TIMEOUT, in journal.c), then
- * remove_proc_entry() waits for readers and writers inside them, and
- * kudp_journal_exit() wakes those that wait. Then the sockets, and only
+ * the /proc/ht writers still waiting for the disk and the daemon's blocked
+ * read are woken, so that remove_proc_entry(), which waits for whoever is
+ * inside a file, returns. Then the sockets, the softirq=1 buffers, and only
  * then, with nobody left to reach it, the table.
  */
 static void __exit udp_server_exit(void)
 {
 	ktime_t start = ktime_get();
 
-	if (softirq)
-		stop_fast_path();
+	detach_fast_path();
 	stop_workers(nr_workers);
 	log_missed_greetings();
 	/* The daemon may send parked replies until its /proc files are gone. */
 	kudp_proc_exit();
 	drop_parked_replies();
 	free_workers(nr_workers);
+	kudp_fast_exit();
 	kv_destroy();
 	mem_cgroup_put(kudp_memcg);
 	/* Unload must stay prompt under any load: say how long it took. */

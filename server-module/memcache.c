@@ -70,6 +70,7 @@ struct mc_reply {
 	size_t room;
 	bool overflow;	/* it would not fit: answered with SERVER_ERROR */
 	bool quiet;	/* noreply */
+	bool malformed;	/* the request was: rate-limited (ratelimit.c) */
 	u64 seq;	/* the change it answers, for durable=1 */
 };
 
@@ -93,6 +94,13 @@ static void mc_error(struct mc_reply *r, const char *line)
 {
 	kudp_count(errors);
 	mc_line(r, line);
+}
+
+/* The error reply to a request that is not a well-formed command. */
+static void mc_malformed(struct mc_reply *r, const char *line)
+{
+	r->malformed = true;
+	mc_error(r, line);
 }
 
 /*
@@ -147,7 +155,7 @@ static void mc_get(struct kudp_span rest, bool with_cas, struct mc_reply *r)
 
 	for (key = kudp_next_word(&rest); key.n; key = kudp_next_word(&rest)) {
 		if (!mc_key_ok(&key)) {
-			mc_error(r, "CLIENT_ERROR bad command line format");
+			mc_malformed(r, "CLIENT_ERROR bad command line format");
 			return;
 		}
 		if (r->len + MC_VALUE_LINE_MAX + KUDP_MAX_VALUE + 2 > r->room) {
@@ -194,7 +202,7 @@ static void mc_store(struct kudp_span rest, struct kudp_span data,
 	    f > U32_MAX || !mc_number(&exptime, &e) || !mc_number(&bytes, &b) ||
 	    b < 0 || kudp_next_word(&rest).n ||
 	    (noreply.n && !kudp_span_is(&noreply, "noreply"))) {
-		mc_error(r, "CLIENT_ERROR bad command line format");
+		mc_malformed(r, "CLIENT_ERROR bad command line format");
 		return;
 	}
 	r->quiet = noreply.n;
@@ -204,7 +212,7 @@ static void mc_store(struct kudp_span rest, struct kudp_span data,
 	}
 	/* The data block, exactly BYTES long, then "\r\n". */
 	if (data.n != b + 2 || memcmp(data.p + b, "\r\n", 2)) {
-		mc_error(r, "CLIENT_ERROR bad data chunk");
+		mc_malformed(r, "CLIENT_ERROR bad data chunk");
 		return;
 	}
 	if (!b || mc_breaks_line(data.p, b)) {
@@ -239,7 +247,7 @@ static void mc_delete(struct kudp_span rest, struct mc_reply *r)
 
 	if (!mc_key_ok(&key) || kudp_next_word(&rest).n ||
 	    (noreply.n && !kudp_span_is(&noreply, "noreply"))) {
-		mc_error(r, "CLIENT_ERROR bad command line format");
+		mc_malformed(r, "CLIENT_ERROR bad command line format");
 		return;
 	}
 	r->quiet = noreply.n;
@@ -273,29 +281,40 @@ static void mc_execute(struct kudp_span line, struct kudp_span data,
 	else if (kudp_span_is(&command, "version"))
 		mc_line(r, "VERSION kernel-udp");
 	else
-		mc_error(r, "ERROR");
+		mc_malformed(r, "ERROR");
+}
+
+/* The datagrams a reply of @len bytes takes, each with its header. */
+static unsigned int mc_datagrams(size_t len)
+{
+	return max_t(unsigned int, 1,
+		     DIV_ROUND_UP(len, KUDP_MC_DATAGRAM - MC_HEADER));
 }
 
 /*
  * Sends the reply as datagrams of at most KUDP_MC_DATAGRAM bytes, each after
- * a header of its own. A one-datagram reply to a change waits for the disk
- * with durable=1 (changes never get more than one).
+ * a header of its own. A one-datagram reply goes through kudp_reply_to()
+ * (limits, and durable=1's wait); a longer one, only ever to a read, asks
+ * the limits once for all its bytes.
  */
-static void mc_send(struct kudp_worker *w, struct sockaddr_in *to,
+static void mc_send(struct kudp_worker *w, const struct kudp_peer *peer,
 		    u16 id, struct mc_reply *r)
 {
 	const size_t payload = KUDP_MC_DATAGRAM - MC_HEADER;
-	unsigned int count = max_t(unsigned int, 1, DIV_ROUND_UP(r->len, payload));
+	unsigned int count = mc_datagrams(r->len);
 	char *header = r->buf - MC_HEADER;
+	struct sockaddr_in to = peer->addr;
 	unsigned int i;
 
 	if (count == 1) {
 		mc_header(header, id, 0, 1);
-		if (kudp_durable && r->seq)
-			kudp_park_reply(w->sock, to, header, MC_HEADER + r->len,
-					r->seq);
-		else
-			kudp_send(w->sock, to, header, MC_HEADER + r->len);
+		kudp_reply_to(w, peer, header, MC_HEADER + r->len, r->seq,
+			      r->malformed);
+		return;
+	}
+	if (!kudp_reply_allowed(peer, r->len + count * MC_HEADER,
+				r->malformed)) {
+		kudp_count(drops);
 		return;
 	}
 	for (i = 0; i < count; i++) {
@@ -307,8 +326,8 @@ static void mc_send(struct kudp_worker *w, struct sockaddr_in *to,
 			{ .iov_base = r->buf + start, .iov_len = n },
 		};
 		struct msghdr msg = {
-			.msg_name = to,
-			.msg_namelen = sizeof(*to),
+			.msg_name = &to,
+			.msg_namelen = sizeof(to),
 			.msg_flags = MSG_DONTWAIT,
 		};
 
@@ -318,15 +337,40 @@ static void mc_send(struct kudp_worker *w, struct sockaddr_in *to,
 	}
 }
 
+/*
+ * To a sender not on this host, a reply is at most KUDP_REFLECT_RATIO
+ * times the request, or one datagram (main.c's bound_reflection() for the
+ * text protocol): a short "get" of many keys must not draw a long reply
+ * onto a forged source. A longer reply is replaced by an error naming the
+ * size to pad the request to (spaces before its line end).
+ */
+static void mc_bound_reflection(const struct kudp_peer *peer, size_t size,
+				struct mc_reply *r)
+{
+	size_t wire = r->len + mc_datagrams(r->len) * MC_HEADER;
+	size_t limit = max_t(size_t, size * KUDP_REFLECT_RATIO,
+			     KUDP_MC_DATAGRAM);
+	char line[64];
+
+	if (wire <= limit || peer->local)
+		return;
+	r->len = 0;
+	r->quiet = false;
+	scnprintf(line, sizeof(line), "SERVER_ERROR reply too long: pad to %zu",
+		  DIV_ROUND_UP(wire, KUDP_REFLECT_RATIO));
+	mc_error(r, line);
+}
+
 /**
  * kudp_mc_serve() - answer one memcached datagram
  * @w: the worker that received it, in w->request
- * @from: the sender, where the reply goes
+ * @peer: the sender, where the reply goes
  * @size: the datagram's full length, which may be more than was received
  *
- * Datagrams too short for a header are dropped, as memcached drops them.
+ * Datagrams too short for a header are dropped, as memcached drops them;
+ * so are replies of either protocol (ratelimit.c) and datagrams from port 0.
  */
-void kudp_mc_serve(struct kudp_worker *w, struct sockaddr_in *from,
+void kudp_mc_serve(struct kudp_worker *w, const struct kudp_peer *peer,
 		   size_t size)
 {
 	struct mc_reply r = {
@@ -337,19 +381,23 @@ void kudp_mc_serve(struct kudp_worker *w, struct sockaddr_in *from,
 	const char *end;
 	u16 id;
 
-	if (size < MC_HEADER)
-		return;
 	kudp_count(requests);
+	if (size < MC_HEADER || !peer->addr.sin_port ||
+	    kudp_is_reply(w->request,
+			  min_t(size_t, size, KUDP_MC_REQUEST_MAX + 1))) {
+		kudp_count(drops);
+		return;
+	}
 	id = mc_get16(w->request);
 	if (mc_get16(w->request + 2) != 0 || mc_get16(w->request + 4) != 1) {
-		mc_error(&r, "SERVER_ERROR multi-packet request not supported");
+		mc_malformed(&r, "SERVER_ERROR multi-packet request not supported");
 	} else if (size > KUDP_MC_REQUEST_MAX) {
-		mc_error(&r, "SERVER_ERROR object too large for cache");
+		mc_malformed(&r, "SERVER_ERROR object too large for cache");
 	} else {
 		line.p = w->request + MC_HEADER;
 		end = memchr(line.p, '\n', size - MC_HEADER);
 		if (!end) {
-			mc_error(&r, "CLIENT_ERROR line without an end");
+			mc_malformed(&r, "CLIENT_ERROR line without an end");
 		} else {
 			line.n = end - line.p;
 			if (line.n && line.p[line.n - 1] == '\r')
@@ -365,6 +413,7 @@ void kudp_mc_serve(struct kudp_worker *w, struct sockaddr_in *from,
 		r.quiet = false;
 		mc_error(&r, "SERVER_ERROR out of memory writing get response");
 	}
+	mc_bound_reflection(peer, size, &r);
 	if (!r.quiet)
-		mc_send(w, from, id, &r);
+		mc_send(w, peer, id, &r);
 }

@@ -5,6 +5,8 @@
  *   /proc/ht         0600  write: run one command, like a datagram;
  *                          read: the history of changing commands
  *   /proc/hashtable  0400  read: the whole table, "KEY VALUE" per line
+ *   /proc/kvsnapshot 0400  read: the same, without the entries that have
+ *                          an expiry time: what the backup keeps
  *   /proc/daemonpid  0600  the backup daemon registers itself here, then
  *                          follows the changes in /proc/kvjournal (journal.c)
  *
@@ -224,11 +226,23 @@ static const struct proc_ops ht_ops = {
 
 static int hashtable_open(struct inode *inode, struct file *file)
 {
-	return kv_seq_open(file);
+	return kv_seq_open(file, false);
 }
 
 static const struct proc_ops hashtable_ops = {
 	.proc_open = hashtable_open,
+	.proc_read = seq_read,
+	.proc_lseek = seq_lseek,
+	.proc_release = kv_seq_release,
+};
+
+static int kvsnapshot_open(struct inode *inode, struct file *file)
+{
+	return kv_seq_open(file, true);
+}
+
+static const struct proc_ops kvsnapshot_ops = {
+	.proc_open = kvsnapshot_open,
 	.proc_read = seq_read,
 	.proc_lseek = seq_lseek,
 	.proc_release = kv_seq_release,
@@ -270,12 +284,19 @@ static struct pid *kvd_get(void)
 	return pid;
 }
 
+/*
+ * A process that is exiting, or has exited and waits to be reaped (a
+ * zombie), still has its struct pid: it counts as gone.
+ */
 static bool kvd_alive(struct pid *pid)
 {
+	struct task_struct *task;
 	bool alive;
 
 	rcu_read_lock();
-	alive = pid_task(pid, PIDTYPE_PID);
+	task = pid_task(pid, PIDTYPE_TGID);
+	alive = task && !READ_ONCE(task->exit_state) &&
+		!(READ_ONCE(task->signal->flags) & SIGNAL_GROUP_EXIT);
 	rcu_read_unlock();
 	return alive;
 }
@@ -295,12 +316,37 @@ bool kudp_daemon_registered(void)
 
 	if (pid && !alive) {
 		mutex_lock(&kvd_mutex);
-		if (kvd_pid == pid)	/* not replaced meanwhile */
+		if (kvd_pid == pid) {	/* not replaced meanwhile */
 			kvd_set(NULL);
+			kudp_journal_drop();
+		}
 		mutex_unlock(&kvd_mutex);
 	}
 	put_pid(pid);
 	return alive;
+}
+
+/**
+ * kudp_backup_ready() - whether a change may be made now
+ *
+ * With durable=1 only while the daemon is there. Otherwise always; a
+ * daemon that died is still noticed here, at most every tenth of a
+ * second, so that its journal lines stop being made for nobody.
+ *
+ * Context: process context, no stripe held.
+ */
+bool kudp_backup_ready(void)
+{
+	static unsigned long next_check;
+	unsigned long due = READ_ONCE(next_check);
+
+	if (kudp_durable)
+		return kudp_daemon_registered();
+	if (time_after_eq(jiffies, due) &&
+	    cmpxchg(&next_check, due, jiffies + HZ / 10) == due &&
+	    READ_ONCE(kvd_pid))
+		kudp_daemon_registered();
+	return true;
 }
 
 static int daemonpid_show(struct seq_file *m, void *v)
@@ -384,8 +430,10 @@ int kudp_proc_init(void)
 		goto out_exists;
 	if (!proc_create("hashtable", 0400, NULL, &hashtable_ops))
 		goto out_remove_ht;
-	if (!proc_create("daemonpid", 0600, NULL, &daemonpid_ops))
+	if (!proc_create("kvsnapshot", 0400, NULL, &kvsnapshot_ops))
 		goto out_remove_hashtable;
+	if (!proc_create("daemonpid", 0600, NULL, &daemonpid_ops))
+		goto out_remove_kvsnapshot;
 	ret = kudp_journal_init();
 	if (ret)
 		goto out_remove_daemonpid;
@@ -393,6 +441,8 @@ int kudp_proc_init(void)
 
 out_remove_daemonpid:
 	remove_proc_entry("daemonpid", NULL);
+out_remove_kvsnapshot:
+	remove_proc_entry("kvsnapshot", NULL);
 out_remove_hashtable:
 	remove_proc_entry("hashtable", NULL);
 out_remove_ht:
@@ -414,10 +464,17 @@ void kudp_proc_exit(void)
 {
 	unsigned int i;
 
-	/* No change can come now; the daemon saves the last ones. */
+	/*
+	 * Only /proc/ht can still make a change: the daemon saves the last
+	 * ones, then writers waiting for the disk are woken, so that the
+	 * removal, which waits for them, returns.
+	 */
+	kudp_journal_drain();
+	kudp_journal_close_writers();
 	remove_proc_entry("ht", NULL);
 	kudp_journal_exit();
 	remove_proc_entry("daemonpid", NULL);
+	remove_proc_entry("kvsnapshot", NULL);
 	remove_proc_entry("hashtable", NULL);
 	mutex_lock(&kvd_mutex);
 	kvd_set(NULL);

@@ -10,6 +10,8 @@
  *           /proc/daemonpid
  *   journal.c  /proc/kvjournal and /proc/kvrestore, for the backup daemon
  *   memcache.c  memcached's protocol on memcached_port, on the same table
+ *   fastpath.c  softirq=1: reads answered in the receive softirq
+ *   ratelimit.c what a sender not on this host can make the server send
  */
 #ifndef UDP_SERVER_H
 #define UDP_SERVER_H
@@ -32,6 +34,8 @@
 #define KUDP_DEFAULT_MAX_BYTES		16777216
 #define KUDP_MIN_MAX_BYTES		16384
 #define KUDP_DEFAULT_HISTORY		128
+#define KUDP_DEFAULT_REPLY_RATE		1024
+#define KUDP_DEFAULT_ERR_RATE		20
 
 /* Module parameters (main.c). */
 extern unsigned int kudp_len;
@@ -39,6 +43,8 @@ extern unsigned int kudp_max_entries;
 extern unsigned int kudp_max_bytes;
 extern unsigned int kudp_history;
 extern bool kudp_durable;
+extern unsigned int kudp_reply_rate;
+extern unsigned int kudp_err_rate;
 
 /*
  * Memory that requests make the server allocate: charged to the memory
@@ -64,6 +70,17 @@ DECLARE_PER_CPU(struct kudp_stats, kudp_stats);
 #define kudp_count(field)	this_cpu_inc(kudp_stats.field)
 void kudp_stats_sum(struct kudp_stats *sum);
 
+/**
+ * struct kudp_peer - who sent a datagram
+ * @addr: its source address and port, where the reply goes
+ * @local: it arrived on the loopback device, so it was sent from this host
+ *         (its source cannot have been forged from outside)
+ */
+struct kudp_peer {
+	struct sockaddr_in addr;
+	bool local;
+};
+
 /* One socket and the kthread that serves it (main.c). */
 struct kudp_service;
 #define KUDP_FAST_BUCKET_BITS	6
@@ -82,9 +99,12 @@ void kudp_send(struct socket *sock, struct sockaddr_in *to, const void *data,
 	       size_t size);
 void kudp_park_reply(struct socket *sock, struct sockaddr_in *to,
 		     const void *data, size_t size, u64 seq);
+u64 kudp_sender_parked(const struct sockaddr_in *from);
+bool kudp_reply_to(struct kudp_worker *w, const struct kudp_peer *peer,
+		   const void *data, size_t size, u64 seq, bool malformed);
 struct kudp_reply;
 bool kudp_answer_text(const char *req, size_t size,
-		      const struct sockaddr_in *from, struct kudp_reply *reply);
+		      const struct kudp_peer *peer, struct kudp_reply *reply);
 
 /* fastpath.c: softirq=1 */
 int kudp_fast_init(void);
@@ -100,13 +120,18 @@ void kudp_fast_detach(struct kudp_worker *w);
  * @status: 0 for OK and GOT IT, else the errno PROTOCOL.md gives for the
  *          reply (-ENOENT for NOT FOUND, -ENOSPC for ERR full, ...)
  * @greeting: the request was HELLO, answered with GOT IT
+ * @malformed: the request was not a well-formed command, and the reply says
+ *             so (rate-limited to senders not on this host, ratelimit.c)
  * @seq: the number of the change the request made (journal.c), or 0
+ *
+ * A @size of 0 means no reply at all (a datagram that is itself a reply).
  */
 struct kudp_reply {
 	char *buf;
 	size_t size;
 	int status;
 	bool greeting;
+	bool malformed;
 	u64 seq;
 };
 
@@ -118,6 +143,13 @@ struct kudp_span {
 
 bool kudp_span_is(const struct kudp_span *s, const char *word);
 struct kudp_span kudp_next_word(struct kudp_span *rest);
+bool kudp_is_reply(const char *p, size_t n);
+
+/* ratelimit.c: the burst of error replies to one sender, at least. */
+#define KUDP_ERR_BURST		50
+void kudp_limit_init(void);
+bool kudp_reply_allowed(const struct kudp_peer *peer, size_t size,
+			bool malformed);
 
 /* What memcached keeps with a value besides the value (memcache.c). */
 struct kv_meta {
@@ -156,7 +188,8 @@ int kv_mem_reserve(size_t bytes);
 void kv_mem_release(size_t bytes);
 unsigned long kv_mem_charged(void);
 size_t kv_mem_cost(size_t size);
-int kv_seq_open(struct file *file);
+unsigned long kv_reap_expired(void);
+int kv_seq_open(struct file *file, bool lasting);
 int kv_seq_release(struct inode *inode, struct file *file);
 
 /*
@@ -165,7 +198,7 @@ int kv_seq_release(struct inode *inode, struct file *file);
  */
 #define KUDP_MC_REQUEST_MAX	8192
 #define KUDP_MC_REPLY_MAX	(256 * 1024)
-void kudp_mc_serve(struct kudp_worker *w, struct sockaddr_in *from,
+void kudp_mc_serve(struct kudp_worker *w, const struct kudp_peer *peer,
 		   size_t size);
 
 /* main.c: replies that wait for their change to be on disk (durable=1). */
@@ -175,9 +208,12 @@ void kudp_release_replies(u64 synced);
 int kudp_journal_init(void);
 void kudp_journal_exit(void);
 void kudp_journal_start(bool on);
+void kudp_journal_drop(void);
 u64 kudp_journal_add(const char *fmt, ...) __printf(1, 2);
 bool kudp_journal_synced(u64 seq);
 int kudp_journal_wait(u64 seq);
+void kudp_journal_drain(void);
+void kudp_journal_close_writers(void);
 
 /* proc.c: the history of changing commands, and the files in /proc. */
 struct kudp_line;
@@ -188,5 +224,6 @@ struct kudp_line *kudp_line_new(const char *fmt, ...) __printf(1, 2);
 size_t kudp_line_cost(const struct kudp_line *line);
 void kudp_history_add(struct kudp_line *line);
 bool kudp_daemon_registered(void);
+bool kudp_backup_ready(void);
 
 #endif /* UDP_SERVER_H */
