@@ -6,7 +6,7 @@
  * two writers never trip over each other's half-written temporary.
  */
 import { randomBytes } from 'node:crypto';
-import { open, rename, rm } from 'node:fs/promises';
+import { link, open, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 
 /** A temporary name next to `file` that no other writer uses, in this process or another. */
@@ -23,6 +23,34 @@ export interface AtomicWriteOptions {
 	 * can be rebuilt skip the cost.
 	 */
 	durable?: boolean;
+}
+
+/**
+ * Writes `file` whole unless it already exists, and never replaces it: for
+ * files named after their content, which a lab guest may have open (over
+ * virtiofs, a replaced file is a stale handle to the guest that opened the
+ * old one). Returns whether this call wrote it.
+ */
+export async function writeFileIfAbsent(file: string, data: string | Uint8Array, mode = 0o644): Promise<boolean> {
+	const partial = partialPath(file);
+	try {
+		const handle = await open(partial, 'w', mode);
+		try {
+			await handle.writeFile(data);
+		} finally {
+			await handle.close();
+		}
+		// link(2) fails with EEXIST where rename(2) would replace.
+		await link(partial, file);
+		return true;
+	} catch (error) {
+		if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
+			return false;
+		}
+		throw error;
+	} finally {
+		await rm(partial, { force: true });
+	}
 }
 
 /** Writes `file` whole or not at all (rename is atomic within a file system). */

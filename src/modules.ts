@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EXIT_USAGE, UserError } from './errors.js';
-import { partialPath, writeFileAtomically } from './files.js';
+import { partialPath, writeFileIfAbsent } from './files.js';
 import { withFileLock } from './lock.js';
 import { log } from './log.js';
 import { parseModinfoParams, type ParamSpec } from './params.js';
@@ -126,8 +126,9 @@ export async function buildModule(name: ModuleName, headersDir: string): Promise
 		throw new UserError(`make succeeded but ${ko} is missing`);
 	}
 	// Kept for reuse only if no source changed while make ran (the .ko may have either version).
+	// Never replaced once there: a parallel build of the same inputs may have loaded it already.
 	if ((await buildInputs(name, headersDir)) === inputs) {
-		await writeFileAtomically(reusable, await readFile(copy));
+		await writeFileIfAbsent(reusable, await readFile(copy));
 		return reusable;
 	}
 	return copy;
@@ -181,7 +182,7 @@ async function snapshot(ko: string, name: ModuleName): Promise<string> {
 	const copy = path.join(dir, `${name}-${digest}.ko`);
 	if (!existsSync(copy)) {
 		await mkdir(dir, { recursive: true });
-		await writeFileAtomically(copy, bytes);
+		await writeFileIfAbsent(copy, bytes);
 	}
 	return copy;
 }
