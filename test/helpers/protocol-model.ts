@@ -9,14 +9,40 @@ export const MAX_KEY = 250;
 export const MAX_VALUE = 4096;
 
 export type Expected =
+	/** Itself a reply (PROTOCOL.md, "Reflection and loops"): it gets no answer at all. */
+	| { kind: 'reply' }
 	| { kind: 'error'; reason: string }
 	/** Well-formed: the reply depends on the table (see modelReply). */
 	| { kind: 'valid'; command: 'HELLO' | 'insert' | 'lookup' | 'delete' | 'stats'; key?: string; value?: string };
 
 const isControl = (byte: number) => byte < 0x20 || byte === 0x7f;
 
+/** The words that begin a reply of either protocol (PROTOCOL.md, rule 1). */
+const REPLY_WORDS = new Set(
+	'OK ERR GOT NOT VALUE END STORED NOT_STORED EXISTS NOT_FOUND DELETED TOUCHED ERROR CLIENT_ERROR SERVER_ERROR VERSION STAT'.split(' '),
+);
+
+function startsWithReplyWord(bytes: Buffer): boolean {
+	let end = 0;
+	while (end < bytes.length && bytes[end] !== 0x20 && bytes[end] !== 0x0d && bytes[end] !== 0x0a) end++;
+	return REPLY_WORDS.has(bytes.subarray(0, end).toString('latin1'));
+}
+
+/** A reply of either protocol: at the start, or after a memcached frame header (count ≥ 1, then two zero bytes). */
+export function isReply(datagram: Buffer): boolean {
+	if (startsWithReplyWord(datagram)) return true;
+	return (
+		datagram.length > 8 &&
+		(datagram[4] !== 0 || datagram[5] !== 0) &&
+		datagram[6] === 0 &&
+		datagram[7] === 0 &&
+		startsWithReplyWord(datagram.subarray(8))
+	);
+}
+
 export function expectedReply(datagram: Buffer, len: number): Expected {
 	const error = (reason: string): Expected => ({ kind: 'error', reason });
+	if (isReply(datagram)) return { kind: 'reply' };
 	if (datagram.length > len) return error('too long');
 	let end = datagram.length;
 	if (end > 0 && datagram[end - 1] === 0x0a) {
@@ -79,8 +105,9 @@ const STATS_OR_PAD = /^(OK( (entries|bytes|requests|hits|misses|errors|drops)=\d
  * `ERR pad to N`. The table is big enough for every insert (no ERR full).
  * Returns a RegExp only for `stats`, whose counters are the server's own.
  */
-export function modelReply(datagram: Buffer, len: number, table: Map<string, string>): string | RegExp {
+export function modelReply(datagram: Buffer, len: number, table: Map<string, string>): string | RegExp | undefined {
 	const expected = expectedReply(datagram, len);
+	if (expected.kind === 'reply') return undefined;
 	const bound = reflectBound(datagram.length);
 	const bounded = (reply: string) => (reply.length <= bound ? reply : `ERR pad to ${Math.ceil(reply.length / REFLECT_RATIO)}\n`);
 	if (expected.kind === 'error') return bounded(`ERR ${expected.reason}\n`);

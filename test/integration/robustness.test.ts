@@ -146,7 +146,11 @@ async function fuzz(port: number, len: number, seed: number, count: number, lane
 		try {
 			for (const datagram of datagrams(seed + index, len, Math.ceil(count / lanes), prefix)) {
 				const classified = expectedReply(datagram, len);
-				if (classified.kind === 'valid' && classified.key !== undefined && !classified.key.startsWith(prefix)) {
+				// Another lane's key, or a datagram that is itself a reply (it would get nothing: hostile.test.ts).
+				if (
+					classified.kind === 'reply' ||
+					(classified.kind === 'valid' && classified.key !== undefined && !classified.key.startsWith(prefix))
+				) {
 					tally.skipped++;
 					continue;
 				}
@@ -161,7 +165,7 @@ async function fuzz(port: number, len: number, seed: number, count: number, lane
 				});
 				const key = classified.kind === 'valid' ? classified.key : undefined;
 				const uncertain = key !== undefined && unsure.has(key);
-				const expected = uncertain ? unsureReply(classified) : modelReply(datagram, len, table);
+				const expected = (uncertain ? unsureReply(classified) : modelReply(datagram, len, table)) ?? '';
 				if (!reply) {
 					tally.lost++;
 					if (key !== undefined) unsure.add(key);
@@ -195,7 +199,9 @@ labTest('fuzz: 100 000+ random and adversarial datagrams, each answered exactly 
 	const len = 1024;
 	t.log(`fuzz seed ${seed} (replay: FUZZ_SEED=${seed} ./run test dist/test/integration/robustness.test.js)`);
 	// Room for every insert, so that no reply depends on another lane (no ERR full or busy).
-	const server = await loadServer(t, [`len=${len}`, 'max_entries=1000000', 'max_bytes=268435456']);
+	// These datagrams come from this machine, another host to the guest: the parser is measured
+	// here, not the rate limits for other hosts (hostile.test.ts, two-hosts.test.ts), so they are off.
+	const server = await loadServer(t, [`len=${len}`, 'max_entries=1000000', 'max_bytes=268435456', 'err_rate=0', 'reply_rate=0']);
 	const linesBefore = Number(await guest(t, 'wc -l < /var/log/kern.log'));
 	// 2% more than the 100 000 to send: datagrams that happen to name another lane's key are skipped (< 1%).
 	const tally = await fuzz(server.port, len, seed, 102_000);

@@ -9,6 +9,7 @@ import type { ExecutionContext } from 'ava';
 import { execa } from 'execa';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { formatKmsg } from '../../src/kmsg.js';
 import { hubOf } from '../../src/lab/network.js';
 import { lastLogSequence, load } from '../../src/lifecycle.js';
@@ -162,5 +163,87 @@ twoHostTest('kvclient in lab b gets GOT IT from the server in lab a and works wi
 	t.is(out, `GOT IT\nOK\n${long}\n`);
 	t.regex(await guest(t, 'cat /proc/hashtable'), /^cat tom the cat$/m, 'the insert from lab b is in the table of lab a');
 	await waitForLog(t.context.target, since, new RegExp(`^udp_server: received HELLO from ${literal(addressB)}:\\d+$`));
+	await guest(t, 'rmmod udp_server');
+});
+
+const TOOL = path.join(PROJECT_ROOT, 'test/fixtures/udp_tool.py');
+const hex = (text: string) => Buffer.from(text).toString('hex');
+
+/** The server's request counter, asked inside its own guest. */
+async function requestsIn(run: (script: string) => Promise<string>): Promise<number> {
+	return Number(/requests=(\d+)/.exec(await run('echo stats | nc -u -w1 127.0.0.1 3000'))?.[1]);
+}
+
+twoHostTest('one forged datagram between the servers of lab a and lab b does not bounce (Loop DoS)', async t => {
+	const b = labB();
+	const [addressA, addressB] = [await addressOf(t.context.target), await addressOf(b)];
+	await loadServer(t, ['port=3000', 'len=200']);
+	await load(b, t.context.server, { name: 'udp_server', params: ['port=3000', 'len=200'] });
+	for (const payload of ['ERR unknown command\n', 'fetch dog\n', 'OK\n']) {
+		const [beforeA, beforeB] = [await requestsIn(script => guest(t, script)), await requestsIn(inB)];
+		// From lab b's text port (its own address: no raw trick needed on the way out) to lab a's.
+		await inB(`python3 ${TOOL} forge ${addressB} 3000 ${addressA} 3000 ${hex(payload)}`);
+		await sleep(3000);
+		const [seenA, seenB] = [(await requestsIn(script => guest(t, script))) - beforeA, (await requestsIn(inB)) - beforeB];
+		t.log(`${JSON.stringify(payload)}: lab a saw ${seenA} requests, lab b ${seenB}, in 3 s`);
+		// The forged datagram (or its one answer) and the stats request itself.
+		t.true(seenA <= 2 && seenB <= 2, `${JSON.stringify(payload)} bounced: a ${seenA}, b ${seenB}`);
+	}
+	await inB('rmmod udp_server');
+	await guest(t, 'rmmod udp_server');
+});
+
+twoHostTest('a flood from lab b draws at most reply_rate KiB/s of replies, measured in bytes on the wire', async t => {
+	const addressA = await addressOf(t.context.target);
+	const seconds = 5;
+	await loadServer(t, ['port=3000', 'len=4200', 'memcached_port=11211', 'reply_rate=64']);
+	const value = 'v'.repeat(4096);
+	await guest(t, `echo "insert big ${value}" > /proc/ht`);
+	// Padded to a third of the reply, so that the reflection bound lets the whole reply through.
+	const lookup = `lookup big${' '.repeat(1367 - 10)}`;
+	const text = await inB(`python3 ${TOOL} flood ${addressA} 3000 ${hex(lookup)} ${seconds} 40000`, 120_000);
+	const [sent, received, bytes] = (/sent (\d+) received (\d+) bytes (\d+)/.exec(text) ?? []).slice(1).map(Number);
+	// 64 KiB a second, and a first burst of one longest datagram (65 507 bytes); the flood ran `seconds` (+1 to drain).
+	const bound = 64 * 1024 * (seconds + 1) + 65_507;
+	t.log(`text port: lab b sent ${sent} lookups (${sent! * lookup.length} bytes), got ${received} replies, ${bytes} bytes; bound ${bound}`);
+	t.true(received! > 0, 'some replies come back');
+	t.true(bytes! <= bound, `${bytes} bytes of replies in ${seconds} s`);
+	t.true(sent! * 4101 > 2 * bound, 'the flood asked for far more than the bound, or the test proves nothing');
+	await guest(t, 'rmmod udp_server');
+});
+
+twoHostTest('memaslap in lab b against lab a’s memcached port: the limits let a real client through (0 verify_failed)', async t => {
+	const addressA = await addressOf(t.context.target);
+	await loadServer(t, ['port=3000', 'memcached_port=11211']);
+	const out = await inB(`timeout 300 memcaslap -s ${addressA}:11211 -U -x 3000 -T 1 -c 4 --verify=0.2 2>&1`, 320_000);
+	const stat = (name: string) => Number(new RegExp(`^${name}: (\\d+)$`, 'm').exec(out)?.[1]);
+	t.log(
+		out
+			.split('\n')
+			.filter(line => /^(cmd_get|cmd_set|get_misses|verify_misses|verify_failed|expired_get|unexpired_unget|Run time|TPS)/.test(line))
+			.join('\n'),
+	);
+	t.true(stat('cmd_get') > 0 && stat('cmd_set') > 0, 'memaslap ran gets and sets');
+	t.is(stat('verify_failed'), 0, 'values read back wrong');
+	await guest(t, 'rmmod udp_server');
+});
+
+twoHostTest('a datagram from lab b forging lab a’s own address is not taken for this host’s (accept_local=1)', async t => {
+	const addressA = await addressOf(t.context.target);
+	await loadServer(t, ['port=3000', 'len=4200']);
+	await guest(t, `echo "insert big ${'v'.repeat(4096)}" > /proc/ht`);
+	await guest(t, 'sysctl -qw net.ipv4.conf.eth1.accept_local=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.eth1.rp_filter=0');
+	try {
+		// The reply goes to lab a's own port 5555: count it there.
+		const listening = guest(t, `python3 ${TOOL} listen 5555 4`);
+		await sleep(1000);
+		await inB(`python3 ${TOOL} forge ${addressA} 5555 ${addressA} 3000 ${hex('lookup big')}`);
+		const [received, bytes] = (/received (\d+) bytes (\d+)/.exec(await listening) ?? []).slice(1).map(Number);
+		t.log(`the forged 10-byte lookup drew ${received} replies, ${bytes} bytes`);
+		t.is(received, 1);
+		t.true(bytes! <= 32, `${bytes} bytes: a sender that is not on lab a's loopback gets the bounded reply`);
+	} finally {
+		await guest(t, 'sysctl -qw net.ipv4.conf.eth1.accept_local=0');
+	}
 	await guest(t, 'rmmod udp_server');
 });
