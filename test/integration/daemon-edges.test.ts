@@ -155,7 +155,7 @@ labTest('durable=1: replies to one sender keep their order (a read waits behind 
 labTest('memcached entries with an expiry time: not in the backup, and gone from max_entries once expired', async t => {
 	await guest(t, `rm -f ${FILES}`);
 	await loadServer(t, [`memcached_port=${MC_PORT}`, 'max_entries=10', 'len=200'], { daemon: true, backup: BACKUP });
-	t.deepEqual(await memcached(t, [set('lasting', 'p'), set('brief', 'b', 2), set('shadow', 'old'), set('shadow', 'new', 2)]), [
+	t.deepEqual(await memcached(t, [set('lasting', 'p'), set('brief', 'b', 60), set('shadow', 'old'), set('shadow', 'new', 60)]), [
 		'STORED\r\n',
 		'STORED\r\n',
 		'STORED\r\n',
