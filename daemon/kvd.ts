@@ -38,7 +38,7 @@
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { closeSync, constants, existsSync, fdatasyncSync, openSync, read, writeFileSync, writeSync } from 'node:fs';
-import { copyFile, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -90,6 +90,36 @@ export interface Status {
 }
 
 const log = pino({ base: undefined, name: 'kvd' }, pino.destination(2));
+
+/**
+ * A fault hook for the crash-point tests (as ALICE and CrashMonkey crash a
+ * program between its writes, fsyncs and renames): KVD_CRASH_AT names a
+ * step, and kvd kills itself with SIGKILL the first time it gets there, as
+ * a crash would stop it (no handler, no clean-up). The steps:
+ *
+ *   a group commit:  before-fdatasync (appended, not synced)
+ *                    after-append (synced, not confirmed to the module)
+ *                    after-confirm
+ *   a new base:      after-base-write (the temporary file written and synced)
+ *                    after-rename (the base in place, the old log still there)
+ *                    before-log-remove (the new log written, not yet in the old one's place)
+ *
+ * A base step alone stops at the first base, whether a snapshot's or a
+ * compaction's; `snapshot-STEP` or `compact-STEP` stops at that one's only.
+ */
+const CRASH_AT = process.env['KVD_CRASH_AT'];
+type BaseKind = 'snapshot' | 'compact';
+
+function crashPoint(step: string, kind?: BaseKind): void {
+	if (CRASH_AT && (CRASH_AT === step || CRASH_AT === `${kind}-${step}`)) {
+		writeSync(2, `kvd: KVD_CRASH_AT=${CRASH_AT}: crashing at ${kind ? `${kind} ` : ''}${step}\n`);
+		process.kill(process.pid, 'SIGKILL');
+	}
+}
+
+/** writeFileAtomically's steps, as crash points of a base (see crashPoint). */
+const baseSteps = (kind: BaseKind) => (step: 'written' | 'renamed') =>
+	crashPoint(step === 'written' ? 'after-base-write' : 'after-rename', kind);
 
 interface Compaction {
 	generation: number;
@@ -179,9 +209,27 @@ class Kvd {
 			holder => `another kvd (pid ${holder.pid}) is already running for ${this.options.backup}`,
 		);
 		await rm(this.run('ready'), { force: true });
+		await this.removePartials();
 		await this.setStatus({ state: 'waiting' });
 		await writeFile(this.run('pid'), `${process.pid}\n`);
 		log.info({ backup: this.options.backup }, 'started; waiting for the module');
+	}
+
+	/**
+	 * A kvd that crashed while writing a new base or log left its temporary
+	 * file (`BACKUP.<pid>-<random>.partial`, src/files.ts): never read, only
+	 * in the way. Under the lock, no other kvd is writing one.
+	 */
+	private async removePartials(): Promise<void> {
+		const dir = path.dirname(this.options.backup);
+		const base = path.basename(this.options.backup);
+		const partial = /^(log\.)?\d+-[0-9a-f]+\.partial$/;
+		for (const name of await readdir(dir).catch(() => [] as string[])) {
+			if (name.startsWith(`${base}.`) && partial.test(name.slice(base.length + 1))) {
+				await rm(path.join(dir, name), { force: true });
+				log.info(`removed ${name}, left by a kvd that stopped while writing it`);
+			}
+		}
 	}
 
 	async loop(): Promise<void> {
@@ -403,6 +451,7 @@ class Kvd {
 				// EIO: the module is gone (it waited 5 s for this); the changes are on disk all the same.
 				if ((error as NodeJS.ErrnoException).code !== 'EIO') throw error;
 			}
+			if (changes.length > 0) crashPoint('after-confirm');
 		}
 		this.batches++;
 		this.maybeCompact(instance);
@@ -427,16 +476,22 @@ class Kvd {
 		for (let offset = 0; offset < bytes.length; ) {
 			offset += writeSync(this.logFd, bytes, offset);
 		}
+		crashPoint('before-fdatasync');
 		fdatasyncSync(this.logFd);
+		crashPoint('after-append');
 		this.logBytes += bytes.length;
 		this.compaction?.pending.push(batch);
 	}
 
 	/** Replaces the log by an empty one (plus `pending`) of a new base's generation. */
-	private async resetLog(generation: number, pending: string): Promise<void> {
+	private async resetLog(generation: number, pending: string, kind: BaseKind): Promise<void> {
 		const text = logHeader(generation) + pending;
 		this.closeLog();
-		await writeFileAtomically(this.logFile, Buffer.from(text, 'latin1'), { mode: 0o600, durable: true });
+		await writeFileAtomically(this.logFile, Buffer.from(text, 'latin1'), {
+			mode: 0o600,
+			durable: true,
+			onStep: step => step === 'written' && crashPoint('before-log-remove', kind),
+		});
 		this.logGeneration = generation;
 		this.logBytes = text.length;
 	}
@@ -458,10 +513,14 @@ class Kvd {
 		const generation = Math.max(this.baseGeneration, this.logGeneration) + 1;
 		// /proc/hashtable prints the base's own lines.
 		const text = this.newBase(instance, generation, table);
-		await writeFileAtomically(this.options.backup, Buffer.from(text, 'latin1'), { mode: 0o600, durable: true });
+		await writeFileAtomically(this.options.backup, Buffer.from(text, 'latin1'), {
+			mode: 0o600,
+			durable: true,
+			onStep: baseSteps('snapshot'),
+		});
 		this.baseGeneration = generation;
 		this.baseBytes = text.length;
-		await this.resetLog(generation, '');
+		await this.resetLog(generation, '', 'snapshot');
 		log.info({ entries: this.entries.size, ms: Math.round(performance.now() - started) }, 'snapshot saved');
 	}
 
@@ -473,7 +532,11 @@ class Kvd {
 		const generation = Math.max(this.baseGeneration, this.logGeneration) + 1;
 		const text = this.newBase(instance, generation);
 		const outcome: Compaction['outcome'] = { done: false };
-		const promise = writeFileAtomically(this.options.backup, Buffer.from(text, 'latin1'), { mode: 0o600, durable: true }).then(
+		const promise = writeFileAtomically(this.options.backup, Buffer.from(text, 'latin1'), {
+			mode: 0o600,
+			durable: true,
+			onStep: baseSteps('compact'),
+		}).then(
 			() => {
 				outcome.done = true;
 			},
@@ -506,7 +569,7 @@ class Kvd {
 		const before = this.logBytes;
 		this.baseGeneration = compaction.generation;
 		this.baseBytes = compaction.baseBytes;
-		await this.resetLog(compaction.generation, compaction.pending.join(''));
+		await this.resetLog(compaction.generation, compaction.pending.join(''), 'compact');
 		this.compactFloor = COMPACT_MIN;
 		log.info({ entries: this.entries.size, logBytesBefore: before, logBytes: this.logBytes }, 'compacted');
 	}

@@ -23,6 +23,12 @@ export interface AtomicWriteOptions {
 	 * can be rebuilt skip the cost.
 	 */
 	durable?: boolean;
+	/**
+	 * Called once the data is in the temporary file ('written', synced when
+	 * durable) and once it is in place ('renamed'): kvd's crash-point tests
+	 * stop there.
+	 */
+	onStep?: (step: 'written' | 'renamed') => void;
 }
 
 /**
@@ -57,7 +63,7 @@ export async function writeFileIfAbsent(file: string, data: string | Uint8Array,
 export async function writeFileAtomically(
 	file: string,
 	data: string | Uint8Array,
-	{ mode = 0o644, durable = false }: AtomicWriteOptions = {},
+	{ mode = 0o644, durable = false, onStep }: AtomicWriteOptions = {},
 ): Promise<void> {
 	const partial = partialPath(file);
 	try {
@@ -70,6 +76,7 @@ export async function writeFileAtomically(
 		} finally {
 			await handle.close();
 		}
+		onStep?.('written');
 		await rename(partial, file);
 	} catch (error) {
 		await rm(partial, { force: true });
@@ -83,4 +90,5 @@ export async function writeFileAtomically(
 			await directory.close();
 		}
 	}
+	onStep?.('renamed');
 }
