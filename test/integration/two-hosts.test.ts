@@ -193,7 +193,7 @@ twoHostTest('one forged datagram between the servers of lab a and lab b does not
 	await guest(t, 'rmmod udp_server');
 });
 
-twoHostTest('a flood from lab b draws at most reply_rate KiB/s of replies, measured in bytes on the wire', async t => {
+twoHostTest('a flood from lab b draws at most reply_rate KiB/s of replies on either port, measured in bytes on the wire', async t => {
 	const addressA = await addressOf(t.context.target);
 	const seconds = 5;
 	await loadServer(t, ['port=3000', 'len=4200', 'memcached_port=11211', 'reply_rate=64']);
@@ -209,6 +209,23 @@ twoHostTest('a flood from lab b draws at most reply_rate KiB/s of replies, measu
 	t.true(received! > 0, 'some replies come back');
 	t.true(bytes! <= bound, `${bytes} bytes of replies in ${seconds} s`);
 	t.true(sent! * 4101 > 2 * bound, 'the flood asked for far more than the bound, or the test proves nothing');
+
+	// The memcached port: the same 4 KiB value, with a get padded to a third of its reply (three datagrams).
+	const frame = Buffer.from([0, 1, 0, 0, 0, 1, 0, 0]);
+	await guest(t, `printf 'set big 0 0 4096\r\n${value}\r\n' > /tmp/set.txt`);
+	await guest(
+		t,
+		`python3 -c "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(bytes.fromhex('${frame.toString('hex')}') + open('/tmp/set.txt', 'rb').read(), ('127.0.0.1', 11211)); s.settimeout(5); s.recv(100)"`,
+	);
+	const get = Buffer.concat([frame, Buffer.from(`get big${' '.repeat(1381 - 8 - 9)}\r\n`)]);
+	const mc = await inB(`python3 ${TOOL} flood ${addressA} 11211 ${get.toString('hex')} ${seconds} 40001`, 120_000);
+	const [mcSent, mcReceived, mcBytes] = (/sent (\d+) received (\d+) bytes (\d+)/.exec(mc) ?? []).slice(1).map(Number);
+	t.log(
+		`memcached port: lab b sent ${mcSent} gets (${mcSent! * get.length} bytes), got ${mcReceived} datagrams, ${mcBytes} bytes; bound ${bound}`,
+	);
+	t.true(mcReceived! > 0, 'some replies come back');
+	t.true(mcBytes! <= bound, `${mcBytes} bytes of replies in ${seconds} s`);
+	t.true(mcSent! * 4143 > 2 * bound, 'the flood asked for far more than the bound');
 	await guest(t, 'rmmod udp_server');
 });
 
