@@ -43,7 +43,7 @@
 #include <net/udp_tunnel.h>
 
 #include "kudp_protocol.h"
-#include "udp_server.h"
+#include "transport.h"
 
 /* Any value but 0 makes the UDP layer call encap_rcv; tunnels use 1. */
 #define KUDP_ENCAP_TYPE		1
@@ -191,6 +191,7 @@ static int fast_rcv(struct sock *sk, struct sk_buff *skb)
 	};
 	atomic_t *pending = sender_pending(w, peer.addr.sin_addr.s_addr,
 					   peer.addr.sin_port);
+	struct kudp_request parsed;
 	const char *req = NULL;
 	unsigned int size;
 	bool log;
@@ -210,16 +211,26 @@ static int fast_rcv(struct sock *sk, struct sk_buff *skb)
 	    !(kudp_durable && kudp_sender_parked(&peer.addr)))
 		req = skb_header_pointer(skb, sizeof(struct udphdr), size,
 					 buf->request);
-	if (!req || kudp_is_change(req, size)) {
+	if (!req) {
+		queue_for_thread(sk, skb, pending);
+		return 0;
+	}
+	if (!peer.addr.sin_port || kudp_is_reply(req, size)) {
+		/* Nothing goes back (socket.c's serve()). */
+		kudp_count(requests);
+		kudp_count(drops);
+		consume_skb(skb);
+		return 0;
+	}
+	/* Parsed once: what may sleep goes to the thread, the rest is answered here. */
+	kudp_text_parse(req, size, &parsed);
+	if (kudp_op_may_sleep(parsed.op)) {
 		queue_for_thread(sk, skb, pending);
 		return 0;
 	}
 
-	log = kudp_answer_text(req, size, &peer, &reply);
-	if (!reply.size) {
-		/* A reply, or from port 0: nothing goes back. */
-	} else if (!kudp_reply_allowed(&peer, reply.size,
-				       reply.malformed)) {
+	log = kudp_text_answer(&parsed, size, &peer, &reply);
+	if (!kudp_reply_allowed(&peer, reply.size, reply.malformed)) {
 		kudp_count(drops);
 	} else {
 		fast_reply(sk, skb, reply.buf, reply.size);

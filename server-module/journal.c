@@ -8,7 +8,7 @@
  *   /proc/kvrestore  0200  write: "KEY VALUE" lines, put back into the table
  *
  * Every change to the table gets a sequence number, given under the queue's
- * lock while the change's key is still locked (cmd.c), so the numbers of a
+ * lock while the change's key is still locked (request.c), so the numbers of a
  * key's changes follow their order, and the queue is in number order. While
  * a daemon is registered in /proc/daemonpid, each change is also queued here
  * as a line:
@@ -57,8 +57,12 @@
 #include <linux/uaccess.h>
 #include <linux/wait.h>
 
+#include <linux/pid.h>
+#include <linux/sched.h>
+#include <linux/sched/signal.h>
+
 #include "kudp_protocol.h"
-#include "udp_server.h"
+#include "store.h"
 
 /* Most bytes of lines the queue holds before it gives way to a snapshot. */
 #define KUDP_JOURNAL_MAX	SZ_4M
@@ -101,6 +105,25 @@ static atomic64_t journal_synced;
 static DECLARE_WAIT_QUEUE_HEAD(synced_wait);
 static bool writers_closing;
 
+/* Who hears of a change on disk: the transport's parked replies. */
+static void no_hook(u64 seq)
+{
+}
+
+static void (*synced_hook)(u64 seq) = no_hook;
+
+/**
+ * kudp_journal_watch() - be told when the daemon has changes on disk
+ * @synced: called with the number of the last change on disk, from the
+ *          daemon's write to /proc/kvjournal; NULL to stop
+ *
+ * Context: before the daemon's files exist, or after they are gone.
+ */
+void kudp_journal_watch(void (*synced)(u64 seq))
+{
+	synced_hook = synced ?: no_hook;
+}
+
 /* Frees every queued line; the caller holds journal_lock. */
 static void journal_drop_locked(struct list_head *dropped)
 {
@@ -125,7 +148,7 @@ static void journal_ask_snapshot_locked(u64 seq, struct list_head *dropped)
 }
 
 /**
- * kudp_journal_start() - a daemon registered: start queueing, from a snapshot
+ * journal_start() - a daemon registered: start queueing, from a snapshot
  * @on: false when the daemon unregistered
  *
  * A change made before this is in the table the snapshot will read; one
@@ -133,7 +156,7 @@ static void journal_ask_snapshot_locked(u64 seq, struct list_head *dropped)
  * daemon leaves, the lines already queued stay for its last reads; the next
  * daemon starts from a snapshot without them.
  */
-void kudp_journal_start(bool on)
+static void journal_start(bool on)
 {
 	LIST_HEAD(dropped);
 
@@ -147,12 +170,12 @@ void kudp_journal_start(bool on)
 }
 
 /**
- * kudp_journal_drop() - the daemon died: drop what was queued for it
+ * journal_drop() - the daemon died: drop what was queued for it
  *
  * Context: the caller holds the registration's mutex (proc.c) and has just
  * forgotten the daemon, so no new one has registered meanwhile.
  */
-void kudp_journal_drop(void)
+static void journal_drop(void)
 {
 	LIST_HEAD(dropped);
 
@@ -382,7 +405,7 @@ static ssize_t journal_write(struct file *file, const char __user *ubuf,
 	}
 	/* Both kinds of sleeper: writers (interruptible) and the drain. */
 	wake_up_all(&synced_wait);
-	kudp_release_replies(seq);
+	synced_hook(seq);
 	return count;
 }
 
@@ -417,9 +440,9 @@ static int restore_line(const char *p, size_t n)
 	if (!klen || klen > KUDP_MAX_KEY || n - klen - 1 < 1 ||
 	    n - klen - 1 > KUDP_MAX_VALUE)
 		return -EINVAL;
-	lock = kv_key_lock(p, klen);
+	lock = kudp_kv_key_lock(p, klen);
 	mutex_lock(lock);
-	ret = kv_insert(p, klen, space + 1, n - klen - 1, 0);
+	ret = kudp_kv_insert(p, klen, space + 1, n - klen - 1, 0);
 	mutex_unlock(lock);
 	return ret;
 }
@@ -470,6 +493,139 @@ static const struct proc_ops restore_ops = {
 	.proc_lseek = noop_llseek,
 };
 
+/*
+ * The registered backup daemon, kvd. Holding its struct pid (not the number)
+ * makes PID reuse harmless: a new process with the same number has a
+ * different struct pid, which nobody registered. kvd_mutex orders the
+ * registrations (and the journal's start and stop with them); kvd_lock
+ * guards the pointer for the quick check of every durable change.
+ */
+static struct pid *kvd_pid;
+
+static DEFINE_MUTEX(kvd_mutex);
+
+static DEFINE_SPINLOCK(kvd_lock);
+
+/* Registers @pid (NULL: nobody); the caller holds kvd_mutex. */
+static void kvd_set(struct pid *pid)
+{
+	struct pid *old;
+
+	lockdep_assert_held(&kvd_mutex);
+	spin_lock(&kvd_lock);
+	old = kvd_pid;
+	kvd_pid = pid;
+	spin_unlock(&kvd_lock);
+	put_pid(old);
+	journal_start(pid);
+}
+
+/* The registered daemon with a reference for the caller, or NULL. */
+static struct pid *kvd_get(void)
+{
+	struct pid *pid;
+
+	spin_lock(&kvd_lock);
+	pid = get_pid(kvd_pid);
+	spin_unlock(&kvd_lock);
+	return pid;
+}
+
+/*
+ * A process that is exiting, or has exited and waits to be reaped (a
+ * zombie), still has its struct pid: it counts as gone.
+ */
+static bool kvd_alive(struct pid *pid)
+{
+	struct task_struct *task;
+	bool alive;
+
+	rcu_read_lock();
+	task = pid_task(pid, PIDTYPE_TGID);
+	alive = task && !READ_ONCE(task->exit_state) &&
+		!(READ_ONCE(task->signal->flags) & SIGNAL_GROUP_EXIT);
+	rcu_read_unlock();
+	return alive;
+}
+
+/**
+ * kudp_daemon_register() - register the writer as the backup daemon, or
+ * unregister it
+ * @nr: the writer's own PID, as seen from its PID namespace; 0 unregisters
+ *
+ * Only the writer itself may register: the table's changes are then queued
+ * for it, and a durable change waits for its word.
+ *
+ * Return: 0, or -EPERM for a PID that is not the writer's.
+ */
+int kudp_daemon_register(int nr)
+{
+	if (nr && nr != task_tgid_vnr(current))
+		return -EPERM;
+	mutex_lock(&kvd_mutex);
+	kvd_set(nr ? get_task_pid(current, PIDTYPE_TGID) : NULL);
+	mutex_unlock(&kvd_mutex);
+	return 0;
+}
+
+/* The registered daemon's PID in the reader's namespace, 0 for none. */
+int kudp_daemon_shown(void)
+{
+	struct pid *pid = kvd_get();
+	int nr = pid && kvd_alive(pid) ? pid_vnr(pid) : 0;
+
+	put_pid(pid);
+	return nr;
+}
+
+/**
+ * kudp_daemon_registered() - whether the backup daemon is there
+ *
+ * A daemon that exited without unregistering is forgotten here.
+ *
+ * Context: process context.
+ * Return: true while a registered daemon runs.
+ */
+bool kudp_daemon_registered(void)
+{
+	struct pid *pid = kvd_get();
+	bool alive = pid && kvd_alive(pid);
+
+	if (pid && !alive) {
+		mutex_lock(&kvd_mutex);
+		if (kvd_pid == pid) {	/* not replaced meanwhile */
+			kvd_set(NULL);
+			journal_drop();
+		}
+		mutex_unlock(&kvd_mutex);
+	}
+	put_pid(pid);
+	return alive;
+}
+
+/**
+ * kudp_backup_ready() - whether a change may be made now
+ *
+ * With durable=1 only while the daemon is there. Otherwise always; a
+ * daemon that died is still noticed here, at most every tenth of a
+ * second, so that its journal lines stop being made for nobody.
+ *
+ * Context: process context, no stripe held.
+ */
+bool kudp_backup_ready(void)
+{
+	static unsigned long next_check;
+	unsigned long due = READ_ONCE(next_check);
+
+	if (kudp_durable)
+		return kudp_daemon_registered();
+	if (time_after_eq(jiffies, due) &&
+	    cmpxchg(&next_check, due, jiffies + HZ / 10) == due &&
+	    READ_ONCE(kvd_pid))
+		kudp_daemon_registered();
+	return true;
+}
+
 int kudp_journal_init(void)
 {
 	if (!proc_create("kvjournal", 0600, NULL, &journal_ops))
@@ -481,6 +637,7 @@ int kudp_journal_init(void)
 out_remove_journal:
 	remove_proc_entry("kvjournal", NULL);
 out_exists:
+	pr_err("cannot create the journal's /proc files (another udp_server loaded?)\n");
 	return -EEXIST;
 }
 
@@ -546,4 +703,8 @@ void kudp_journal_exit(void)
 	remove_proc_entry("kvrestore", NULL);
 	remove_proc_entry("kvjournal", NULL);
 	journal_free(&dropped);
+	/* Nobody can reach the daemon's files: it is no longer ours. */
+	mutex_lock(&kvd_mutex);
+	kvd_set(NULL);
+	mutex_unlock(&kvd_mutex);
 }

@@ -6,7 +6,7 @@
  * An rhashtable: it grows and shrinks with the number of entries, so there
  * is no bucket count to guess. Lookups run under RCU only and copy the value
  * out without allocating. Changes to one key are serialized by one of
- * KV_STRIPES mutexes, picked by the key's hash (kv_key_lock()), which cmd.c
+ * KV_STRIPES mutexes, picked by the key's hash (kudp_kv_key_lock()), which request.c
  * holds across a change and its history and journal lines so that they
  * follow the order of the changes; changes to keys of other stripes run at
  * the same time, each thread on its own CPU, and the rhashtable's bucket
@@ -22,13 +22,15 @@
  *   - each entry's allocation, plus KV_BUCKET_COST for its share of the
  *     rhashtable's bucket arrays;
  *   - replaced and deleted entries until the grace period frees them;
- *   - the history ring and its lines (proc.c).
+ *   - the history ring and its lines (history.c).
  * max_entries bounds the number of entries.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/jhash.h>
+#include <linux/memcontrol.h>
+#include <linux/sched/mm.h>
 #include <linux/mutex.h>
 #include <linux/overflow.h>
 #include <linux/random.h>
@@ -41,7 +43,7 @@
 #include <linux/workqueue.h>
 
 #include "kudp_protocol.h"
-#include "udp_server.h"
+#include "store.h"
 
 /* 40 bytes before the key on 64-bit: what PROTOCOL.md calls the header. */
 struct kv_entry {
@@ -49,7 +51,7 @@ struct kv_entry {
 	struct rcu_head rcu;
 	u32 flags;	/* memcached's client flags, stored and returned */
 	u32 cas;	/* memcached's "cas unique": changes with every store */
-	u32 expires;	/* kv_now() when it expires, 0 for never */
+	u32 expires;	/* kudp_kv_now() when it expires, 0 for never */
 	u16 klen;
 	u16 vlen;
 	char data[];	/* klen key bytes, then vlen value bytes */
@@ -99,14 +101,14 @@ static void kv_reap_work(struct work_struct *work);
 static DECLARE_DELAYED_WORK(kv_reaper, kv_reap_work);
 
 /* Seconds since boot: the clock of expiry times (never goes back). */
-u32 kv_now(void)
+u32 kudp_kv_now(void)
 {
 	return ktime_get_boottime_seconds();
 }
 
 static bool kv_expired(const struct kv_entry *entry)
 {
-	return entry->expires && !time_before32(kv_now(), entry->expires);
+	return entry->expires && !time_before32(kudp_kv_now(), entry->expires);
 }
 
 static u32 kv_key_hash(const void *data, u32 unused, u32 seed)
@@ -140,24 +142,24 @@ static const struct rhashtable_params kv_params = {
 };
 
 /**
- * kv_mem_cost() - what an allocation of @size bytes really takes
+ * kudp_mem_cost() - what an allocation of @size bytes really takes
  * @size: the bytes asked of kmalloc()
  *
  * Return: the size of the slab object (or pages) kmalloc() hands out.
  */
-size_t kv_mem_cost(size_t size)
+size_t kudp_mem_cost(size_t size)
 {
 	return kmalloc_size_roundup(size);
 }
 
 /**
- * kv_mem_reserve() - charge @bytes against max_bytes, if they fit
+ * kudp_mem_reserve() - charge @bytes against max_bytes, if they fit
  * @bytes: what is about to be allocated
  *
  * Return: 0 when charged; -EBUSY when they would fit once the entries
  * waiting for a grace period are freed (soon: try again); else -ENOSPC.
  */
-int kv_mem_reserve(size_t bytes)
+int kudp_mem_reserve(size_t bytes)
 {
 	long charged = atomic_long_read(&kv_charged);
 
@@ -173,14 +175,14 @@ int kv_mem_reserve(size_t bytes)
 	return 0;
 }
 
-/* Gives back what kv_mem_reserve() charged, once it is freed. */
-void kv_mem_release(size_t bytes)
+/* Gives back what kudp_mem_reserve() charged, once it is freed. */
+void kudp_mem_release(size_t bytes)
 {
 	atomic_long_sub(bytes, &kv_charged);
 }
 
 /* The bytes charged against max_bytes now: the "bytes" of stats. */
-unsigned long kv_mem_charged(void)
+unsigned long kudp_mem_charged(void)
 {
 	return atomic_long_read(&kv_charged);
 }
@@ -189,29 +191,53 @@ static size_t kv_entry_cost(size_t klen, size_t vlen)
 {
 	struct kv_entry *entry;
 
-	return kv_mem_cost(struct_size(entry, data, klen + vlen)) +
+	return kudp_mem_cost(struct_size(entry, data, klen + vlen)) +
 	       KV_BUCKET_COST;
 }
 
-int kv_init(void)
+/*
+ * The memory cgroup of whoever loaded the module. Requests make the server
+ * allocate (entries, history lines, journal lines); that memory is charged
+ * here, whether the request came from the network (a server thread) or
+ * from /proc.
+ */
+static struct mem_cgroup *kudp_memcg;
+
+/* Starts charging KUDP_GFP allocations to kudp_memcg; returns the old one. */
+struct mem_cgroup *kudp_memcg_enter(void)
+{
+	return set_active_memcg(kudp_memcg);
+}
+
+void kudp_memcg_leave(struct mem_cgroup *old)
+{
+	set_active_memcg(old);
+}
+
+int kudp_kv_init(void)
 {
 	unsigned int i;
+	int ret;
 
 	for (i = 0; i < KV_STRIPES; i++)
 		mutex_init(&kv_stripes[i]);
 	kv_stripe_seed = get_random_u32();
-	return rhashtable_init(&kv_table, &kv_params);
+	kudp_memcg = get_mem_cgroup_from_mm(current->mm);
+	ret = rhashtable_init(&kv_table, &kv_params);
+	if (ret)
+		mem_cgroup_put(kudp_memcg);
+	return ret;
 }
 
 /**
- * kv_key_lock() - the mutex that serializes the changes to a key
+ * kudp_kv_key_lock() - the mutex that serializes the changes to a key
  * @key: the key, @klen bytes
  * @klen: its length
  *
  * Return: one of the stripes; the seed keeps a sender from choosing keys
  * that all land on one.
  */
-struct mutex *kv_key_lock(const char *key, size_t klen)
+struct mutex *kudp_kv_key_lock(const char *key, size_t klen)
 {
 	return &kv_stripes[jhash(key, klen, kv_stripe_seed) % KV_STRIPES];
 }
@@ -220,7 +246,7 @@ static void kv_free_entry(void *ptr, void *arg)
 {
 	struct kv_entry *entry = ptr;
 
-	kv_mem_release(kv_entry_cost(entry->klen, entry->vlen));
+	kudp_mem_release(kv_entry_cost(entry->klen, entry->vlen));
 	kfree(entry);
 }
 
@@ -245,14 +271,15 @@ static void kv_retire(struct kv_entry *entry)
  * it are freed at once. rcu_barrier() then waits for the entries retired
  * earlier, whose callback is this module's code.
  */
-void kv_destroy(void)
+void kudp_kv_destroy(void)
 {
 	cancel_delayed_work_sync(&kv_reaper);
 	rhashtable_free_and_destroy(&kv_table, kv_free_entry, NULL);
 	rcu_barrier();
+	mem_cgroup_put(kudp_memcg);
 }
 
-unsigned long kv_entries(void)
+unsigned long kudp_kv_entries(void)
 {
 	return atomic_long_read(&kv_count);
 }
@@ -266,41 +293,42 @@ static struct kv_entry *kv_find_locked(const char *key, size_t klen)
 }
 
 /**
- * kv_store() - store a value under a key, as memcached's set, add or replace
+ * kudp_kv_store() - store a value under a key, as memcached's set, add or replace
  * @key: the key, @klen bytes
  * @klen: 1..KUDP_MAX_KEY
  * @value: the value, @vlen bytes
  * @vlen: 1..KUDP_MAX_VALUE
  * @meta: flags and expiry time to keep with it (NULL: none)
- * @mode: KV_SET stores in any case, KV_ADD only a new key, KV_REPLACE only
+ * @mode: KUDP_SET stores in any case, KUDP_ADD only a new key, KUDP_REPLACE only
  *        an existing one (an expired entry counts as none)
  * @extra: bytes to charge with the entry (its history line); the caller
  *         releases them when it frees what they stand for
  *
- * Context: the caller holds kv_key_lock(@key).
- * Return: 0; -EEXIST (KV_ADD) or -ENOENT (KV_REPLACE) when the key is there
+ * Context: the caller holds kudp_kv_key_lock(@key).
+ * Return: 0; -EEXIST (KUDP_ADD) or -ENOENT (KUDP_REPLACE) when the key is there
  * or not; -ENOSPC when max_entries or max_bytes would be passed; -EBUSY
  * when memory is held only by entries waiting for a grace period, or the
  * table is busy resizing; -ENOMEM when the kernel is out of memory.
  */
-int kv_store(const char *key, size_t klen, const char *value, size_t vlen,
-	     const struct kv_meta *meta, enum kv_mode mode, size_t extra)
+int kudp_kv_store(const char *key, size_t klen, const char *value,
+		  size_t vlen, const struct kudp_meta *meta,
+		  enum kudp_mode mode, size_t extra)
 {
 	size_t cost = kv_entry_cost(klen, vlen);
 	struct kv_entry *old, *entry;
 	int ret;
 
 	old = kv_find_locked(key, klen);
-	if (mode == KV_ADD && old && !kv_expired(old))
+	if (mode == KUDP_ADD && old && !kv_expired(old))
 		return -EEXIST;
-	if (mode == KV_REPLACE && (!old || kv_expired(old)))
+	if (mode == KUDP_REPLACE && (!old || kv_expired(old)))
 		return -ENOENT;
 	/* A new entry counts at once, so writers of other keys see it. */
 	if (!old && atomic_long_inc_return(&kv_count) > kudp_max_entries) {
 		atomic_long_dec(&kv_count);
 		return -ENOSPC;
 	}
-	ret = kv_mem_reserve(cost + extra);
+	ret = kudp_mem_reserve(cost + extra);
 	if (ret)
 		goto out_uncount;
 
@@ -340,7 +368,7 @@ int kv_store(const char *key, size_t klen, const char *value, size_t vlen,
 out_free_entry:
 	kfree(entry);
 out_release:
-	kv_mem_release(cost + extra);
+	kudp_mem_release(cost + extra);
 out_uncount:
 	if (!old)
 		atomic_long_dec(&kv_count);
@@ -348,22 +376,22 @@ out_uncount:
 }
 
 /* Stores a value with no flags and no expiry, whether or not the key is there. */
-int kv_insert(const char *key, size_t klen, const char *value, size_t vlen,
-	      size_t extra)
+int kudp_kv_insert(const char *key, size_t klen, const char *value,
+		   size_t vlen, size_t extra)
 {
-	return kv_store(key, klen, value, vlen, NULL, KV_SET, extra);
+	return kudp_kv_store(key, klen, value, vlen, NULL, KUDP_SET, extra);
 }
 
 /**
- * kv_delete() - remove a key
+ * kudp_kv_delete() - remove a key
  * @key: the key, @klen bytes
  * @klen: its length
  *
- * Context: the caller holds kv_key_lock(@key).
+ * Context: the caller holds kudp_kv_key_lock(@key).
  * Return: 0, or -ENOENT when the key is not in the table (an expired entry
  * goes, but was not there).
  */
-int kv_delete(const char *key, size_t klen)
+int kudp_kv_delete(const char *key, size_t klen)
 {
 	struct kv_entry *entry;
 	int ret;
@@ -385,7 +413,7 @@ int kv_delete(const char *key, size_t klen)
 /* Removes @key if it has expired; the caller holds no stripe. */
 static unsigned long kv_reap_key(const char *key, size_t klen)
 {
-	struct mutex *lock = kv_key_lock(key, klen);
+	struct mutex *lock = kudp_kv_key_lock(key, klen);
 	struct kv_entry *entry;
 	unsigned long reaped = 0;
 
@@ -406,7 +434,7 @@ static unsigned long kv_reap_key(const char *key, size_t klen)
 #define KV_REAP_BATCH	16
 
 /**
- * kv_reap_expired() - take the expired entries out of the table
+ * kudp_kv_reap_expired() - take the expired entries out of the table
  *
  * An expired entry is already invisible to every command; this gives back
  * its place under max_entries at once, and its memory after a grace period.
@@ -417,7 +445,7 @@ static unsigned long kv_reap_key(const char *key, size_t klen)
  * Context: process; the caller holds no stripe.
  * Return: how many entries were taken out.
  */
-unsigned long kv_reap_expired(void)
+unsigned long kudp_kv_reap_expired(void)
 {
 	struct rhashtable_iter iter;
 	unsigned long reaped = 0;
@@ -464,13 +492,13 @@ unsigned long kv_reap_expired(void)
 /* Once a second while entries with an expiry time are in the table. */
 static void kv_reap_work(struct work_struct *work)
 {
-	kv_reap_expired();
+	kudp_kv_reap_expired();
 	if (atomic_long_read(&kv_volatile))
 		schedule_delayed_work(&kv_reaper, HZ);
 }
 
 /**
- * kv_get() - copy the value stored under a key, and what is kept with it
+ * kudp_kv_get() - copy the value stored under a key, and what is kept with it
  * @key: the key, @klen bytes
  * @klen: its length
  * @out: where the value goes
@@ -483,8 +511,8 @@ static void kv_reap_work(struct work_struct *work)
  * Return: the value's length (copied only if it fits in @out_size), or
  * -ENOENT.
  */
-int kv_get(const char *key, size_t klen, char *out, size_t out_size,
-	   struct kv_meta *meta)
+int kudp_kv_get(const char *key, size_t klen, char *out, size_t out_size,
+		struct kudp_meta *meta)
 {
 	struct kv_key k = { .data = key, .len = klen };
 	struct kv_entry *entry;
@@ -504,12 +532,6 @@ int kv_get(const char *key, size_t klen, char *out, size_t out_size,
 	}
 	rcu_read_unlock();
 	return ret;
-}
-
-/* kv_get() without the metadata: the text protocol's lookup. */
-int kv_lookup(const char *key, size_t klen, char *out, size_t out_size)
-{
-	return kv_get(key, klen, out, out_size, NULL);
 }
 
 /*
@@ -596,13 +618,13 @@ static const struct seq_operations kv_seq_lasting_ops = {
 };
 
 /**
- * kv_seq_open() - open a listing of the table, one "KEY VALUE" line each
+ * kudp_kv_seq_open() - open a listing of the table, one "KEY VALUE" line each
  * @file: the /proc file being opened
  * @lasting: list only the entries without an expiry time (the backup's)
  *
  * Return: 0 or -ENOMEM.
  */
-int kv_seq_open(struct file *file, bool lasting)
+int kudp_kv_seq_open(struct file *file, bool lasting)
 {
 	struct rhashtable_iter *iter;
 
@@ -614,7 +636,7 @@ int kv_seq_open(struct file *file, bool lasting)
 	return 0;
 }
 
-int kv_seq_release(struct inode *inode, struct file *file)
+int kudp_kv_seq_release(struct inode *inode, struct file *file)
 {
 	struct seq_file *m = file->private_data;
 

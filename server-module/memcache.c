@@ -21,27 +21,35 @@
  * lines, so a value must be 1..KUDP_MAX_VALUE bytes without "\r", "\n" or
  * NUL, and a key likewise (other control bytes are allowed here). The
  * reply is cut into datagrams of at most KUDP_MC_DATAGRAM bytes, header
- * included, each with the request's ID, its own number and the count.
+ * included, each with the request's ID, its own number and the count: the
+ * transport sends them as they are laid out here.
+ *
+ * Each datagram is parsed once into a request (request.h) and run by the
+ * executor, as the text protocol's are; a "get" of several keys runs one
+ * lookup per key.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/kernel.h>
-#include <linux/net.h>
+#include <linux/ktime.h>
 #include <linux/string.h>
 #include <linux/timekeeping.h>
-#include <linux/uio.h>
 
 #include "kudp_protocol.h"
-#include "udp_server.h"
+#include "protocol.h"
 
 #define MC_HEADER		8
-/* memcached's UDP_MAX_PAYLOAD_SIZE: a datagram, its header included. */
-#define KUDP_MC_DATAGRAM	1400
 /* An EXPTIME up to this many seconds is relative, above it a Unix time. */
 #define MC_RELATIVE_MAX		(60 * 60 * 24 * 30)
 /* Room kept for a "VALUE KEY FLAGS BYTES CAS\r\n" line. */
 #define MC_VALUE_LINE_MAX	(KUDP_MAX_KEY + 64)
+/* A datagram's text, and the room a reply's text has beside the headers. */
+#define MC_PAYLOAD		(KUDP_MC_DATAGRAM - MC_HEADER)
+#define MC_MAX_DATAGRAMS	DIV_ROUND_UP(KUDP_MC_REPLY_MAX, MC_PAYLOAD)
+#define MC_ROOM			(KUDP_MC_REPLY_MAX - MC_HEADER * MC_MAX_DATAGRAMS)
+
+#define MC_BAD_LINE		"CLIENT_ERROR bad command line format"
 
 /* The frame header's fields are big-endian 16-bit numbers. */
 static u16 mc_get16(const char *p)
@@ -63,7 +71,7 @@ static void mc_header(char *header, u16 id, u16 seq, u16 count)
 	mc_put16(header + 6, 0);
 }
 
-/* The reply being built, in the worker's reply buffer after the header. */
+/* The reply being built, in the reply buffer after room for one header. */
 struct mc_reply {
 	char *buf;
 	size_t len;
@@ -131,10 +139,10 @@ static bool mc_number(const struct kudp_span *word, long *value)
 	return !kstrtol(text, 10, value);
 }
 
-/* memcached's EXPTIME as kv_now() seconds: 0 never expires. */
+/* memcached's EXPTIME as kudp_kv_now() seconds: 0 never expires. */
 static u32 mc_expires(long exptime)
 {
-	u32 now = kv_now() ?: 1;
+	u32 now = kudp_kv_now() ?: 1;
 
 	if (!exptime)
 		return 0;
@@ -145,49 +153,24 @@ static u32 mc_expires(long exptime)
 	return now + (u32)min_t(long, exptime, U32_MAX / 2);
 }
 
-/* get KEY... and gets KEY...: every key found, then END. */
-static void mc_get(struct kudp_span rest, bool with_cas, struct mc_reply *r)
+/* get|gets KEY...: every key checked here, looked up by answer_get(). */
+static const char *parse_get(struct kudp_span rest, struct kudp_request *req)
 {
+	struct kudp_span keys = rest;
 	struct kudp_span key;
-	struct kv_meta meta;
-	char *value;
-	int vlen, n;
 
-	for (key = kudp_next_word(&rest); key.n; key = kudp_next_word(&rest)) {
-		if (!mc_key_ok(&key)) {
-			mc_malformed(r, "CLIENT_ERROR bad command line format");
-			return;
-		}
-		if (r->len + MC_VALUE_LINE_MAX + KUDP_MAX_VALUE + 2 > r->room) {
-			r->overflow = true;
-			return;
-		}
-		/* The value goes after room for its VALUE line, then moves up. */
-		value = r->buf + r->len + MC_VALUE_LINE_MAX;
-		vlen = kv_get(key.p, key.n, value, KUDP_MAX_VALUE, &meta);
-		if (vlen < 0) {
-			kudp_count(misses);
-			continue;
-		}
-		kudp_count(hits);
-		if (with_cas)
-			n = scnprintf(r->buf + r->len, MC_VALUE_LINE_MAX,
-				      "VALUE %.*s %u %d %u\r\n", (int)key.n,
-				      key.p, meta.flags, vlen, meta.cas);
-		else
-			n = scnprintf(r->buf + r->len, MC_VALUE_LINE_MAX,
-				      "VALUE %.*s %u %d\r\n", (int)key.n, key.p,
-				      meta.flags, vlen);
-		memmove(r->buf + r->len + n, value, vlen);
-		r->len += n + vlen;
-		mc_add(r, "\r\n", 2);
-	}
-	mc_line(r, "END");
+	req->op = KUDP_OP_LOOKUP;
+	req->key = kudp_next_word(&rest);
+	req->more_keys = rest;
+	for (key = kudp_next_word(&keys); key.n; key = kudp_next_word(&keys))
+		if (!mc_key_ok(&key))
+			return MC_BAD_LINE;
+	return NULL;
 }
 
 /* set|add|replace KEY FLAGS EXPTIME BYTES [noreply], then the data block. */
-static void mc_store(struct kudp_span rest, struct kudp_span data,
-		     enum kv_mode mode, struct mc_reply *r)
+static const char *parse_store(struct kudp_span rest, struct kudp_span data,
+			       struct kudp_request *req)
 {
 	struct kudp_span key = kudp_next_word(&rest);
 	struct kudp_span flags = kudp_next_word(&rest);
@@ -195,40 +178,125 @@ static void mc_store(struct kudp_span rest, struct kudp_span data,
 	struct kudp_span bytes = kudp_next_word(&rest);
 	struct kudp_span noreply = kudp_next_word(&rest);
 	long f, e, b;
-	struct kv_meta meta;
-	int ret;
 
 	if (!mc_key_ok(&key) || !mc_number(&flags, &f) || f < 0 ||
 	    f > U32_MAX || !mc_number(&exptime, &e) || !mc_number(&bytes, &b) ||
 	    b < 0 || kudp_next_word(&rest).n ||
-	    (noreply.n && !kudp_span_is(&noreply, "noreply"))) {
-		mc_malformed(r, "CLIENT_ERROR bad command line format");
-		return;
-	}
-	r->quiet = noreply.n;
-	if (b > KUDP_MAX_VALUE) {
-		mc_error(r, "SERVER_ERROR object too large for cache");
-		return;
-	}
+	    (noreply.n && !kudp_span_is(&noreply, "noreply")))
+		return MC_BAD_LINE;
+	req->noreply = noreply.n;
+	if (b > KUDP_MAX_VALUE)
+		return "SERVER_ERROR object too large for cache";
 	/* The data block, exactly BYTES long, then "\r\n". */
-	if (data.n != b + 2 || memcmp(data.p + b, "\r\n", 2)) {
-		mc_malformed(r, "CLIENT_ERROR bad data chunk");
-		return;
+	if (data.n != b + 2 || memcmp(data.p + b, "\r\n", 2))
+		return "CLIENT_ERROR bad data chunk";
+	if (!b || mc_breaks_line(data.p, b))
+		return "SERVER_ERROR the table keeps values of 1 or more bytes, in one line";
+	req->op = KUDP_OP_STORE;
+	req->key = key;
+	req->value.p = data.p;
+	req->value.n = b;
+	req->meta.flags = f;
+	req->meta.expires = mc_expires(e);
+	return NULL;
+}
+
+static const char *parse_delete(struct kudp_span rest,
+				struct kudp_request *req)
+{
+	struct kudp_span key = kudp_next_word(&rest);
+	struct kudp_span noreply = kudp_next_word(&rest);
+
+	if (!mc_key_ok(&key) || kudp_next_word(&rest).n ||
+	    (noreply.n && !kudp_span_is(&noreply, "noreply")))
+		return MC_BAD_LINE;
+	req->noreply = noreply.n;
+	req->op = KUDP_OP_DELETE;
+	req->key = key;
+	return NULL;
+}
+
+/*
+ * One command: its line (without the line end), then what follows it.
+ * Return: NULL, or the error line for the reply.
+ */
+static const char *parse(struct kudp_span line, struct kudp_span data,
+			 struct kudp_request *req)
+{
+	struct kudp_span command = kudp_next_word(&line);
+
+	memset(req, 0, sizeof(*req));
+	if (kudp_span_is(&command, "get"))
+		return parse_get(line, req);
+	if (kudp_span_is(&command, "gets")) {
+		req->with_cas = true;
+		return parse_get(line, req);
 	}
-	if (!b || mc_breaks_line(data.p, b)) {
-		mc_error(r, "SERVER_ERROR the table keeps values of 1 or more bytes, in one line");
-		return;
+	if (kudp_span_is(&command, "set"))
+		req->mode = KUDP_SET;
+	else if (kudp_span_is(&command, "add"))
+		req->mode = KUDP_ADD;
+	else if (kudp_span_is(&command, "replace"))
+		req->mode = KUDP_REPLACE;
+	else if (kudp_span_is(&command, "delete"))
+		return parse_delete(line, req);
+	else if (kudp_span_is(&command, "version"))
+		req->op = KUDP_OP_VERSION;
+	else
+		return "ERROR";
+	return req->op == KUDP_OP_VERSION ? NULL : parse_store(line, data, req);
+}
+
+/* Every key found, then END; the keys were checked by parse_get(). */
+static void answer_get(const struct kudp_request *req, struct mc_reply *r)
+{
+	struct kudp_span rest = req->more_keys;
+	struct kudp_request one = *req;
+	struct kudp_result res;
+	char *value;
+	int n;
+
+	for (; one.key.n; one.key = kudp_next_word(&rest)) {
+		if (r->len + MC_VALUE_LINE_MAX + KUDP_MAX_VALUE + 2 > r->room) {
+			r->overflow = true;
+			return;
+		}
+		/* The value goes after room for its VALUE line, then moves up. */
+		value = r->buf + r->len + MC_VALUE_LINE_MAX;
+		kudp_run(&one, value, KUDP_MAX_VALUE, &res);
+		if (res.status)
+			continue;
+		if (req->with_cas)
+			n = scnprintf(r->buf + r->len, MC_VALUE_LINE_MAX,
+				      "VALUE %.*s %u %d %u\r\n", (int)one.key.n,
+				      one.key.p, res.meta.flags, res.vlen,
+				      res.meta.cas);
+		else
+			n = scnprintf(r->buf + r->len, MC_VALUE_LINE_MAX,
+				      "VALUE %.*s %u %d\r\n", (int)one.key.n,
+				      one.key.p, res.meta.flags, res.vlen);
+		memmove(r->buf + r->len + n, value, res.vlen);
+		r->len += n + res.vlen;
+		mc_add(r, "\r\n", 2);
 	}
-	meta.flags = f;
-	meta.expires = mc_expires(e);
-	ret = kudp_store(key.p, key.n, data.p, b, &meta, mode, &r->seq);
-	switch (ret) {
+	mc_line(r, "END");
+}
+
+static void answer_change(const struct kudp_request *req, struct mc_reply *r)
+{
+	struct kudp_result res;
+
+	kudp_run(req, NULL, 0, &res);
+	r->seq = res.seq;
+	switch (res.status) {
 	case 0:
-		mc_line(r, "STORED");
+		mc_line(r, req->op == KUDP_OP_STORE ? "STORED" : "DELETED");
 		break;
 	case -EEXIST:
-	case -ENOENT:
 		mc_line(r, "NOT_STORED");
+		break;
+	case -ENOENT:
+		mc_line(r, req->op == KUDP_OP_STORE ? "NOT_STORED" : "NOT_FOUND");
 		break;
 	case -ENOLINK:
 		mc_error(r, "SERVER_ERROR no backup daemon (durable=1)");
@@ -239,49 +307,28 @@ static void mc_store(struct kudp_span rest, struct kudp_span data,
 	}
 }
 
-static void mc_delete(struct kudp_span rest, struct mc_reply *r)
+/* A command line and what follows it, parsed once and run. */
+static void answer(struct kudp_span line, struct kudp_span data,
+		   struct mc_reply *r)
 {
-	struct kudp_span key = kudp_next_word(&rest);
-	struct kudp_span noreply = kudp_next_word(&rest);
-	int ret;
+	struct kudp_request req;
+	const char *error = parse(line, data, &req);
 
-	if (!mc_key_ok(&key) || kudp_next_word(&rest).n ||
-	    (noreply.n && !kudp_span_is(&noreply, "noreply"))) {
-		mc_malformed(r, "CLIENT_ERROR bad command line format");
+	if (error) {
+		/* Malformed, unless the table cannot take a well-formed store. */
+		if (strncmp(error, "SERVER_ERROR", 12))
+			mc_malformed(r, error);
+		else
+			mc_error(r, error);
 		return;
 	}
-	r->quiet = noreply.n;
-	ret = kudp_delete(key.p, key.n, &r->seq);
-	if (!ret)
-		mc_line(r, "DELETED");
-	else if (ret == -ENOENT)
-		mc_line(r, "NOT_FOUND");
-	else
-		mc_error(r, "SERVER_ERROR no backup daemon (durable=1)");
-}
-
-/* One command: its line (without the line end), then what follows it. */
-static void mc_execute(struct kudp_span line, struct kudp_span data,
-		       struct mc_reply *r)
-{
-	struct kudp_span command = kudp_next_word(&line);
-
-	if (kudp_span_is(&command, "get"))
-		mc_get(line, false, r);
-	else if (kudp_span_is(&command, "gets"))
-		mc_get(line, true, r);
-	else if (kudp_span_is(&command, "set"))
-		mc_store(line, data, KV_SET, r);
-	else if (kudp_span_is(&command, "add"))
-		mc_store(line, data, KV_ADD, r);
-	else if (kudp_span_is(&command, "replace"))
-		mc_store(line, data, KV_REPLACE, r);
-	else if (kudp_span_is(&command, "delete"))
-		mc_delete(line, r);
-	else if (kudp_span_is(&command, "version"))
+	r->quiet = req.noreply;
+	if (req.op == KUDP_OP_LOOKUP)
+		answer_get(&req, r);
+	else if (req.op == KUDP_OP_VERSION)
 		mc_line(r, "VERSION kernel-udp");
 	else
-		mc_malformed(r, "ERROR");
+		answer_change(&req, r);
 }
 
 /* The datagrams a reply of @len bytes takes, each with its header. */
@@ -289,52 +336,6 @@ static unsigned int mc_datagrams(size_t len)
 {
 	return max_t(unsigned int, 1,
 		     DIV_ROUND_UP(len, KUDP_MC_DATAGRAM - MC_HEADER));
-}
-
-/*
- * Sends the reply as datagrams of at most KUDP_MC_DATAGRAM bytes, each after
- * a header of its own. A one-datagram reply goes through kudp_reply_to()
- * (limits, and durable=1's wait); a longer one, only ever to a read, asks
- * the limits once for all its bytes.
- */
-static void mc_send(struct kudp_worker *w, const struct kudp_peer *peer,
-		    u16 id, struct mc_reply *r)
-{
-	const size_t payload = KUDP_MC_DATAGRAM - MC_HEADER;
-	unsigned int count = mc_datagrams(r->len);
-	char *header = r->buf - MC_HEADER;
-	struct sockaddr_in to = peer->addr;
-	unsigned int i;
-
-	if (count == 1) {
-		mc_header(header, id, 0, 1);
-		kudp_reply_to(w, peer, header, MC_HEADER + r->len, r->seq,
-			      r->malformed);
-		return;
-	}
-	if (!kudp_reply_allowed(peer, r->len + count * MC_HEADER,
-				r->malformed)) {
-		kudp_count(drops);
-		return;
-	}
-	for (i = 0; i < count; i++) {
-		size_t start = i * payload;
-		size_t n = min_t(size_t, payload, r->len - start);
-		char frame[MC_HEADER];
-		struct kvec iov[2] = {
-			{ .iov_base = frame, .iov_len = MC_HEADER },
-			{ .iov_base = r->buf + start, .iov_len = n },
-		};
-		struct msghdr msg = {
-			.msg_name = &to,
-			.msg_namelen = sizeof(to),
-			.msg_flags = MSG_DONTWAIT,
-		};
-
-		mc_header(frame, id, i, count);
-		if (kernel_sendmsg(w->sock, &msg, iov, 2, MC_HEADER + n) < 0)
-			kudp_count(drops);
-	}
 }
 
 /*
@@ -361,40 +362,62 @@ static void mc_bound_reflection(const struct kudp_peer *peer, size_t size,
 	mc_error(r, line);
 }
 
-/**
- * kudp_mc_serve() - answer one memcached datagram
- * @w: the worker that received it, in w->request
- * @peer: the sender, where the reply goes
- * @size: the datagram's full length, which may be more than was received
- *
- * Datagrams too short for a header are dropped, as memcached drops them;
- * so are replies of either protocol (ratelimit.c) and datagrams from port 0.
+/*
+ * Lays the reply out as the datagrams it is sent in, each after a frame
+ * header of its own: the text was built after one header's room, so each
+ * later piece moves up by the headers before it (the last one first).
  */
-void kudp_mc_serve(struct kudp_worker *w, const struct kudp_peer *peer,
-		   size_t size)
+static void mc_frame(struct kudp_reply *reply, u16 id, const struct mc_reply *r)
 {
-	struct mc_reply r = {
-		.buf = w->reply + MC_HEADER,
-		.room = KUDP_MC_REPLY_MAX - MC_HEADER,
-	};
+	unsigned int count = mc_datagrams(r->len);
+	unsigned int i;
+
+	for (i = count - 1; i > 0; i--)
+		memmove(reply->buf + i * KUDP_MC_DATAGRAM + MC_HEADER,
+			r->buf + i * MC_PAYLOAD,
+			min_t(size_t, MC_PAYLOAD, r->len - i * MC_PAYLOAD));
+	for (i = 0; i < count; i++)
+		mc_header(reply->buf + i * KUDP_MC_DATAGRAM, id, i, count);
+	reply->size = r->len + count * MC_HEADER;
+	reply->datagram = count > 1 ? KUDP_MC_DATAGRAM : 0;
+	reply->seq = r->seq;
+	reply->malformed = r->malformed;
+}
+
+/**
+ * kudp_mc_answer() - answer one memcached datagram
+ * @p: the datagram: its first min(@size, KUDP_MC_REQUEST_MAX + 1) bytes
+ * @size: its full length, which may be more than was received
+ * @peer: the sender
+ * @reply: gets the reply datagrams, laid out in @reply->buf (room for
+ *         KUDP_MC_REPLY_MAX bytes); a size of 0 when there is none
+ *
+ * Datagrams too short for a header are dropped, as memcached drops them.
+ */
+void kudp_mc_answer(const char *p, size_t size, const struct kudp_peer *peer,
+		    struct kudp_reply *reply)
+{
+	struct mc_reply r = { .buf = reply->buf + MC_HEADER, .room = MC_ROOM };
 	struct kudp_span line, data;
 	const char *end;
-	u16 id;
 
+	reply->size = 0;
+	reply->datagram = 0;
+	reply->status = 0;
+	reply->greeting = false;
+	reply->malformed = false;
+	reply->seq = 0;
 	kudp_count(requests);
-	if (size < MC_HEADER || !peer->addr.sin_port ||
-	    kudp_is_reply(w->request,
-			  min_t(size_t, size, KUDP_MC_REQUEST_MAX + 1))) {
+	if (size < MC_HEADER) {
 		kudp_count(drops);
 		return;
 	}
-	id = mc_get16(w->request);
-	if (mc_get16(w->request + 2) != 0 || mc_get16(w->request + 4) != 1) {
+	if (mc_get16(p + 2) != 0 || mc_get16(p + 4) != 1) {
 		mc_malformed(&r, "SERVER_ERROR multi-packet request not supported");
 	} else if (size > KUDP_MC_REQUEST_MAX) {
 		mc_malformed(&r, "SERVER_ERROR object too large for cache");
 	} else {
-		line.p = w->request + MC_HEADER;
+		line.p = p + MC_HEADER;
 		end = memchr(line.p, '\n', size - MC_HEADER);
 		if (!end) {
 			mc_malformed(&r, "CLIENT_ERROR line without an end");
@@ -403,8 +426,8 @@ void kudp_mc_serve(struct kudp_worker *w, const struct kudp_peer *peer,
 			if (line.n && line.p[line.n - 1] == '\r')
 				line.n--;
 			data.p = end + 1;
-			data.n = w->request + size - data.p;
-			mc_execute(line, data, &r);
+			data.n = p + size - data.p;
+			answer(line, data, &r);
 		}
 	}
 	if (r.overflow) {
@@ -415,5 +438,5 @@ void kudp_mc_serve(struct kudp_worker *w, const struct kudp_peer *peer,
 	}
 	mc_bound_reflection(peer, size, &r);
 	if (!r.quiet)
-		mc_send(w, peer, id, &r);
+		mc_frame(reply, mc_get16(p), &r);
 }

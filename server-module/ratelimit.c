@@ -7,7 +7,7 @@
  * against a third party (PROTOCOL.md, "Reflection"):
  *
  *  1. A datagram that parses as a reply of either protocol is never
- *     answered (kudp_is_reply(), cmd.c): two servers, or the two ports of
+ *     answered (kudp_is_reply(), below): two servers, or the two ports of
  *     one, cannot bounce a forged datagram between them for ever (the
  *     "Loop DoS" class, CVE-2024-2169).
  *  2. Error replies to requests that are not well-formed commands are
@@ -45,7 +45,57 @@
 #include <linux/spinlock.h>
 
 #include "kudp_protocol.h"
-#include "udp_server.h"
+#include "transport.h"
+
+/*
+ * Words that begin a reply: the text protocol's (kudp_protocol.h; "GOT IT"
+ * and "NOT FOUND" by their first word) and memcached's. No request of
+ * either protocol starts with one.
+ */
+static const char *const reply_words[] = {
+	KUDP_OK, KUDP_ERR, "GOT", "NOT",
+	"VALUE", "END", "STORED", "NOT_STORED", "EXISTS", "NOT_FOUND",
+	"DELETED", "TOUCHED", "ERROR", "CLIENT_ERROR", "SERVER_ERROR",
+	"VERSION", "STAT",
+};
+
+/* Whether @p starts with a reply word, followed by a space, a line end or nothing. */
+static bool starts_with_reply_word(const char *p, size_t n)
+{
+	size_t len = 0;
+	unsigned int i;
+
+	while (len < n && p[len] != ' ' && p[len] != '\r' && p[len] != '\n')
+		len++;
+	for (i = 0; i < ARRAY_SIZE(reply_words); i++)
+		if (len == strlen(reply_words[i]) &&
+		    !memcmp(p, reply_words[i], len))
+			return true;
+	return false;
+}
+
+/* memcached's frame header: ID, sequence, count (at least 1), then 0. */
+#define KUDP_MC_HEADER	8
+
+/**
+ * kudp_is_reply() - whether a datagram is a reply of either protocol
+ * @p: its first bytes
+ * @n: how many
+ *
+ * A server that answers replies can be made to bounce one forged datagram
+ * with another server (or between its own two ports) for ever. Both ports
+ * ask this of every datagram and answer none that is a reply: a text
+ * protocol reply, or a memcached reply with or without its frame header.
+ *
+ * Return: true for a reply, which gets no answer.
+ */
+bool kudp_is_reply(const char *p, size_t n)
+{
+	if (starts_with_reply_word(p, n))
+		return true;
+	return n > KUDP_MC_HEADER && (p[4] || p[5]) && !p[6] && !p[7] &&
+	       starts_with_reply_word(p + KUDP_MC_HEADER, n - KUDP_MC_HEADER);
+}
 
 #define KUDP_LIMIT_BUCKETS	1024
 

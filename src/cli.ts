@@ -180,8 +180,8 @@ ${RUN_EXIT_CODES_HELP}`,
 		.option('--keep', 'leave the lab running afterwards')
 		.addOption(new Option('--lab <name>', 'which lab guest to use').default('bench'))
 		.action(async options => {
-			const { runBenchmark } = await import('../bench/kv-bench.js');
-			await runBenchmark(options);
+			const { runBench } = await import('./commands/bench.js');
+			await runBench(options);
 		});
 
 	return program;

@@ -1,7 +1,8 @@
 /**
  * The rules of issue 10's "one door per target", checked on the sources: a
  * target is reached only through the Target interface, what is particular to
- * a module lives in src/roles.ts, and src/ does not depend on bench/.
+ * a module lives in src/roles.ts, and src/ does not depend on bench/; and
+ * issue 19's layers of the server module, one way, one prefix.
  */
 import test from 'ava';
 import { readdir, readFile } from 'node:fs/promises';
@@ -28,7 +29,69 @@ test('lifecycle.ts treats every module alike: what is particular to one is in ro
 	t.notRegex(lifecycle, /['"]udp_(server|client)['"]/);
 });
 
-test('nothing in src/ imports from bench/', async t => {
-	const offenders = (await sources('src')).filter(({ text }) => /from '(\.\.\/)+bench\//.test(text)).map(({ file }) => file);
+
+test('nothing in src/ imports from bench/, statically or dynamically', async t => {
+	const offenders = (await sources('src'))
+		.filter(({ text }) => /(?:from\s+|import\(\s*)'(?:\.\.\/)+bench\//.test(text))
+		.map(({ file }) => file);
+	t.deepEqual(offenders, []);
+});
+
+/**
+ * The server module's layers, top first (server-module/main.c's comment).
+ * A file may include the header of its own layer and of layers below; the
+ * two entry points (transport, /proc) may not include each other's.
+ */
+const C_LAYERS: Array<{ layer: string; rank: number; files: string[] }> = [
+	{ layer: 'module', rank: 0, files: ['main.c'] },
+	{ layer: 'transport', rank: 1, files: ['transport.h', 'socket.c', 'fastpath.c', 'ratelimit.c'] },
+	{ layer: 'procfs', rank: 1, files: ['procfs.h', 'proc.c'] },
+	{ layer: 'protocol', rank: 2, files: ['protocol.h', 'text.c', 'memcache.c'] },
+	{ layer: 'request', rank: 3, files: ['request.h', 'request.c'] },
+	{ layer: 'store', rank: 4, files: ['store.h', 'kv.c', 'history.c', 'journal.c'] },
+];
+
+test('server-module: every file is in a layer, and includes only headers of its own layer or below', async t => {
+	const dir = path.join(PROJECT_ROOT, 'server-module');
+	const files = (await readdir(dir)).filter(name => /\.[ch]$/.test(name) && !name.endsWith('.mod.c'));
+	const layerOf = (file: string) => C_LAYERS.find(entry => entry.files.includes(file));
+	t.deepEqual(
+		files.filter(file => !layerOf(file)),
+		[],
+		'files in no layer',
+	);
+	const offenders: string[] = [];
+	for (const file of files) {
+		const own = layerOf(file)!;
+		const text = await readFile(path.join(dir, file), 'utf8');
+		for (const [, header] of text.matchAll(/^#include "([^"]+)"/gm)) {
+			const theirs = layerOf(header!);
+			if (!theirs) continue; // include/: the wire protocol and helpers both modules share
+			const upward = theirs.rank < own.rank;
+			const sideways = theirs.rank === own.rank && theirs.layer !== own.layer;
+			if (upward || sideways) offenders.push(`${file} (${own.layer}) includes ${header} (${theirs.layer})`);
+		}
+	}
+	t.deepEqual(offenders, []);
+});
+
+test('server-module: public symbols carry one prefix, kudp_', async t => {
+	const dir = path.join(PROJECT_ROOT, 'server-module');
+	const headers = (await readdir(dir)).filter(name => name.endsWith('.h'));
+	const offenders: string[] = [];
+	for (const header of headers) {
+		const text = await readFile(path.join(dir, header), 'utf8');
+		// Functions and variables declared at the top level: the name before the first "(" or the ";".
+		// (A DECLARE_PER_CPU(type, name) line is a variable: its name is the macro's last argument.)
+		for (const [, name] of text.matchAll(/^DECLARE_PER_CPU\w*\([^,]+,\s*(\w+)\)/gm)) {
+			if (!/^kudp_/.test(name!)) offenders.push(`${header}: ${name}`);
+		}
+		for (const [, name] of text.matchAll(/^(?![#}/ \t*])(?!static\b)(?!DECLARE_PER_CPU)[^\n(;{]*?\b(\w+)\s*(?:\(|;)/gm)) {
+			if (!/^kudp_/.test(name!)) offenders.push(`${header}: ${name}`);
+		}
+		for (const [, name] of text.matchAll(/^(?:struct|enum)\s+(\w+)\s*[{;]/gm)) {
+			if (!/^kudp_/.test(name!)) offenders.push(`${header}: ${name}`);
+		}
+	}
 	t.deepEqual(offenders, []);
 });

@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The executor of udp_server (request.c): one request value,
+ * whichever protocol parsed it, run against the store (store.h).
+ *
+ * Each protocol (protocol.h) turns a datagram, or a write to /proc/ht, into
+ * one struct kudp_request, once; request.c runs it. Whether a request may
+ * sleep, and so must be run by a thread rather than in the receive softirq
+ * (fastpath.c), is a property of its operation: kudp_op_may_sleep().
+ */
+#ifndef KUDP_REQUEST_H
+#define KUDP_REQUEST_H
+
+#include <linux/types.h>
+
+#include "store.h"
+
+/* A piece of a request: not NUL-terminated (both protocols). */
+struct kudp_span {
+	const char *p;
+	size_t n;
+};
+
+bool kudp_span_is(const struct kudp_span *s, const char *word);
+struct kudp_span kudp_next_word(struct kudp_span *rest);
+
+/**
+ * enum kudp_op - what a request asks for
+ * @KUDP_OP_INVALID: nothing: the request is malformed (see @error)
+ * @KUDP_OP_HELLO: the greeting
+ * @KUDP_OP_STATS: the counters
+ * @KUDP_OP_VERSION: memcached's "version"
+ * @KUDP_OP_LOOKUP: the value of @key ("lookup"; memcached's "get" asks for
+ *                  @key and then each key of @more_keys)
+ * @KUDP_OP_STORE: store @value under @key ("insert"; memcached's set, add,
+ *                 replace by @mode)
+ * @KUDP_OP_DELETE: remove @key
+ */
+enum kudp_op {
+	KUDP_OP_INVALID,
+	KUDP_OP_HELLO,
+	KUDP_OP_STATS,
+	KUDP_OP_VERSION,
+	KUDP_OP_LOOKUP,
+	KUDP_OP_STORE,
+	KUDP_OP_DELETE,
+};
+
+/**
+ * struct kudp_request - one parsed request
+ * @op: what it asks for
+ * @key: its key (LOOKUP, STORE, DELETE)
+ * @value: the value to store (STORE)
+ * @more_keys: memcached's "get": the keys after @key, still to be read
+ * @meta: flags and expiry time to keep with the value (STORE)
+ * @mode: set, add or replace (STORE)
+ * @with_cas: memcached's "gets": answer with the "cas unique"
+ * @noreply: memcached's "noreply": answer nothing unless it fails to parse
+ * @error: why it is malformed (INVALID); the protocol's own wording
+ */
+struct kudp_request {
+	enum kudp_op op;
+	struct kudp_span key;
+	struct kudp_span value;
+	struct kudp_span more_keys;
+	struct kudp_meta meta;
+	enum kudp_mode mode;
+	bool with_cas;
+	bool noreply;
+	const char *error;
+};
+
+/*
+ * Stores and deletes take the key's stripe mutex and allocate (and, with
+ * durable=1, ask whether the daemon is there): they may sleep. Everything
+ * else is RCU lookups and counters, fit for softirq context.
+ */
+static inline bool kudp_op_may_sleep(enum kudp_op op)
+{
+	return op == KUDP_OP_STORE || op == KUDP_OP_DELETE;
+}
+
+/**
+ * struct kudp_result - what running a request gave
+ * @status: 0; -ENOENT (not there, or KUDP_ADD found it); -EEXIST (KUDP_ADD);
+ *          -ENOSPC, -ENOMEM, -EBUSY, -ENOLINK (see kudp_store())
+ * @vlen: LOOKUP: the value's length (copied only when it fits)
+ * @meta: LOOKUP: what is kept with the value
+ * @seq: STORE, DELETE: the change's number (journal.c), for durable=1
+ */
+struct kudp_result {
+	int status;
+	int vlen;
+	struct kudp_meta meta;
+	u64 seq;
+};
+
+void kudp_run(const struct kudp_request *req, char *out, size_t room,
+	      struct kudp_result *res);
+
+#endif /* KUDP_REQUEST_H */

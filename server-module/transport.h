@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * How datagrams reach udp_server and its replies leave, one
+ * of its two entry points beside /proc (procfs.h).
+ *
+ *   socket.c     the sockets, one kthread each, and sending: replies that
+ *                wait for the disk with durable=1
+ *   fastpath.c   softirq=1: reads answered in the receive softirq
+ *   ratelimit.c  what a sender not on this host can make the server send
+ */
+#ifndef KUDP_TRANSPORT_H
+#define KUDP_TRANSPORT_H
+
+#include <linux/atomic.h>
+#include <linux/in.h>
+#include <linux/net.h>
+#include <linux/types.h>
+
+#include "protocol.h"
+
+/* Module parameters of this layer (main.c). */
+#define KUDP_DEFAULT_REPLY_RATE		1024
+#define KUDP_DEFAULT_ERR_RATE		20
+#define KUDP_MAX_THREADS		64
+extern unsigned int kudp_reply_rate;
+extern unsigned int kudp_err_rate;
+
+/* Where and how to listen (main.c's parameters). */
+struct kudp_listen {
+	struct sockaddr_in addr;	/* the address; the ports below */
+	unsigned int port;
+	unsigned int memcached_port;	/* 0: none */
+	unsigned int threads;		/* per port; 0: one per online CPU */
+	bool softirq;
+};
+
+int kudp_socket_start(const struct kudp_listen *listen);
+void kudp_socket_stop(void);
+void kudp_socket_free(void);
+
+/* One socket and the kthread that serves it (socket.c). */
+struct kudp_service;
+#define KUDP_FAST_BUCKET_BITS	6
+struct kudp_worker {
+	struct socket *sock;
+	struct task_struct *thread;
+	const struct kudp_service *service;
+	char *request;	/* the service's longest request + 1 bytes */
+	char *reply;	/* its longest reply + 1 bytes */
+	/* softirq=1 (fastpath.c): datagrams queued, per bucket of senders */
+	bool fast;
+	atomic_t pending[1 << KUDP_FAST_BUCKET_BITS];
+};
+
+u64 kudp_sender_parked(const struct sockaddr_in *from);
+
+/* fastpath.c: softirq=1 */
+int kudp_fast_init(void);
+void kudp_fast_exit(void);
+void kudp_fast_attach(struct kudp_worker *w);
+void kudp_fast_done(struct kudp_worker *w, const struct sockaddr_in *from);
+void kudp_fast_detach(struct kudp_worker *w);
+
+/* ratelimit.c: the burst of error replies to one sender, at least. */
+#define KUDP_ERR_BURST		50
+void kudp_limit_init(void);
+bool kudp_is_reply(const char *p, size_t n);
+bool kudp_reply_allowed(const struct kudp_peer *peer, size_t size,
+			bool malformed);
+
+#endif /* KUDP_TRANSPORT_H */
