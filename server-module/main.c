@@ -51,8 +51,9 @@ module_param_named(bind, bind_addr, charp, 0444);
 MODULE_PARM_DESC(bind, "Address to listen on (IPv4 address, default 127.0.0.1)");
 
 /*
- * Off by default, as in memcached itself since 1.5.6: its UDP protocol has
- * no bound on replies, so it can amplify a forged request (see PROTOCOL.md).
+ * Off by default, as memcached's UDP port is since 1.5.6: its protocol lets
+ * a short request draw a long reply. Ours bounds that for senders off this
+ * host (PROTOCOL.md, "Reflection"), but a port nobody asked for stays shut.
  */
 static unsigned int memcached_port;
 KUDP_PARAM_UINT_RANGE(memcached_port, 0, 65535);
