@@ -37,6 +37,12 @@ export const PROGRAM_PACKAGES: Readonly<Record<string, string>> = {
 	find: 'findutils',
 	memcached: 'memcached',
 	memcaslap: 'libmemcached-tools',
+	// Building the lab's debug kernel.
+	tar: 'tar',
+	bison: 'bison',
+	flex: 'flex',
+	bc: 'bc',
+	perl: 'perl',
 };
 
 /** A program that is not installed (where: "in the lab guest", say, when it is not this machine). */

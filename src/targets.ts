@@ -185,7 +185,8 @@ class LabTarget implements Target {
 	}
 
 	async kernelRelease(): Promise<string> {
-		return (await this.kernel()).release;
+		// Not a reason to build the debug kernel (20 minutes): ./run status asks this.
+		return ((await this.lab.state())?.kernel ?? (await findLabKernel(undefined, { build: false }))).release;
 	}
 
 	private async kernel() {

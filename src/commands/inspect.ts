@@ -3,6 +3,8 @@
  * and managing the target.
  */
 import { formatKmsg } from '../kmsg.js';
+import { DEBUG_KERNEL, DebugKernelNotBuiltError, type DebugKernelStatus, debugKernelStatus } from '../lab/debug-kernel.js';
+import { usualLabKernel } from '../lab/kernel.js';
 import { type DaemonStatus, daemonPid, daemonStatus } from '../kvd-control.js';
 import { currentParams, isLoaded, stopTarget } from '../lifecycle.js';
 import { MODULES, type ModuleName } from '../modules.js';
@@ -56,6 +58,8 @@ export interface StatusReport {
 	reason: string;
 	kernel: string;
 	lab?: GuestReport;
+	/** The lab's debug kernel (KUDP_LAB_KERNEL=debug): whether it is built and cached, and whether the lab runs it. */
+	debugKernel?: DebugKernelStatus & { inUse: boolean };
 	modules: Record<string, { loaded: boolean; params?: Record<string, string> }>;
 	daemon?: { pid: number; status?: DaemonStatus };
 }
@@ -65,9 +69,18 @@ export async function statusCommand(options: TargetChoice & { json?: boolean }):
 	const report: StatusReport = {
 		target: target.kind,
 		reason: target.reason,
-		kernel: await target.kernelRelease(),
+		kernel: await target.kernelRelease().catch(error => {
+			if (error instanceof DebugKernelNotBuiltError) {
+				return `${DEBUG_KERNEL} (not built yet)`;
+			}
+			throw error;
+		}),
 		modules: {},
 	};
+	if (target.kind === 'lab') {
+		const debug = await debugKernelStatus(await usualLabKernel());
+		report.debugKernel = { ...debug, inUse: report.kernel === debug.build?.release || report.kernel.startsWith(`${DEBUG_KERNEL} `) };
+	}
 	const guest = await target.guest();
 	if (guest) {
 		report.lab = guest;
@@ -86,7 +99,19 @@ export async function statusCommand(options: TargetChoice & { json?: boolean }):
 		process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
 		return;
 	}
-	const lines = [`target:  ${report.target} — ${report.reason}`, `kernel:  ${report.kernel}`];
+	const debugKernel = report.debugKernel;
+	const lines = [
+		`target:  ${report.target} — ${report.reason}`,
+		`kernel:  ${report.kernel}${debugKernel?.inUse && debugKernel.built ? ` (${DEBUG_KERNEL}: KASAN, lockdep, kmemleak, UBSAN)` : ''}`,
+	];
+	if (debugKernel) {
+		const build = debugKernel.build;
+		lines.push(
+			build
+				? `debug kernel: built (${build.release}, in ${(build.buildSeconds / 60).toFixed(1)} min on ${build.builtAt.slice(0, 10)}), cached in ${debugKernel.dir}`
+				: `debug kernel: not built${debugKernel.problem ? `: ${debugKernel.problem}` : ` (KUDP_LAB_KERNEL=${DEBUG_KERNEL} builds it once, into ${debugKernel.dir})`}`,
+		);
+	}
 	if (report.lab) {
 		lines.push(
 			report.lab.running

@@ -31,7 +31,15 @@ export const SYSTEM_PACKAGES: Record<string, string> = {
 	'qemu-guest-agent': 'qemu-ga: runs commands in the lab guest',
 	'netcat-openbsd': 'nc -u: the interoperability tests and examples',
 	sparse: 'static analysis of the modules (make check)',
-	'linux-source-6.1': 'scripts/checkpatch.pl for the style check',
+	'linux-source-6.1': "scripts/checkpatch.pl for the style check, and the source of the lab's debug kernel",
+	// Building the lab's debug kernel (src/lab/debug-kernel.ts), once per machine.
+	bc: 'the kernel build computes constants with it (kernel/time/timeconst.bc)',
+	bison: "the kernel's config tools (scripts/kconfig) are generated with it",
+	flex: "the kernel's config tools (scripts/kconfig) are generated with it",
+	'libelf-dev': 'objtool, which checks every object of the debug kernel, reads ELF with it',
+	'libssl-dev': "the kernel's certificate tools (certs/extract-cert, scripts/sign-file) link against it",
+	'xz-utils': "unpacks Debian's kernel source tarball",
+	perl: "the kernel build's scripts are written in it",
 	memcached: 'the benchmark compares udp_server with memcached over UDP',
 	'libmemcached-tools': 'memcaslap (memaslap): the memcached protocol tests and benchmark',
 };

@@ -5,13 +5,18 @@
  *   2. the unit tests on the newest Node 22 and 24 (binaries from the npm
  *      registry, cached in .lab/cache/node);
  *   3. the whole ava suite (unit, static analysis, lab integration tests) on
- *      the Node that runs ./run.
+ *      the Node that runs ./run;
+ *   4. the tests that stress concurrency and teardown again, on the lab's
+ *      debug kernel (KASAN, lockdep, kmemleak, UBSAN: lab/debug-kernel.ts),
+ *      built first if this machine has not built it yet.
  * With files named, only those files, on this Node.
  */
 import { execa } from 'execa';
 import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
+import { DEBUG_KERNEL } from '../lab/debug-kernel.js';
+import { findLabKernel } from '../lab/kernel.js';
 import { Lab } from '../lab/lab.js';
 import { isAlive } from '../lock.js';
 import { PROJECT_ROOT } from '../modules.js';
@@ -23,6 +28,33 @@ import { ensureSystemPackages } from './setup.js';
 export const LINTED = ['src', 'user-client', 'daemon', 'test', 'bench'];
 const UNIT_TESTS = 'dist/test/unit/**/*.test.js';
 const NODE_CACHE = path.join(PROJECT_ROOT, '.lab/cache/node');
+
+/**
+ * What runs again on the debug kernel: the tests that stress concurrency and
+ * teardown, where KASAN, lockdep, DEBUG_ATOMIC_SLEEP and kmemleak find what
+ * Debian's kernel lets pass: ava --match patterns, which match a title in
+ * any of these files, so each names its test closely.
+ */
+export const DEBUG_KERNEL_TESTS: Record<string, string[]> = {
+	robustness: ['fuzz: *', '50 load/unload cycles under a flood*', 'the client unloads promptly*', 'out-of-range /proc writes*'],
+	softirq: ['softirq=1*'],
+	limits: [
+		'an insert that needs memory still held*',
+		'the journal for a daemon that does not read*',
+		'the table is charged to the memory cgroup*',
+	],
+	persist: ['an rmmod by hand waits for kvd*'],
+	'daemon-edges': [
+		'durable=1: rmmod returns*',
+		'durable=1: a kvd that dies*',
+		'durable=1: a zombie*',
+		'durable=0: a daemon that died*',
+		'durable=1: replies to one sender*',
+	],
+	hostile: ['softirq=*: one forged datagram*', 'softirq=1: nothing is sent to source port 0'],
+	kv: ['8 concurrent clients*', '/proc and UDP writers at the same time*', 'unload with 100 000 entries*'],
+	skeleton: ['the kernel-problem gate catches*'],
+};
 
 /** The PID in a test lab's name (test-<file>-<pid>, unit-<pid>), if any. */
 export function testLabOwner(name: string): number | undefined {
@@ -136,6 +168,26 @@ export async function unitTestsOn(major: number): Promise<Part> {
 	return { label: `Node ${binary.version}, unit tests`, tally: await runAva(binary.node, [UNIT_TESTS], { echo: false, env }) };
 }
 
+/** Part 4: the chosen files on the debug kernel, which is built first when it is not cached. */
+export async function debugKernelPart(): Promise<Part> {
+	const label = 'debug kernel (KASAN, lockdep, kmemleak, UBSAN)';
+	const files = Object.keys(DEBUG_KERNEL_TESTS);
+	process.stdout.write(`# ${label}: ${files.join(', ')}\n`);
+	try {
+		const kernel = await findLabKernel(DEBUG_KERNEL);
+		process.stdout.write(`# debug kernel ${kernel.release}\n`);
+	} catch (error) {
+		process.stdout.write(`not ok - the debug kernel could not be built: ${(error as Error).message}\n`);
+		return { label, tally: { passed: 0, failed: 1, skipped: 0 } };
+	}
+	const started = Date.now();
+	const match = Object.values(DEBUG_KERNEL_TESTS).flatMap(patterns => patterns.flatMap(pattern => ['--match', pattern]));
+	const paths = files.map(file => `dist/test/integration/${file}.test.js`);
+	const tally = await runAva(process.execPath, [...match, ...paths], { echo: true, env: { KUDP_LAB_KERNEL: DEBUG_KERNEL } });
+	process.stdout.write(`# ${label}: ${((Date.now() - started) / 60_000).toFixed(1)} min\n`);
+	return { label, tally };
+}
+
 /** The closing lines: each part's counts, then the total CI reads. */
 export function summary(parts: Part[]): { lines: string[]; total: Tally } {
 	const total = { passed: 0, failed: 0, skipped: 0 };
@@ -165,6 +217,10 @@ export async function testCommand(files: string[]): Promise<void> {
 	const suite = await runAva(process.execPath, files, { echo: true });
 	parts.push({ label: `Node ${process.versions.node}, ${full ? 'the whole suite' : files.join(' ')}`, tally: suite });
 	await removeTestLabs();
+	if (full) {
+		parts.push(await debugKernelPart());
+		await removeTestLabs();
+	}
 	const minutes = ((Date.now() - started) / 60_000).toFixed(1);
 	const { lines, total } = summary(parts);
 	process.stdout.write(`\nsuite time: ${minutes} min\n${lines.join('\n')}\n`);

@@ -89,6 +89,8 @@ stage2() {
 	# Pseudo-terminals, for an interactive ./run shell.
 	mkdir -p /dev/pts
 	mount -t devpts -o gid=5,mode=620 devpts /dev/pts
+	# debugfs: the debug kernel's kmemleak is read there (test/helpers/lab.ts).
+	mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 	hostname kudp-lab
 
 	# Kernel log: live to the host through the virtio console, and to

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
 import { partialPath, writeFileAtomically } from '../files.js';
 import { MissingProgramError, requireProgram, runProgram } from '../programs.js';
+import { DEBUG_KERNEL, debugLabKernel } from './debug-kernel.js';
 
 /** Debian's meta-packages: image and headers installed as a pair so their versions match. */
 export const LAB_KERNEL_PACKAGES = ['linux-image-cloud-amd64', 'linux-headers-cloud-amd64'];
@@ -38,6 +39,8 @@ export interface LabKernel {
 	release: string;
 	image: string;
 	headers: string;
+	/** The debug kernel (debug-kernel.ts): its lab devices are built in, and its image boots as it is. */
+	debug?: boolean;
 }
 
 /** Compares "6.1.0-56-cloud-amd64" style releases numerically. */
@@ -87,12 +90,21 @@ export async function usualLabKernel(releases?: string[]): Promise<string | unde
 	return preferred && installed.includes(preferred) ? preferred : installed.at(-1);
 }
 
+/** Whether a lab runs the kernel KUDP_LAB_KERNEL asks for (a release, or "debug"). */
+export function isWantedKernel(kernel: LabKernel, wanted: string): boolean {
+	return wanted === DEBUG_KERNEL ? kernel.debug === true : kernel.release === wanted;
+}
+
 /**
  * The kernel the lab boots: the one named by KUDP_LAB_KERNEL (e.g. the 6.12
- * kernel, for a second opinion), else the distribution's own cloud kernel,
- * else the newest installed one.
+ * kernel, for a second opinion, or "debug": the debug kernel, built first if
+ * it is not in the cache, unless `build` is false), else the distribution's
+ * own cloud kernel, else the newest installed one.
  */
-export async function findLabKernel(wanted = process.env['KUDP_LAB_KERNEL']): Promise<LabKernel> {
+export async function findLabKernel(wanted = process.env['KUDP_LAB_KERNEL'], { build = true } = {}): Promise<LabKernel> {
+	if (wanted === DEBUG_KERNEL) {
+		return debugLabKernel(await usualLabKernel(), { build });
+	}
 	const installed = await installedLabKernels();
 	const releases = installed.map(kernel => kernel.release);
 	const release = wanted ?? (await usualLabKernel(releases));
@@ -128,6 +140,10 @@ const KERNEL_COMPRESSIONS: { magic: Buffer; command: [string, ...string[]] }[] =
  * does: find the compressed payload by its magic and decompress it.
  */
 export async function uncompressedKernel(kernel: LabKernel, cacheDir: string): Promise<string> {
+	if (kernel.debug) {
+		// Booted as built: a KASAN kernel cannot start at the ELF's PVH entry (debug-kernel.ts).
+		return kernel.image;
+	}
 	const output = path.join(cacheDir, `vmlinux-${kernel.release}`);
 	if (existsSync(output) && (await stat(output)).mtimeMs >= (await stat(kernel.image)).mtimeMs) {
 		return output;
@@ -237,7 +253,8 @@ export async function buildInitramfs(kernel: LabKernel, cacheDir: string): Promi
 		}
 		await copyFile(GUEST_INIT, path.join(staging, 'init'));
 		const loadable: string[] = [];
-		for (const name of INITRAMFS_MODULES) {
+		// The debug kernel has these built in (and no /lib/modules for modinfo to look in).
+		for (const name of kernel.debug ? [] : INITRAMFS_MODULES) {
 			const file = await moduleFile(kernel.release, name);
 			if (file) {
 				await copyModule(file, path.join(staging, 'modules', `${name}.ko`));

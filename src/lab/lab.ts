@@ -29,7 +29,8 @@ import { log } from '../log.js';
 import { requireProgram, runProgram } from '../programs.js';
 import { agentExec, type ExecOptions, type ExecResult } from './agent-client.js';
 import { AGENT_GUEST_PORT } from './agent-protocol.js';
-import { buildInitramfs, findLabKernel, uncompressedKernel, type LabKernel } from './kernel.js';
+import { DEBUG_KERNEL } from './debug-kernel.js';
+import { buildInitramfs, findLabKernel, isWantedKernel, uncompressedKernel, type LabKernel } from './kernel.js';
 import { hmp } from './monitor.js';
 import { QGA_PORT_NAME, QgaConnection, QgaTimeoutError, qgaExec, type Spool } from './qga.js';
 import { assignHost, type LabNetwork, networkOf, qemuNetworkArgs } from './network.js';
@@ -88,6 +89,14 @@ const NODE_BINARY = process.execPath;
 const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
 
 const AGENT_SCRIPT = fileURLToPath(new URL('./agent.js', import.meta.url));
+
+/**
+ * The debug kernel (debug-kernel.ts) under emulation: KASAN takes an eighth
+ * of the memory for its shadow and kmemleak and lockdep more, and it boots
+ * several times slower. Its lab gets at least this much memory and time.
+ */
+const DEBUG_KERNEL_MEMORY_MB = 512;
+const DEBUG_KERNEL_BOOT_TIMEOUT_MS = 600_000;
 
 /** A free TCP or UDP port on 127.0.0.1, as the kernel hands them out. */
 export async function freePort(type: 'tcp' | 'udp' = 'tcp'): Promise<number> {
@@ -217,16 +226,22 @@ export class Lab {
 		const running = await this.state();
 		if (running) {
 			const wanted = process.env['KUDP_LAB_KERNEL'];
-			if (wanted && wanted !== running.kernel.release) {
+			if (wanted && !isWantedKernel(running.kernel, wanted)) {
 				log.warn(`the lab is already running ${running.kernel.release}, not KUDP_LAB_KERNEL=${wanted}: ./run down first to switch`);
 			}
 			await this.forgetRebuiltFiles();
 			return running;
 		}
 		await mkdir(this.dir, { recursive: true });
+		const debug = process.env['KUDP_LAB_KERNEL'] === DEBUG_KERNEL;
+		if (debug) {
+			// Built (once per machine, under a lock of its own) before this lab's boot lock is taken.
+			await findLabKernel();
+		}
 		// One boot at a time per lab: parallel tests or two terminals may ask at once.
 		const lockPath = path.join(this.dir, 'boot.lock');
-		return withFileLock(lockPath, this.options.bootTimeoutMs + 30_000, async () => (await this.state()) ?? this.boot());
+		const bootTimeoutMs = debug ? Math.max(this.options.bootTimeoutMs, DEBUG_KERNEL_BOOT_TIMEOUT_MS) : this.options.bootTimeoutMs;
+		return withFileLock(lockPath, bootTimeoutMs + 30_000, async () => (await this.state()) ?? this.boot());
 	}
 
 	/**
@@ -263,6 +278,8 @@ export class Lab {
 	private async boot(): Promise<LabState> {
 		await this.checkTools();
 		const kernel = await findLabKernel();
+		const memoryMb = kernel.debug ? Math.max(this.options.memoryMb, DEBUG_KERNEL_MEMORY_MB) : this.options.memoryMb;
+		const bootTimeoutMs = kernel.debug ? Math.max(this.options.bootTimeoutMs, DEBUG_KERNEL_BOOT_TIMEOUT_MS) : this.options.bootTimeoutMs;
 		const cacheDir = path.join(this.options.root, '.lab', 'cache');
 		const initramfs = await buildInitramfs(kernel, cacheDir);
 		// The uncompressed kernel boots faster under TCG than the LZ4 bzImage: extracted once, cached.
@@ -272,7 +289,11 @@ export class Lab {
 		await rm(this.kernelLog, { force: true });
 		await rm(this.serialLog, { force: true });
 
-		log.info(`booting the lab: Debian kernel ${kernel.release} under QEMU (software emulation, a few seconds)`);
+		log.info(
+			kernel.debug
+				? `booting the lab: the debug kernel ${kernel.release} under QEMU (KASAN and lockdep under software emulation: slower)`
+				: `booting the lab: Debian kernel ${kernel.release} under QEMU (software emulation, a few seconds)`,
+		);
 		const started = Date.now();
 		const agentPort = await freePort();
 		const token = randomBytes(16).toString('hex');
@@ -312,9 +333,9 @@ export class Lab {
 			}
 			const failed = virtiofsds.find(outcome => outcome.status === 'rejected');
 			if (failed) throw failed.reason;
-			state.qemuPid = record(await this.startQemu({ ...kernel, image }, initramfs, agentPort, network));
+			state.qemuPid = record(await this.startQemu({ ...kernel, image }, initramfs, agentPort, network, memoryMb));
 			await this.saveState(state);
-			await this.waitForAgent(state);
+			await this.waitForAgent(state, bootTimeoutMs);
 		} catch (error) {
 			await this.kill(state);
 			throw error;
@@ -365,9 +386,9 @@ export class Lab {
 		return child.pid;
 	}
 
-	private async startQemu(kernel: LabKernel, initramfs: string, agentPort: number, network: LabNetwork): Promise<number> {
+	private async startQemu(kernel: LabKernel, initramfs: string, agentPort: number, network: LabNetwork, memoryMb: number): Promise<number> {
 		const khz = await cpuKhz();
-		const memory = `${this.options.memoryMb}M`;
+		const memory = `${memoryMb}M`;
 		const append = [
 			'console=ttyS0',
 			'quiet',
@@ -451,10 +472,15 @@ export class Lab {
 	 * Waits until qemu-ga answers. guest-init.sh starts it last, once the
 	 * guest is set up, so an answer means the guest is ready for commands.
 	 */
-	private async waitForAgent(state: LabState): Promise<void> {
-		const deadline = Date.now() + this.options.bootTimeoutMs;
+	private async waitForAgent(state: LabState, bootTimeoutMs: number): Promise<void> {
+		const deadline = Date.now() + bootTimeoutMs;
 		while (Date.now() < deadline) {
 			if (!isLabProcess(state, state.qemuPid)) {
+				throw new UserError('the lab guest stopped while booting', { hint: await this.consoleTail() });
+			}
+			// A guest whose init gave up halts; QEMU stays up (no ACPI power-off, say), so the console says it.
+			const serial = await readFile(this.serialLog, 'utf8').catch(ifMissing(''));
+			if (/reboot: System halted|Kernel panic - not syncing/.test(serial)) {
 				throw new UserError('the lab guest stopped while booting', { hint: await this.consoleTail() });
 			}
 			const kernelLog = await readFile(this.kernelLog, 'utf8').catch(ifMissing(''));
@@ -473,7 +499,7 @@ export class Lab {
 				}
 			}
 		}
-		throw new UserError(`the lab did not come up within ${this.options.bootTimeoutMs / 1000} s`, {
+		throw new UserError(`the lab did not come up within ${bootTimeoutMs / 1000} s`, {
 			hint: await this.consoleTail(),
 		});
 	}

@@ -10,10 +10,12 @@ import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { parseKmemleak, splitKmemleak } from '../../src/kmemleak.js';
 import { formatKmsg, isProblem, type KmsgRecord } from '../../src/kmsg.js';
+import { DEBUG_KERNEL } from '../../src/lab/debug-kernel.js';
 import { freePort } from '../../src/lab/lab.js';
-import { build, lastLogSequence, load, type BuiltModule, type Loaded } from '../../src/lifecycle.js';
-import type { ModuleName } from '../../src/modules.js';
+import { build, lastLogSequence, load, unload, type BuiltModule, type Loaded } from '../../src/lifecycle.js';
+import { MODULES, type ModuleName } from '../../src/modules.js';
 import { chooseTarget, LabTarget, type Target } from '../../src/targets.js';
 import { request } from '../../user-client/client.js';
 
@@ -47,9 +49,54 @@ export function useLab(testFile: string, options: { kernel?: () => Promise<strin
 		t.context.server = await build(target, 'udp_server');
 		t.context.client = await build(target, 'udp_client');
 	});
+	test.after.always('kmemleak finds nothing of ours (debug kernel only)', async t => {
+		if (process.env['KUDP_LAB_KERNEL'] === DEBUG_KERNEL && (await t.context.target?.isUp())) {
+			await noLeaksOfOurs(t);
+		}
+	});
 	test.after.always(async t => {
 		await t.context.target?.lab.down();
 	});
+}
+
+/**
+ * The debug kernel's leak check, after a file's tests: unloads our modules
+ * (what module_exit leaves behind is a leak too), has kmemleak scan twice
+ * (an object is reported once it is older than 5 s and unchanged between
+ * two scans) and fails on any report whose backtrace passes through our
+ * modules. The kernel's own reports are logged, not failed.
+ */
+async function noLeaksOfOurs(t: ExecutionContext<LabContext>): Promise<void> {
+	const target = t.context.target;
+	for (const name of Object.keys(MODULES) as ModuleName[]) {
+		await unload(target, name);
+	}
+	const started = Date.now();
+	const scan = await target.exec(
+		[
+			'sh',
+			'-c',
+			'f=/sys/kernel/debug/kmemleak; [ -e $f ] || { echo "no $f: is this the debug kernel, with debugfs mounted?" >&2; exit 1; }; ' +
+				'echo scan > $f && sleep 6 && echo scan > $f && cat $f',
+		],
+		{ timeoutMs: 300_000 },
+	);
+	if (scan.exitCode !== 0) {
+		t.fail(`kmemleak could not scan (exit ${scan.exitCode ?? scan.signal}): ${scan.stderr.trim()}`);
+		return;
+	}
+	const { ours, others } = splitKmemleak(parseKmemleak(scan.stdout), Object.keys(MODULES));
+	t.log(
+		`kmemleak: two scans in ${((Date.now() - started) / 1000).toFixed(1)} s, ${ours.length} reports of ours, ${others.length} of the kernel's own`,
+	);
+	for (const report of others) {
+		t.log(`the kernel's own (not failed):\n${report.text}`);
+	}
+	t.deepEqual(
+		ours.map(report => report.text),
+		[],
+		'kmemleak reports memory our modules allocated and never freed',
+	);
 }
 
 /** Waits until a kernel log line since `sequence` matches, or fails after timeoutMs. */

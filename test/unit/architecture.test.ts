@@ -29,7 +29,6 @@ test('lifecycle.ts treats every module alike: what is particular to one is in ro
 	t.notRegex(lifecycle, /['"]udp_(server|client)['"]/);
 });
 
-
 test('nothing in src/ imports from bench/, statically or dynamically', async t => {
 	const offenders = (await sources('src'))
 		.filter(({ text }) => /(?:from\s+|import\(\s*)'(?:\.\.\/)+bench\//.test(text))
