@@ -172,6 +172,19 @@ static void queue_for_thread(struct sock *sk, struct sk_buff *skb,
 }
 
 /*
+ * Whether a thread would see the datagram as this host's: IP_PKTINFO's
+ * interface is the loopback device (ipv4_pktinfo_prepare(), which runs
+ * after this hook). That is a datagram that came in on loopback and was
+ * routed to a loopback address; one to another local address is reported
+ * on the device holding that address, as one forged from outside is.
+ */
+static bool from_this_host(const struct sk_buff *skb)
+{
+	return skb->skb_iif == LOOPBACK_IFINDEX &&
+	       inet_iif(skb) == LOOPBACK_IFINDEX;
+}
+
+/*
  * The encap_rcv hook: @skb->data is the UDP header, the checksum is good.
  * First what the UDP layer does before queueing any datagram: the socket's
  * filter, cgroup-BPF ingress and the LSM (sk_filter_trim_cap()).
@@ -187,7 +200,7 @@ static int fast_rcv(struct sock *sk, struct sk_buff *skb)
 		.addr.sin_family = AF_INET,
 		.addr.sin_addr.s_addr = ip_hdr(skb)->saddr,
 		.addr.sin_port = udp_hdr(skb)->source,
-		.local = skb->skb_iif == LOOPBACK_IFINDEX,
+		.local = from_this_host(skb),
 	};
 	atomic_t *pending = sender_pending(w, peer.addr.sin_addr.s_addr,
 					   peer.addr.sin_port);

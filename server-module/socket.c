@@ -348,10 +348,12 @@ static bool shutting_down(struct kudp_worker *w)
 }
 
 /*
- * Whether the datagram came in on the loopback device, from its IP_PKTINFO
- * (@len bytes of control data; the only kind asked for). Datagrams from this
- * host's own addresses do too, and only they: a datagram from outside that
- * forges one of them (accept_local=1) came in on another device.
+ * Whether the datagram was sent from this host to a loopback address, from
+ * its IP_PKTINFO (@len bytes of control data; the only kind asked for): the
+ * kernel reports the loopback device then, and only then. A datagram to one
+ * of the host's other addresses is reported on the device that holds the
+ * address, as one from outside that forges it (accept_local=1) is, so it
+ * counts as the network's.
  */
 static bool from_loopback(const char *control, size_t len)
 {
