@@ -36,24 +36,11 @@ const NODE_CACHE = path.join(PROJECT_ROOT, '.lab/cache/node');
  * any of these files, so each names its test closely.
  */
 export const DEBUG_KERNEL_TESTS: Record<string, string[]> = {
-	robustness: ['fuzz: *', '50 load/unload cycles under a flood*', 'the client unloads promptly*', 'out-of-range /proc writes*'],
-	softirq: ['softirq=1*'],
-	limits: [
-		'an insert that needs memory still held*',
-		'the journal for a daemon that does not read*',
-		'the table is charged to the memory cgroup*',
-	],
-	persist: ['an rmmod by hand waits for kvd*'],
-	'daemon-edges': [
-		'durable=1: rmmod returns*',
-		'durable=1: a kvd that dies*',
-		'durable=1: a zombie*',
-		'durable=0: a daemon that died*',
-		'durable=1: replies to one sender*',
-	],
-	hostile: ['softirq=*: one forged datagram*', 'softirq=1: nothing is sent to source port 0'],
-	kv: ['8 concurrent clients*', '/proc and UDP writers at the same time*', 'unload with 100 000 entries*'],
-	skeleton: ['the kernel-problem gate catches*'],
+	softirq: ['softirq=1 with four threads*', 'softirq=1: 10 load/unload cycles under a flood*', 'softirq=1: a load that fails*'],
+	'daemon-edges': ['durable=1: rmmod returns*', 'durable=1: a kvd that dies*', 'durable=0: a daemon that died*'],
+	robustness: ['fuzz: *', 'out-of-range /proc writes*'],
+	kv: ['/proc and UDP writers at the same time*'],
+	limits: ['the journal for a daemon that does not read*'],
 };
 
 /** The PID in a test lab's name (test-<file>-<pid>, unit-<pid>), if any. */

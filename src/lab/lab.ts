@@ -95,7 +95,7 @@ const AGENT_SCRIPT = fileURLToPath(new URL('./agent.js', import.meta.url));
  * of the memory for its shadow and kmemleak and lockdep more, and it boots
  * several times slower. Its lab gets at least this much memory and time.
  */
-const DEBUG_KERNEL_MEMORY_MB = 512;
+const DEBUG_KERNEL_MEMORY_MB = 1024;
 const DEBUG_KERNEL_BOOT_TIMEOUT_MS = 600_000;
 
 /** A free TCP or UDP port on 127.0.0.1, as the kernel hands them out. */

@@ -104,35 +104,38 @@ async function loadServerInCgroup(t: T, cgroup: string): Promise<number> {
 	return server.port;
 }
 
-labTest('reflection: a reply to another host is at most 3× its request or 32 bytes; this host gets every reply whole over 127.0.0.1', async t => {
-	const server = await loadServer(t, ['len=65507']);
-	const value = 'v'.repeat(4096);
-	t.is(await send(server.port, `insert k ${value}`), 'OK\n');
+labTest(
+	'reflection: a reply to another host is at most 3× its request or 32 bytes; this host gets every reply whole over 127.0.0.1',
+	async t => {
+		const server = await loadServer(t, ['len=65507']);
+		const value = 'v'.repeat(4096);
+		t.is(await send(server.port, `insert k ${value}`), 'OK\n');
 
-	// From this machine (the guest sees 10.0.2.2): bounded.
-	const requests = ['x', 'HELLO', 'stats', 'lookup k', 'lookup nothing', 'delete nothing', 'insert a b', 'fetch', 'HELLO there'];
-	for (const message of requests) {
-		const reply = await send(server.port, message);
-		t.true(reply.length <= reflectBound(message.length), `${JSON.stringify(message)} (${message.length} B) drew ${reply.length} B`);
-	}
-	t.is(await send(server.port, 'lookup k'), 'ERR pad to 1367\n', 'the 4 100-byte reply needs a 1 367-byte request');
-	const padded = 'lookup k'.padEnd(1367);
-	t.is(await send(server.port, padded), `OK ${value}\n`);
-	t.regex(await send(server.port, 'stats'), /^ERR pad to \d+\n$/);
+		// From this machine (the guest sees 10.0.2.2): bounded.
+		const requests = ['x', 'HELLO', 'stats', 'lookup k', 'lookup nothing', 'delete nothing', 'insert a b', 'fetch', 'HELLO there'];
+		for (const message of requests) {
+			const reply = await send(server.port, message);
+			t.true(reply.length <= reflectBound(message.length), `${JSON.stringify(message)} (${message.length} B) drew ${reply.length} B`);
+		}
+		t.is(await send(server.port, 'lookup k'), 'ERR pad to 1367\n', 'the 4 100-byte reply needs a 1 367-byte request');
+		const padded = 'lookup k'.padEnd(1367);
+		t.is(await send(server.port, padded), `OK ${value}\n`);
+		t.regex(await send(server.port, 'stats'), /^ERR pad to \d+\n$/);
 
-	// From the guest itself to 127.0.0.1: whole. To its own eth0 address: bounded, as
-	// IP_PKTINFO reports it on eth0, the same as a datagram forged from outside (PROTOCOL.md).
-	t.is(await guest(t, "printf 'lookup k' | nc -u -w1 127.0.0.1 3000 | wc -c"), '4100\n');
-	t.is(await guest(t, "printf 'lookup k' | nc -u -w1 10.0.2.15 3000"), 'ERR pad to 1367\n');
-	t.regex(await guest(t, "printf 'stats' | nc -u -w1 127.0.0.1 3000"), /^OK entries=2 bytes=\d+ requests=\d+/);
+		// From the guest itself to 127.0.0.1: whole. To its own eth0 address: bounded, as
+		// IP_PKTINFO reports it on eth0, the same as a datagram forged from outside (PROTOCOL.md).
+		t.is(await guest(t, "printf 'lookup k' | nc -u -w1 127.0.0.1 3000 | wc -c"), '4100\n');
+		t.is(await guest(t, "printf 'lookup k' | nc -u -w1 10.0.2.15 3000"), 'ERR pad to 1367\n');
+		t.regex(await guest(t, "printf 'stats' | nc -u -w1 127.0.0.1 3000"), /^OK entries=2 bytes=\d+ requests=\d+/);
 
-	// softirq=1 answers lookups in the receive softirq: the same rule, worked out from the packet.
-	const fast = await loadServer(t, ['len=65507', 'softirq=1']);
-	t.is(await send(fast.port, `insert k ${value}`), 'OK\n');
-	t.is(await send(fast.port, 'lookup k'), 'ERR pad to 1367\n', 'softirq=1: from this machine');
-	t.is(await guest(t, "printf 'lookup k' | nc -u -w1 127.0.0.1 3000 | wc -c"), '4100\n', 'softirq=1: to 127.0.0.1');
-	t.is(await guest(t, "printf 'lookup k' | nc -u -w1 10.0.2.15 3000"), 'ERR pad to 1367\n', 'softirq=1: to eth0');
-});
+		// softirq=1 answers lookups in the receive softirq: the same rule, worked out from the packet.
+		const fast = await loadServer(t, ['len=65507', 'softirq=1']);
+		t.is(await send(fast.port, `insert k ${value}`), 'OK\n');
+		t.is(await send(fast.port, 'lookup k'), 'ERR pad to 1367\n', 'softirq=1: from this machine');
+		t.is(await guest(t, "printf 'lookup k' | nc -u -w1 127.0.0.1 3000 | wc -c"), '4100\n', 'softirq=1: to 127.0.0.1');
+		t.is(await guest(t, "printf 'lookup k' | nc -u -w1 10.0.2.15 3000"), 'ERR pad to 1367\n', 'softirq=1: to eth0');
+	},
+);
 
 /** Runs each command through /proc/ht from inside the guest; prints "ok" or the errno name of each write. */
 const PROC_WRITER = `

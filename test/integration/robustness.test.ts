@@ -7,7 +7,7 @@
  */
 import dgram from 'node:dgram';
 import { request } from '../../user-client/client.js';
-import { guest, labTest, loadServer, recordsSince, useLab } from '../helpers/lab.js';
+import { guest, labTest, loadServer, recordsSince, useLab, SLOWDOWN } from '../helpers/lab.js';
 import { type Expected, expectedReply, MAX_KEY, MAX_VALUE, modelReply, reflectBound } from '../helpers/protocol-model.js';
 
 useLab(import.meta.url);
@@ -194,43 +194,49 @@ async function fuzz(port: number, len: number, seed: number, count: number, lane
 	return tally;
 }
 
-labTest('fuzz: 100 000+ random and adversarial datagrams, each answered exactly as PROTOCOL.md says', async (t, since) => {
-	const seed = Number(process.env['FUZZ_SEED'] ?? Date.now() % 1_000_000);
-	const len = 1024;
-	t.log(`fuzz seed ${seed} (replay: FUZZ_SEED=${seed} ./run test dist/test/integration/robustness.test.js)`);
-	// Room for every insert, so that no reply depends on another lane (no ERR full or busy).
-	// These datagrams come from this machine, another host to the guest: the parser is measured
-	// here, not the rate limits for other hosts (hostile.test.ts, two-hosts.test.ts), so they are off.
-	const server = await loadServer(t, [`len=${len}`, 'max_entries=1000000', 'max_bytes=268435456', 'err_rate=0', 'reply_rate=0']);
-	const linesBefore = Number(await guest(t, 'wc -l < /var/log/kern.log'));
-	// 2% more than the 100 000 to send: datagrams that happen to name another lane's key are skipped (< 1%).
-	const tally = await fuzz(server.port, len, seed, 102_000);
-	t.log(
-		`sent ${tally.sent}, ERR replies ${tally.errors}, well-formed ${tally.valid}, no reply ${tally.lost}, ` +
-			`skipped ${tally.skipped}; largest reply/request ratio ${tally.worstRatio.toFixed(1)}`,
-	);
-	t.deepEqual(tally.wrong.slice(0, 10), [], `${tally.wrong.length} replies differ from the model`);
-	t.true(tally.sent >= 100_000);
-	t.true(tally.skipped < tally.sent / 100, `${tally.skipped} datagrams skipped`);
-	t.true(tally.lost <= tally.sent / 1000, `${tally.lost} datagrams got no reply`);
-	// Still alive and still right.
-	t.is((await request('HELLO', { host: '127.0.0.1', port: server.port, timeoutMs: 2000 })).toString(), 'GOT IT\n');
-	t.is((await request('insert after fuzz', { host: '127.0.0.1', port: server.port, timeoutMs: 2000 })).toString(), 'OK\n');
-	t.is((await request('lookup after', { host: '127.0.0.1', port: server.port, timeoutMs: 2000 })).toString(), 'OK fuzz\n');
-	const added = Number(await guest(t, 'wc -l < /var/log/kern.log')) - linesBefore;
-	t.log(`the kernel log grew by ${added} lines during the fuzz run`);
-	t.true(added < 500, `the flood added ${added} kernel log lines`);
+/** 100 000 on Debian's kernels; a tenth on the debug kernel, where a datagram costs several times more (SLOWDOWN). */
+const FUZZ_COUNT = SLOWDOWN > 1 ? 10_000 : 100_000;
 
-	// What the rate limit left out is counted, under the module's own name.
-	await guest(t, 'rmmod udp_server');
-	const records = await recordsSince(t.context.target, since);
-	const counted = records.filter(record => /^udp_server: \d+ greetings not logged \(rate limit\)$/.test(record.text));
-	t.true(counted.length > 0, 'no "greetings not logged" line');
-	t.deepEqual(
-		records.filter(record => /callbacks suppressed/.test(record.text)).map(record => record.text),
-		[],
-	);
-});
+labTest(
+	`fuzz: ${String(FUZZ_COUNT).replace(/\B(?=(\d{3})+$)/g, ' ')}+ random and adversarial datagrams, each answered exactly as PROTOCOL.md says`,
+	async (t, since) => {
+		const seed = Number(process.env['FUZZ_SEED'] ?? Date.now() % 1_000_000);
+		const len = 1024;
+		t.log(`fuzz seed ${seed} (replay: FUZZ_SEED=${seed} ./run test dist/test/integration/robustness.test.js)`);
+		// Room for every insert, so that no reply depends on another lane (no ERR full or busy).
+		// These datagrams come from this machine, another host to the guest: the parser is measured
+		// here, not the rate limits for other hosts (hostile.test.ts, two-hosts.test.ts), so they are off.
+		const server = await loadServer(t, [`len=${len}`, 'max_entries=1000000', 'max_bytes=268435456', 'err_rate=0', 'reply_rate=0']);
+		const linesBefore = Number(await guest(t, 'wc -l < /var/log/kern.log'));
+		// 2% more than the count to send: datagrams that happen to name another lane's key are skipped (< 1%).
+		const tally = await fuzz(server.port, len, seed, FUZZ_COUNT * 1.02);
+		t.log(
+			`sent ${tally.sent}, ERR replies ${tally.errors}, well-formed ${tally.valid}, no reply ${tally.lost}, ` +
+				`skipped ${tally.skipped}; largest reply/request ratio ${tally.worstRatio.toFixed(1)}`,
+		);
+		t.deepEqual(tally.wrong.slice(0, 10), [], `${tally.wrong.length} replies differ from the model`);
+		t.true(tally.sent >= FUZZ_COUNT);
+		t.true(tally.skipped < tally.sent / 100, `${tally.skipped} datagrams skipped`);
+		t.true(tally.lost <= tally.sent / 1000, `${tally.lost} datagrams got no reply`);
+		// Still alive and still right.
+		t.is((await request('HELLO', { host: '127.0.0.1', port: server.port, timeoutMs: 2000 })).toString(), 'GOT IT\n');
+		t.is((await request('insert after fuzz', { host: '127.0.0.1', port: server.port, timeoutMs: 2000 })).toString(), 'OK\n');
+		t.is((await request('lookup after', { host: '127.0.0.1', port: server.port, timeoutMs: 2000 })).toString(), 'OK fuzz\n');
+		const added = Number(await guest(t, 'wc -l < /var/log/kern.log')) - linesBefore;
+		t.log(`the kernel log grew by ${added} lines during the fuzz run`);
+		t.true(added < 500, `the flood added ${added} kernel log lines`);
+
+		// What the rate limit left out is counted, under the module's own name.
+		await guest(t, 'rmmod udp_server');
+		const records = await recordsSince(t.context.target, since);
+		const counted = records.filter(record => /^udp_server: \d+ greetings not logged \(rate limit\)$/.test(record.text));
+		t.true(counted.length > 0, 'no "greetings not logged" line');
+		t.deepEqual(
+			records.filter(record => /callbacks suppressed/.test(record.text)).map(record => record.text),
+			[],
+		);
+	},
+);
 
 labTest('the table stays within max_entries and max_bytes under a flood of unique keys', async t => {
 	const server = await loadServer(t, ['max_entries=3000', 'max_bytes=65536']);
@@ -313,8 +319,8 @@ labTest('50 load/unload cycles under a flood: every unload is prompt, nothing le
 	);
 	t.is(wall.length, 50);
 	t.true(inKernel.length >= 50, `${inKernel.length} "stopped" lines`);
-	t.true(Math.max(...inKernel) < 100, `module_exit took up to ${worst(inKernel)} ms`);
-	t.true(Math.max(...wall) < 5000, `an rmmod command took ${worst(wall)} ms`);
+	t.true(Math.max(...inKernel) < 100 * SLOWDOWN, `module_exit took up to ${worst(inKernel)} ms`);
+	t.true(Math.max(...wall) < 5000 * SLOWDOWN, `an rmmod command took ${worst(wall)} ms`);
 	t.true(after - before < 2048, `unreclaimable slab grew by ${after - before} kB`);
 	t.is(await guest(t, 'grep -c ^udp_server /proc/modules || true'), '0\n');
 });
@@ -333,7 +339,7 @@ labTest('the client unloads promptly while its server is missing or silent, 20 c
 			);
 			const wall = out.split('\n').filter(Boolean).map(Number);
 			t.is(wall.length, 20);
-			t.true(Math.max(...wall) < 5000, `an rmmod command took ${Math.max(...wall)} ms`);
+			t.true(Math.max(...wall) < 5000 * SLOWDOWN, `an rmmod command took ${Math.max(...wall)} ms`);
 			t.log(`client, server ${port === 3999 ? 'missing' : 'silent'}: worst rmmod command ${Math.max(...wall)} ms`);
 		}
 	} finally {
@@ -345,7 +351,7 @@ labTest('the client unloads promptly while its server is missing or silent, 20 c
 		.map(us => Number(us) / 1000);
 	t.log(`client module_exit: worst ${Math.max(...inKernel).toFixed(1)} ms over ${inKernel.length} unloads`);
 	t.is(inKernel.length, 40);
-	t.true(Math.max(...inKernel) < 100);
+	t.true(Math.max(...inKernel) < 100 * SLOWDOWN);
 });
 
 labTest('bind: the default listens on 127.0.0.1 only; bind=0.0.0.0 is needed to be reached from outside the guest', async t => {
