@@ -50,7 +50,8 @@ export function useLab(testFile: string, options: { kernel?: () => Promise<strin
 		t.context.server = await build(target, 'udp_server');
 		t.context.client = await build(target, 'udp_client');
 	});
-	test.after.always('kmemleak finds nothing of ours (debug kernel only)', async t => {
+	// Serial: ava runs a file's concurrent hooks at once, and the one below takes the lab down.
+	test.serial.after.always('kmemleak finds nothing of ours (debug kernel only)', async t => {
 		if (process.env['KUDP_LAB_KERNEL'] === DEBUG_KERNEL && (await t.context.target?.isUp())) {
 			await noLeaksOfOurs(t);
 		}
