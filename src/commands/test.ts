@@ -6,9 +6,10 @@
  *      registry, cached in .lab/cache/node);
  *   3. the whole ava suite (unit, static analysis, lab integration tests) on
  *      the Node that runs ./run;
- *   4. the tests that stress concurrency and teardown again, on the lab's
- *      debug kernel (KASAN, lockdep, kmemleak, UBSAN: lab/debug-kernel.ts),
- *      built first if this machine has not built it yet.
+ *   4. beside 1 and 2: the tests that stress concurrency and teardown again,
+ *      on the lab's debug kernel (KASAN, lockdep, kmemleak, UBSAN:
+ *      lab/debug-kernel.ts), built first if this machine has not built it yet;
+ *      3 starts once 4 is done.
  * With files named, only those files, on this Node.
  */
 import { execa } from 'execa';
@@ -36,11 +37,9 @@ const NODE_CACHE = path.join(PROJECT_ROOT, '.lab/cache/node');
  * any of these files, so each names its test closely.
  */
 export const DEBUG_KERNEL_TESTS: Record<string, string[]> = {
-	softirq: ['softirq=1 with four threads*', 'softirq=1: 10 load/unload cycles under a flood*', 'softirq=1: a load that fails*'],
+	softirq: ['softirq=1 with four threads*', 'softirq=1: a load that fails*'],
 	'daemon-edges': ['durable=1: rmmod returns*', 'durable=1: a kvd that dies*', 'durable=0: a daemon that died*'],
 	robustness: ['fuzz: *', 'out-of-range /proc writes*'],
-	kv: ['/proc and UDP writers at the same time*'],
-	limits: ['the journal for a daemon that does not read*'],
 };
 
 /** The PID in a test lab's name (test-<file>-<pid>, unit-<pid>), if any. */
@@ -82,7 +81,16 @@ export interface Part {
  * Runs ava with TAP output on `node`; `echo` prints every line as it comes,
  * else the lines are printed only when something failed.
  */
-async function runAva(node: string, files: string[], { echo, env = {} }: { echo: boolean; env?: Record<string, string> }) {
+/**
+ * Runs ava with TAP output and counts it. `echo`: the lines as they come;
+ * else kept, and printed at the end if a test failed, or always with `replay`
+ * (a part run beside others prints in one block, not interleaved).
+ */
+async function runAva(
+	node: string,
+	files: string[],
+	{ echo, replay = false, env = {} }: { echo: boolean; replay?: boolean; env?: Record<string, string> },
+) {
 	const child = execa(node, ['--enable-source-maps', path.join(PROJECT_ROOT, 'node_modules/ava/entrypoints/cli.mjs'), '--tap', ...files], {
 		cwd: PROJECT_ROOT,
 		reject: false,
@@ -109,7 +117,7 @@ async function runAva(node: string, files: string[], { echo, env = {} }: { echo:
 		counts.failed = 1;
 		crashed = `not ok - the test runner exited with ${result.exitCode ?? result.signal} before reporting every test\n`;
 	}
-	if (!echo && counts.failed > 0) {
+	if (!echo && (counts.failed > 0 || replay)) {
 		process.stdout.write(`${lines.join('\n')}\n`);
 		if (result.stderr) {
 			process.stderr.write(`${result.stderr}\n`);
@@ -159,10 +167,9 @@ export async function unitTestsOn(major: number): Promise<Part> {
 export async function debugKernelPart(): Promise<Part> {
 	const label = 'debug kernel (KASAN, lockdep, kmemleak, UBSAN)';
 	const files = Object.keys(DEBUG_KERNEL_TESTS);
-	process.stdout.write(`# ${label}: ${files.join(', ')}\n`);
 	try {
 		const kernel = await findLabKernel(DEBUG_KERNEL);
-		process.stdout.write(`# debug kernel ${kernel.release}\n`);
+		process.stdout.write(`# ${label}, ${kernel.release}: ${files.join(', ')}, beside the lint and the unit tests\n`);
 	} catch (error) {
 		process.stdout.write(`not ok - the debug kernel could not be built: ${(error as Error).message}\n`);
 		return { label, tally: { passed: 0, failed: 1, skipped: 0 } };
@@ -170,7 +177,7 @@ export async function debugKernelPart(): Promise<Part> {
 	const started = Date.now();
 	const match = Object.values(DEBUG_KERNEL_TESTS).flatMap(patterns => patterns.flatMap(pattern => ['--match', pattern]));
 	const paths = files.map(file => `dist/test/integration/${file}.test.js`);
-	const tally = await runAva(process.execPath, [...match, ...paths], { echo: true, env: { KUDP_LAB_KERNEL: DEBUG_KERNEL } });
+	const tally = await runAva(process.execPath, [...match, ...paths], { echo: false, replay: true, env: { KUDP_LAB_KERNEL: DEBUG_KERNEL } });
 	process.stdout.write(`# ${label}: ${((Date.now() - started) / 60_000).toFixed(1)} min\n`);
 	return { label, tally };
 }
@@ -194,20 +201,21 @@ export async function testCommand(files: string[]): Promise<void> {
 	const full = files.length === 0;
 	const parts: Part[] = [];
 	if (full) {
+		// The debug kernel's part runs beside the lint and the unit tests, which are light;
+		// the whole suite, whose lab tests are not, runs after it, alone.
+		const debug = debugKernelPart();
 		parts.push({ label: 'lint and format (Biome)', tally: await lint() });
 		for (const major of OTHER_NODE_MAJORS) {
 			parts.push(await unitTestsOn(major));
 		}
+		parts.push(await debug);
+		await removeTestLabs();
 	} else {
 		process.stdout.write(`# files named: no lint, no unit tests on Node ${OTHER_NODE_MAJORS.join(' and ')} (a full ./run test has them)\n`);
 	}
 	const suite = await runAva(process.execPath, files, { echo: true });
 	parts.push({ label: `Node ${process.versions.node}, ${full ? 'the whole suite' : files.join(' ')}`, tally: suite });
 	await removeTestLabs();
-	if (full) {
-		parts.push(await debugKernelPart());
-		await removeTestLabs();
-	}
 	const minutes = ((Date.now() - started) / 60_000).toFixed(1);
 	const { lines, total } = summary(parts);
 	process.stdout.write(`\nsuite time: ${minutes} min\n${lines.join('\n')}\n`);
