@@ -21,6 +21,7 @@ import { writeFileAtomically } from '../files.js';
 import { acquireLock } from '../lock.js';
 import { log } from '../log.js';
 import { MissingProgramError, requireProgram, runProgram } from '../programs.js';
+import { INITRAMFS_MODULES } from './guest-modules.js';
 import type { LabKernel } from './kernel.js';
 
 /** The value of KUDP_LAB_KERNEL that picks this kernel. */
@@ -33,24 +34,6 @@ const SOURCE_TARBALL = '/usr/src/linux-source-6.1.tar.xz';
 const SOURCE_SERIES = '6.1';
 /** The directory the tarball unpacks to: the build tree, and the headers modules are built against. */
 const TREE = 'linux-source-6.1';
-
-/**
- * Modules the lab's initramfs loads on Debian's cloud kernel (kernel.ts).
- * localmodconfig keeps only these of the cloud config's modules, and the
- * fragment builds them in.
- */
-const LAB_MODULES = [
-	'virtio_ring',
-	'virtio',
-	'virtio_mmio',
-	'fuse',
-	'virtiofs',
-	'overlay',
-	'virtio_console',
-	'failover',
-	'net_failover',
-	'virtio_net',
-];
 
 /**
  * What the debug kernel adds to (and takes from) the cloud kernel's config,
@@ -301,7 +284,7 @@ export async function debugKernelInputs(usualRelease: string | undefined): Promi
 		baseConfigPath: configPath,
 		baseConfig: await readFile(configPath, 'utf8'),
 		fragment: DEBUG_KERNEL_FRAGMENT,
-		modules: LAB_MODULES,
+		modules: INITRAMFS_MODULES,
 	};
 }
 

@@ -11,27 +11,10 @@ import { UserError } from '../errors.js';
 import { partialPath, writeFileAtomically } from '../files.js';
 import { MissingProgramError, requireProgram, runProgram } from '../programs.js';
 import { DEBUG_KERNEL, debugLabKernel } from './debug-kernel.js';
+import { INITRAMFS_MODULES } from './guest-modules.js';
 
 /** Debian's meta-packages: image and headers installed as a pair so their versions match. */
 export const LAB_KERNEL_PACKAGES = ['linux-image-cloud-amd64', 'linux-headers-cloud-amd64'];
-
-/**
- * Modules the initramfs loads, in order: to reach the host's root over
- * virtiofs, then the consoles (kernel log, qemu-ga's port) and the network.
- * insmod from the initramfs is much faster than modprobe from the host's root.
- */
-const INITRAMFS_MODULES = [
-	'virtio_ring',
-	'virtio',
-	'virtio_mmio',
-	'fuse',
-	'virtiofs',
-	'overlay',
-	'virtio_console',
-	'failover',
-	'net_failover',
-	'virtio_net',
-];
 
 const GUEST_INIT = fileURLToPath(new URL('../../../src/lab/guest-init.sh', import.meta.url));
 
