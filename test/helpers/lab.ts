@@ -118,9 +118,9 @@ async function noLeaksOfOurs(t: ExecutionContext<LabContext>): Promise<void> {
 		t.log(`the kernel's own (not failed):\n${report.text}`);
 	}
 	t.deepEqual(
-		ours.map(report => report.text),
+		ours.slice(0, 5).map(report => report.text),
 		[],
-		'kmemleak reports memory our modules allocated and never freed',
+		`kmemleak reports ${ours.length} objects our modules allocated and never freed (the first 5 shown)`,
 	);
 }
 
