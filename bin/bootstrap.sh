@@ -30,15 +30,24 @@ kudp_npm_ci() {
 		kudp_die "npm ci failed; see the messages above."
 }
 
-# TypeScript: compile when a source file is newer than the last build, or a
-# directory is (a file was added, renamed or deleted there).
+# TypeScript: compile when a source file is newer than the last build, or the
+# list of source files differs from the one that build read (a file was added,
+# renamed or deleted). The list, not the directories' times: a kernel module
+# built in bench/echo-module changes that directory, and a needless compile
+# mid-suite replaced dist/ under the lab guest's feet ("Cannot find module").
 kudp_stamp="$kudp_root/dist/.build-stamp"
+kudp_sources_seen="$kudp_root/dist/.build-sources"
+kudp_sources() {
+	(cd "$kudp_root" && find src user-client daemon test bench tsconfig.json package.json \
+		\( -name '*.ts' -o -name '*.json' -o -name '*.sh' \) -print 2>/dev/null | LC_ALL=C sort)
+}
 kudp_stale() {
-	[ ! -f "$kudp_stamp" ] ||
+	[ ! -f "$kudp_stamp" ] || [ ! -f "$kudp_sources_seen" ] ||
 		[ -n "$(find "$kudp_root/src" "$kudp_root/user-client" "$kudp_root/daemon" "$kudp_root/test" \
 			"$kudp_root/bench" "$kudp_root/tsconfig.json" "$kudp_root/package.json" \
-			-newer "$kudp_stamp" \( -type d -o -name '*.ts' -o -name '*.json' -o -name '*.sh' \) \
-			-print -quit 2>/dev/null)" ]
+			-newer "$kudp_stamp" \( -name '*.ts' -o -name '*.json' -o -name '*.sh' \) \
+			-print -quit 2>/dev/null)" ] ||
+		[ "$(kudp_sources)" != "$(cat "$kudp_sources_seen")" ]
 }
 
 # tsc never deletes from its output directory, and ava runs every
@@ -53,20 +62,22 @@ kudp_compile() {
 	rm -rf "$next" && mkdir -p "$next" || kudp_die "cannot create $next"
 	# The stamp's time is when the sources were read: an edit during the compile triggers the next one.
 	touch "$next/.build-stamp"
+	kudp_sources >"$next/.build-sources"
 	echo "kernel-udp: compiling TypeScript..." >&2
 	if ! (cd "$kudp_root" && ./node_modules/.bin/tsc -p tsconfig.json --outDir "$next" >&2); then
 		rm -rf "$next"
 		kudp_die "TypeScript did not compile; see the errors above."
 	fi
-	(cd "$kudp_root/dist" && find . -type f ! -name .build-stamp ! -name .build.lock -print0) |
+	(cd "$kudp_root/dist" && find . -type f ! -name .build-stamp ! -name .build-sources ! -name .build.lock -print0) |
 		while IFS= read -r -d '' file; do
 			[ -e "$next/$file" ] || rm -f "$kudp_root/dist/$file"
 		done
 	(cd "$next" && find . -mindepth 1 -type d -print0) |
 		while IFS= read -r -d '' file; do mkdir -p "$kudp_root/dist/$file"; done
-	(cd "$next" && find . -type f ! -name .build-stamp -print0) |
+	(cd "$next" && find . -type f ! -name .build-stamp ! -name .build-sources -print0) |
 		while IFS= read -r -d '' file; do mv -f "$next/$file" "$kudp_root/dist/$file"; done
 	find "$kudp_root/dist" -mindepth 1 -type d -empty -delete
+	mv -f "$next/.build-sources" "$kudp_sources_seen"
 	mv -f "$next/.build-stamp" "$kudp_stamp"
 	rm -rf "$next"
 }

@@ -1,7 +1,8 @@
 /**
  * bin/bootstrap.sh compiles the TypeScript on demand. In a scratch copy of
  * the project: a deleted source loses its compiled file (ava runs every
- * dist/test/**, so a deleted test would otherwise keep running), and two
+ * dist/test/**, so a deleted test would otherwise keep running), build output
+ * beside the sources triggers no compile, and two
  * starts at once on a fresh copy compile once and leave a whole dist/.
  */
 import test from 'ava';
@@ -64,6 +65,23 @@ test('a deleted source file loses its compiled file', async t => {
 
 	const unchanged = await bootstrap(root);
 	t.notRegex(unchanged.stderr, /compiling/, 'nothing changed: no compile');
+});
+
+test('build output beside the sources (a kernel module in bench/echo-module) does not trigger a compile', async t => {
+	// A compile mid-suite replaces dist/ under the lab guest, whose cached names then fail
+	// ("Cannot find module dist/daemon/kvd.js"): the module build in static.test did exactly that.
+	const root = await scratchProject(t);
+	t.is((await bootstrap(root)).exitCode, 0);
+	await writeFile(path.join(root, 'bench/echo-module/udp_echo.o'), 'not TypeScript');
+	await writeFile(path.join(root, 'bench/echo-module/.udp_echo.o.cmd'), 'not TypeScript');
+	const after = await bootstrap(root);
+	t.is(after.exitCode, 0, after.stderr);
+	t.notRegex(after.stderr, /compiling/);
+
+	await writeFile(path.join(root, 'bench/echo-module/added.ts'), 'export const added = 1;\n');
+	const added = await bootstrap(root);
+	t.regex(added.stderr, /compiling TypeScript/, 'a new source file still triggers a compile');
+	t.true(existsSync(path.join(root, 'dist/bench/echo-module/added.js')));
 });
 
 test('two bootstraps at once on a fresh copy compile once and leave a whole dist/', async t => {
