@@ -57,7 +57,7 @@ test('send exits 2 on an ERR reply, and still prints the reply as received', asy
 test('a delete whose reply was lost, retried, then NOT FOUND: success with a note, not "not found"', async t => {
 	// The first try deletes (its reply is lost); the retry finds nothing.
 	const server = await fakeServer((message, n) => (message === 'delete dog' ? (n === 1 ? undefined : 'NOT FOUND\n') : 'ERR\n'));
-	const result = await kvclient(['--port', String(server.port), '--timeout', '200', 'delete', 'dog']);
+	const result = await kvclient(['--port', String(server.port), '--timeout', '1000', 'delete', 'dog']);
 	t.is(result.code, 0, result.stderr);
 	t.is(result.stdout, 'OK\n');
 	t.regex(result.stderr, /^kvclient: note: NOT FOUND came to a retry after a try that got no reply; that try may have deleted dog/);
@@ -72,7 +72,7 @@ test('a delete whose reply was lost, retried, then NOT FOUND: success with a not
 test('stdin mode: a line that gets no reply is reported, and the next line is sent', async t => {
 	const server = await fakeServer(message => (message === 'lookup lost' ? undefined : message === 'HELLO' ? 'GOT IT\n' : 'NOT FOUND\n'));
 	const result = await kvclient(
-		['--port', String(server.port), '--timeout', '100', '--retries', '0', 'send'],
+		['--port', String(server.port), '--timeout', '1000', '--retries', '0', 'send'],
 		'HELLO\nlookup lost\nlookup dog\n',
 	);
 	t.is(result.stdout, 'GOT IT\nNOT FOUND\n', 'the line after the timeout was sent and answered');

@@ -57,9 +57,14 @@ function capture(input = '') {
 	};
 }
 
-async function kvclient(port: number, args: string[], input = '') {
+/**
+ * kvclient's main() against `port`. The timeout is long where a reply comes (a reply slower
+ * than 200 ms on a loaded machine was sent again, and the server saw it twice), short only
+ * where the test waits for none.
+ */
+async function kvclient(port: number, args: string[], input = '', timeoutMs = 10_000) {
 	const { out, io } = capture(input);
-	const code = await main(['--port', String(port), '--timeout', '200', ...args], io);
+	const code = await main(['--port', String(port), '--timeout', String(timeoutMs), ...args], io);
 	return { code, ...out };
 }
 
@@ -130,7 +135,7 @@ test('stats prints one counter per line, or JSON', async t => {
 
 test('a silent server: every retry is sent, then a clear timeout, exit 3', async t => {
 	const server = await fakeServer(() => undefined);
-	const result = await kvclient(server.port, ['--retries', '3', 'send', 'HELLO']);
+	const result = await kvclient(server.port, ['--retries', '3', 'send', 'HELLO'], '', 200);
 	t.is(result.code, 3);
 	t.is(result.stdout, '');
 	t.is(result.stderr, `kvclient: no reply from 127.0.0.1:${server.port} after 4 tries (timeout 200 ms each)\n`);
