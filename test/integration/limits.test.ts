@@ -175,7 +175,9 @@ print('after', run(f'insert k2 {v}'))
 	const lines = result.stdout.split('\n');
 	t.is(lines[0], 'stored 5');
 	t.is(lines[1], 'deletes ok ok');
-	t.regex(lines[2] ?? '', /^burst ok ok( EBUSY)+$/, 'EBUSY (ERR busy) once the free room is held by pending frees, never ENOSPC');
+	// A grace period may end inside the burst and let one more through (CI: "ok ok EBUSY ok EBUSY EBUSY").
+	t.regex(lines[2] ?? '', /^burst ok ok( (EBUSY|ok))*$/, 'only ok or EBUSY (ERR busy), never ENOSPC');
+	t.regex(lines[2] ?? '', /^burst ok ok EBUSY/, 'EBUSY once the free room is held by pending frees');
 	t.is(lines[3], 'after ok', 'after the grace period');
 });
 
