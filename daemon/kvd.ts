@@ -38,7 +38,7 @@
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { closeSync, constants, existsSync, fdatasyncSync, openSync, read, writeFileSync, writeSync } from 'node:fs';
-import { copyFile, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -208,6 +208,8 @@ class Kvd {
 			0,
 			holder => `another kvd (pid ${holder.pid}) is already running for ${this.options.backup}`,
 		);
+		// A --run-dir of one's own (several kvds, a bench) need not exist yet: kvd used to stop with ENOENT.
+		await mkdir(this.options.runDir, { recursive: true, mode: 0o755 });
 		await rm(this.run('ready'), { force: true });
 		await this.removePartials();
 		await this.setStatus({ state: 'waiting' });

@@ -44,3 +44,23 @@ test('a second kvd for the same backup exits and leaves the first one’s pid an
 	await first;
 	t.false(existsSync(pidFile), 'the first kvd removes its own files when it stops');
 });
+
+test('a --run-dir that does not exist yet is made, not an ENOENT', async t => {
+	const dir = await mkdtemp(path.join(tmpdir(), 'kudp-kvd-rundir-'));
+	t.teardown(() => rm(dir, { recursive: true, force: true }));
+	const [proc, run] = [path.join(dir, 'proc'), path.join(dir, 'run', 'kvd-bench')];
+	await mkdir(proc);
+	const kvd = execa(process.execPath, [KVD, '--backup', path.join(dir, 'backup.txt'), '--proc', proc, '--run-dir', run], {
+		reject: false,
+		stdin: 'ignore',
+	});
+	t.teardown(() => {
+		kvd.kill('SIGKILL');
+	});
+	const pidFile = path.join(run, 'kvd.pid');
+	for (let i = 0; i < 200 && !existsSync(pidFile) && kvd.exitCode === null; i++) await sleep(50);
+	t.true(existsSync(pidFile), 'kvd started there');
+	kvd.kill('SIGTERM');
+	const result = await kvd;
+	t.is(result.exitCode, 0, result.stderr);
+});
