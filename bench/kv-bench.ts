@@ -278,13 +278,18 @@ function log2Percentiles(total: string): { p50_us: number; p99_us: number; p999_
 	return { p50_us: at(0.5), p99_us: at(0.99), p999_us: at(0.999) };
 }
 
-export async function compileLoadgen(): Promise<string> {
-	const source = path.join(PROJECT_ROOT, 'bench/loadgen.c');
+export function compileLoadgen(): Promise<string> {
+	return compileBenchProgram('loadgen');
+}
+
+/** Compiles bench/NAME.c on this machine (the guest runs it over the shared root); returns the binary's path. */
+export async function compileBenchProgram(name: string): Promise<string> {
+	const source = path.join(PROJECT_ROOT, `bench/${name}.c`);
 	const hash = createHash('sha256')
 		.update(await readFile(source))
 		.digest('hex')
 		.slice(0, 12);
-	const binary = path.join(CACHE, `loadgen-${hash}`);
+	const binary = path.join(CACHE, `${name}-${hash}`);
 	// Named after its source: built once. Rebuilding it in place would give the
 	// path a new inode, and a lab guest that cached the old one would get
 	// "Stale file handle" running it.
