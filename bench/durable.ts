@@ -11,7 +11,7 @@
  * Prints a table; compare the rows of one run (the machine is shared and
  * the guest's CPU is emulated).
  */
-import { freePort } from '../src/lab/lab.js';
+import { freePort } from '../src/lab/free-port.js';
 import { stopDaemon } from '../src/kvd-control.js';
 import { build, load, unload } from '../src/lifecycle.js';
 import { chooseTarget, type Target } from '../src/targets.js';

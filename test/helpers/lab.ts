@@ -13,7 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseKmemleak, splitKmemleak } from '../../src/kmemleak.js';
 import { formatKmsg, isProblem, type KmsgRecord } from '../../src/kmsg.js';
 import { DEBUG_KERNEL } from '../../src/lab/debug-kernel.js';
-import { freePort } from '../../src/lab/lab.js';
+import { freePort } from '../../src/lab/free-port.js';
 import { build, lastLogSequence, load, unload, type BuiltModule, type Loaded } from '../../src/lifecycle.js';
 import { MODULES, type ModuleName } from '../../src/modules.js';
 import { chooseTarget, LabTarget, type Target } from '../../src/targets.js';
