@@ -14,10 +14,11 @@
 import { freePort } from '../src/lab/free-port.js';
 import { stopDaemon } from '../src/kvd-control.js';
 import { build, load, unload } from '../src/lifecycle.js';
+import { settings } from '../src/settings.js';
 import { chooseTarget, type Target } from '../src/targets.js';
 import { compileLoadgen } from './kv-bench.js';
 
-const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
+const SECONDS = settings.benchSeconds;
 const PORT = 3300;
 const BACKUP = '/var/tmp/bench-durable-backup.txt';
 interface Row {

@@ -19,6 +19,7 @@ import { build } from '../src/lifecycle.js';
 import { log } from '../src/log.js';
 import { kbuildPath, PROJECT_ROOT } from '../src/modules.js';
 import { runProgram } from '../src/programs.js';
+import { applySettings } from '../src/settings.js';
 import { chooseTarget, type Target } from '../src/targets.js';
 import { writeReport, type GuestFacts } from './report.js';
 import { type LatencyPoint, type Measured, median, medianRow, perSecond, type Row } from './rows.js';
@@ -300,7 +301,7 @@ async function guestFacts(bench: Bench): Promise<GuestFacts> {
 }
 
 export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
-	process.env['KUDP_LAB_CPUS'] ??= '2';
+	applySettings({ labCpus: 2 }, { keep: true });
 	const target = await chooseTarget({ target: 'lab', lab: options.lab ?? 'bench' });
 	const bench = new Bench(target, options);
 	const loadBefore = os.loadavg()[0]!;

@@ -13,6 +13,7 @@ import { findLabKernel } from './lab/kernel.js';
 import { Lab } from './lab/lab.js';
 import { followKmsg, parseKmsg, readKmsg, type KmsgRecord } from './kmsg.js';
 import { PROJECT_ROOT } from './modules.js';
+import { settings } from './settings.js';
 
 export type TargetKind = 'local' | 'lab';
 
@@ -308,7 +309,7 @@ export interface TargetChoice {
 
 /** The target asked for, or local where this machine can load modules, else the lab. */
 export async function chooseTarget(choice: TargetChoice = {}): Promise<Target> {
-	const wanted = choice.target ?? process.env['KUDP_TARGET'] ?? 'auto';
+	const wanted = choice.target ?? settings.target;
 	if (wanted === 'lab') {
 		return new LabTarget('the lab (asked for with --target lab)', choice.lab);
 	}

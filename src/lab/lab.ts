@@ -27,6 +27,7 @@ import { writeFileAtomically } from '../files.js';
 import { bootId, isAlive, lockOwner, processIdentity, withFileLock } from '../lock.js';
 import { log } from '../log.js';
 import { requireProgram, runProgram } from '../programs.js';
+import { settings } from '../settings.js';
 import { agentExec, type ExecOptions, type ExecResult } from './agent-client.js';
 import { ensureAgent } from './agent-start.js';
 import { DEBUG_KERNEL } from './debug-kernel.js';
@@ -71,14 +72,14 @@ export class Lab {
 	private readonly options: Required<Omit<LabOptions, 'name'>>;
 
 	constructor(options: LabOptions) {
-		this.name = options.name ?? process.env['KUDP_LAB'] ?? 'default';
+		this.name = options.name ?? settings.lab;
 		if (!/^[\w.-]+$/.test(this.name)) {
 			throw new UserError(`bad lab name "${this.name}": use letters, digits, dot, dash, underscore`);
 		}
 		this.options = {
 			root: options.root,
 			memoryMb: options.memoryMb ?? 256,
-			cpus: options.cpus ?? (Number(process.env['KUDP_LAB_CPUS']) || 2),
+			cpus: options.cpus ?? settings.labCpus,
 			bootTimeoutMs: options.bootTimeoutMs ?? 180_000,
 			buildStamp: options.buildStamp ?? path.join(options.root, 'dist', '.build-stamp'),
 		};
@@ -111,7 +112,7 @@ export class Lab {
 	async up(): Promise<LabState> {
 		const running = await this.state();
 		if (running) {
-			const wanted = process.env['KUDP_LAB_KERNEL'];
+			const wanted = settings.labKernel;
 			if (wanted && !isWantedKernel(running.kernel, wanted)) {
 				log.warn(`the lab is already running ${running.kernel.release}, not KUDP_LAB_KERNEL=${wanted}: ./run down first to switch`);
 			}
@@ -119,7 +120,7 @@ export class Lab {
 			return running;
 		}
 		await mkdir(this.dir, { recursive: true });
-		const debug = process.env['KUDP_LAB_KERNEL'] === DEBUG_KERNEL;
+		const debug = settings.labKernel === DEBUG_KERNEL;
 		if (debug) {
 			// Built (once per machine, under a lock of its own) before this lab's boot lock is taken.
 			await findLabKernel();
