@@ -40,6 +40,14 @@ test('only src/settings.ts reads the environment (src/, bench/, test/helpers/)',
 	t.deepEqual(offenders, []);
 });
 
+test("no branch on a target's kind outside the targets: what differs is a property or method of Target", async t => {
+	const offenders = [...(await sources('src')), ...(await sources('bench'))]
+		.filter(({ file }) => file !== path.join('src', 'targets.ts') && !file.startsWith(path.join('src', 'lab')))
+		.filter(({ text }) => /\.kind\s*[!=]==|[!=]==\s*[\w.]+\.kind\b|switch\s*\([^)]*\.kind\s*\)/.test(text))
+		.map(({ file }) => file);
+	t.deepEqual(offenders, []);
+});
+
 test('lifecycle.ts treats every module alike: what is particular to one is in roles.ts', async t => {
 	const lifecycle = await readFile(path.join(PROJECT_ROOT, 'src', 'lifecycle.ts'), 'utf8');
 	t.notRegex(lifecycle, /['"]udp_(server|client)['"]/);
