@@ -48,6 +48,11 @@ test("no branch on a target's kind outside the targets: what differs is a proper
 	t.deepEqual(offenders, []);
 });
 
+test('kvd-control.ts runs its target-side shell from src/kvd-control.sh, not from scripts in strings', async t => {
+	const text = await readFile(path.join(PROJECT_ROOT, 'src', 'kvd-control.ts'), 'utf8');
+	t.notRegex(text, /'sh',\s*'-c'/);
+});
+
 test('lifecycle.ts treats every module alike: what is particular to one is in roles.ts', async t => {
 	const lifecycle = await readFile(path.join(PROJECT_ROOT, 'src', 'lifecycle.ts'), 'utf8');
 	t.notRegex(lifecycle, /['"]udp_(server|client)['"]/);
