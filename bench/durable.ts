@@ -18,14 +18,15 @@
  * its range over the rounds (the machine is shared, the guest's CPU is
  * emulated, so absolute rates drift between rounds).
  */
-import { freePort } from '../src/lab/lab.js';
+import { freePort } from '../src/lab/free-port.js';
 import { stopDaemon } from '../src/kvd-control.js';
 import { build, load, unload } from '../src/lifecycle.js';
+import { settings } from '../src/settings.js';
 import { chooseTarget, type Target } from '../src/targets.js';
 import { compileBenchProgram, compileLoadgen } from './kv-bench.js';
 
-const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 3);
-const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
+const SECONDS = settings.benchSeconds;
+const ROUNDS = settings.benchRounds;
 const CLIENTS = [1, 8, 32];
 const PORT = 3300;
 const BACKUP = '/var/tmp/bench-durable-backup.txt';

@@ -6,6 +6,9 @@
  *
  * Absolute numbers on a shared machine under QEMU's software emulation are
  * noisy: compare the rows of one run with each other.
+ *
+ * This file runs the rows; rows.ts says what a row is, report.ts prints and
+ * writes them (Markdown, JSON, SVG).
  */
 import { createHash } from 'node:crypto';
 import { copyFile, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
@@ -16,8 +19,10 @@ import { build } from '../src/lifecycle.js';
 import { log } from '../src/log.js';
 import { kbuildPath, PROJECT_ROOT } from '../src/modules.js';
 import { runProgram } from '../src/programs.js';
+import { applySettings } from '../src/settings.js';
 import { chooseTarget, type Target } from '../src/targets.js';
-import { latencySvg, MODDB, type Series } from './svg.js';
+import { writeReport, type GuestFacts } from './report.js';
+import { type LatencyPoint, type Measured, median, medianRow, perSecond, type Row } from './rows.js';
 
 export interface BenchOptions {
 	/** Seconds, few requests, every row: the smoke test. */
@@ -32,8 +37,6 @@ export interface BenchOptions {
 
 const CACHE = path.join(PROJECT_ROOT, '.lab/cache/bench');
 const ECHO_DIR = path.join(PROJECT_ROOT, 'bench/echo-module');
-const SVG_PATH = path.join(PROJECT_ROOT, 'bench/latency-vs-processes.svg');
-const RESULTS_PATH = path.join(PROJECT_ROOT, '.lab/bench-results.json');
 const CLOCKSOURCE = '/sys/devices/system/clocksource/clocksource0/current_clocksource';
 
 const TEXT_PORT = 3000;
@@ -41,49 +44,6 @@ const MC_PORT = 11311;
 const MEMCACHED_PORT = 11211;
 const NODE_PORT = 3001;
 const ECHO_PORT = 3400;
-
-/** What loadgen run (or loadgen exec around memaslap) prints. */
-interface Measured {
-	answered: number;
-	lost: number;
-	refused: number;
-	seconds: number;
-	mean_us: number;
-	p50_us?: number;
-	p99_us?: number;
-	p999_us?: number;
-	gen_cpu_s: number;
-	guest_busy_s: number;
-	guest_total_s: number;
-	/** CPU seconds of the server's own threads (loadgen's LOADGEN_SERVER). */
-	server_cpu_s: number;
-}
-
-export interface Row extends Measured {
-	server: string;
-	protocol: 'text' | 'memcached';
-	threads: number;
-	clients: number;
-	generator: 'loadgen' | 'memaslap';
-	/** memaslap: p99 is only known as the upper edge of its log2 bucket. */
-	p99Bound?: boolean;
-	/** The lowest and highest req/s of the repetitions. */
-	spread?: [number, number];
-	/**
-	 * Answered in the receive softirq (udp_server softirq=1): that work runs
-	 * in whichever task is on the CPU, mostly the generator, so no CPU figure
-	 * can be told apart from the generator's.
-	 */
-	softirq?: boolean;
-}
-
-interface LatencyPoint {
-	server: string;
-	mix: 'read' | 'write' | 'read/write';
-	processes: number;
-	mean_us: number;
-	lost: number;
-}
 
 interface Server {
 	name: string;
@@ -226,35 +186,9 @@ class Bench {
 	}
 }
 
-function median(values: number[]): number {
-	const sorted = [...values].sort((a, b) => a - b);
-	const middle = Math.floor(sorted.length / 2);
-	return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-}
-
-/** The repetition with the median throughput, with the range of all of them. */
-function medianRow(reps: Row[]): Row {
-	const sorted = [...reps].sort((a, b) => perSecond(a) - perSecond(b));
-	return { ...sorted[Math.floor((sorted.length - 1) / 2)]!, spread: [perSecond(sorted[0]!), perSecond(sorted.at(-1)!)] };
-}
-
 /** Shell-quotes one word. */
 function q(word: string): string {
 	return `'${word.replace(/'/g, "'\\''")}'`;
-}
-
-function perSecond(row: Measured): number {
-	return row.answered / row.seconds;
-}
-
-/** CPU microseconds per request served, the generator's own time left out. */
-function cpuPerRequest(row: Measured): number {
-	return ((row.guest_busy_s - row.gen_cpu_s) / row.answered) * 1e6;
-}
-
-/** CPU microseconds of the server's own threads per request served. */
-function serverCpuPerRequest(row: Measured): number {
-	return (row.server_cpu_s / row.answered) * 1e6;
 }
 
 /**
@@ -362,7 +296,7 @@ function processServer(bench: Bench, name: string, comm: string, threads: number
 	};
 }
 
-async function guestFacts(bench: Bench): Promise<{ cpus: number; clocksource: string; kernel: string; perf: string }> {
+async function guestFacts(bench: Bench): Promise<GuestFacts> {
 	const cpus = Number(await bench.guest('nproc'));
 	const clocksource = (await bench.guest(`cat ${CLOCKSOURCE}`)).trim();
 	const kernel = (await bench.guest('uname -r')).trim();
@@ -371,91 +305,8 @@ async function guestFacts(bench: Bench): Promise<{ cpus: number; clocksource: st
 	return { cpus, clocksource, kernel, perf: perfLine };
 }
 
-function fmt(value: number | undefined, digits = 0): string {
-	return value === undefined || Number.isNaN(value)
-		? '–'
-		: value.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }).replace(/,/g, ' ');
-}
-
-function throughputTable(rows: Row[]): string {
-	const memcachedOf = (row: Row) =>
-		rows.find(
-			other =>
-				other.server.startsWith('memcached') &&
-				other.threads === row.threads &&
-				other.clients === row.clients &&
-				other.generator === row.generator,
-		);
-	const echoOf = (row: Row) =>
-		rows.find(other => other.server === 'udp_echo' && other.threads === row.threads && other.clients === row.clients);
-	const lines = [
-		'| generator | server | protocol | threads | clients | req/s | (range) | p50 µs | p99 µs | p99.9 µs | loss | ÷ memcached | CPU µs/req | CPU ÷ memcached | CPU ÷ echo | server threads µs/req | threads ÷ memcached | threads ÷ echo | generator CPU | guest busy |',
-		'| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-	];
-	for (const row of rows) {
-		const mc = memcachedOf(row);
-		const echo = echoOf(row);
-		const sent = row.answered + row.lost;
-		const bound = row.p99Bound ? '≤ ' : '';
-		lines.push(
-			[
-				row.generator,
-				row.server,
-				row.protocol,
-				row.threads,
-				row.clients,
-				fmt(perSecond(row)),
-				row.spread ? `${fmt(row.spread[0])}–${fmt(row.spread[1])}` : '',
-				`${bound}${fmt(row.p50_us)}`,
-				`${bound}${fmt(row.p99_us)}`,
-				`${bound}${fmt(row.p999_us)}`,
-				`${fmt(sent ? (100 * row.lost) / sent : 0, 2)}%`,
-				mc && mc !== row ? `${fmt(perSecond(row) / perSecond(mc), 2)}×` : '',
-				// softirq=1: its work is charged to the generator (see Row.softirq).
-				...(row.softirq
-					? Array<string>(6).fill('n/a')
-					: [
-							fmt(cpuPerRequest(row), 1),
-							mc && mc !== row ? `${fmt(cpuPerRequest(row) / cpuPerRequest(mc), 2)}×` : '',
-							echo && echo !== row && row.generator === 'loadgen' ? `${fmt(cpuPerRequest(row) / cpuPerRequest(echo), 2)}×` : '',
-							fmt(serverCpuPerRequest(row), 1),
-							mc && mc !== row ? `${fmt(serverCpuPerRequest(row) / serverCpuPerRequest(mc), 2)}×` : '',
-							echo && echo !== row && row.generator === 'loadgen' ? `${fmt(serverCpuPerRequest(row) / serverCpuPerRequest(echo), 2)}×` : '',
-						]),
-				`${fmt((100 * row.gen_cpu_s) / row.guest_total_s)}%`,
-				`${fmt((100 * row.guest_busy_s) / row.guest_total_s)}%`,
-			]
-				.join(' | ')
-				.replace(/^/, '| ')
-				.replace(/$/, ' |'),
-		);
-	}
-	return lines.join('\n');
-}
-
-function latencyTable(points: LatencyPoint[]): string {
-	const processes = [...new Set(points.map(point => point.processes))];
-	const lines = [
-		`| server | operation | ${processes.map(n => `${n} proc`).join(' | ')} | ${processes.at(-1)} ÷ 1 |`,
-		`| --- | --- | ${processes.map(() => '---:').join(' | ')} | ---: |`,
-	];
-	for (const server of [...new Set(points.map(point => point.server))]) {
-		for (const mix of ['read', 'write', 'read/write'] as const) {
-			const series = points.filter(point => point.server === server && point.mix === mix);
-			const ms = series.map(point => fmt(point.mean_us / 1000, 3));
-			const growth = series.at(-1)!.mean_us / series[0]!.mean_us;
-			lines.push(`| ${server} | ${mix} | ${ms.join(' | ')} | ${fmt(growth, 1)}× |`);
-		}
-	}
-	for (const [mix, one, ten] of MODDB) {
-		const cells = processes.map(n => (n === 1 ? fmt(one, 2) : n === 10 ? fmt(ten, 2) : ''));
-		lines.push(`| moddb (2017 hardware, its own figures) | ${mix} | ${cells.join(' | ')} | ${fmt(ten / one, 1)}× |`);
-	}
-	return lines.join('\n');
-}
-
 export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
-	process.env['KUDP_LAB_CPUS'] ??= '2';
+	applySettings({ labCpus: 2 }, { keep: true });
 	const target = await chooseTarget({ target: 'lab', lab: options.lab ?? 'bench' });
 	const bench = new Bench(target, options);
 	const loadBefore = os.loadavg()[0]!;
@@ -553,32 +404,17 @@ export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 				.join('');
 		rows.sort((a, b) => order(a).localeCompare(order(b)));
 
-		const header = [
-			`kernel-udp benchmark${options.quick ? ' (--quick: a smoke test, not a measurement)' : ''}`,
-			`host: ${os.cpus().length} cores shared with whatever else runs, load average ${loadBefore.toFixed(1)} at the start, ${os.loadavg()[0]!.toFixed(1)} at the end`,
-			`guest: ${facts.cpus} vCPUs under QEMU TCG, kernel ${facts.kernel}, clocksource ${facts.clocksource}; perf stat -e instructions: ${facts.perf}`,
-			`load: loadgen (bench/loadgen.c) in the same guest over 127.0.0.1, 50/50 insert/lookup (set/get) of 1 000 8-byte keys with 9-byte values, ${bench.window} requests in flight per client, ${bench.reps} × ${bench.seconds} s per row, the servers taking turns (the repetition with the median req/s is shown); memaslap: 16-byte keys and values, 50/50 set/get, one request in flight per connection`,
-		];
-		process.stdout.write(`${header.join('\n')}\n\n${throughputTable(rows)}\n\n`);
-		process.stdout.write(
-			`Mean latency per operation (ms), N closed-loop processes each doing one request at a time, median of ${bench.reps} (udp_server threads=${n} on its text protocol, memcached -t ${n} on its UDP protocol, taking turns; then udp_server threads=${n} softirq=1, loaded in udp_server's place):\n\n${latencyTable(latency)}\n`,
-		);
-		await writeFile(RESULTS_PATH, JSON.stringify({ facts, rows, latency, options }, null, 2));
-		if (!options.quick) {
-			const series: Series[] = [];
-			for (const name of [...new Set(latency.map(point => point.server))]) {
-				for (const mix of ['read', 'write', 'read/write'] as const) {
-					series.push({
-						label: `${name} ${mix}`,
-						points: latency
-							.filter(point => point.server === name && point.mix === mix)
-							.map(point => [point.processes, point.mean_us / 1000]),
-					});
-				}
-			}
-			await writeFile(SVG_PATH, latencySvg(series, `${facts.cpus} vCPUs (QEMU TCG), clocksource ${facts.clocksource}`));
-			process.stdout.write(`\nplot: ${path.relative(PROJECT_ROOT, SVG_PATH)}; raw results: ${path.relative(PROJECT_ROOT, RESULTS_PATH)}\n`);
-		}
+		await writeReport({
+			rows,
+			latency,
+			facts,
+			options,
+			loadBefore,
+			threads: n,
+			window: bench.window,
+			reps: bench.reps,
+			seconds: bench.seconds,
+		});
 	} finally {
 		if (!options.keep) await target.stop();
 	}

@@ -22,6 +22,7 @@ import { parseArgs } from 'node:util';
 import { linkPackages } from '../test/helpers/packages.js';
 import { installedLabKernels } from '../src/lab/kernel.js';
 import { PROJECT_ROOT } from '../src/modules.js';
+import { childEnv, settingsEnv } from '../src/settings.js';
 
 const run = promisify(execFile);
 
@@ -52,7 +53,7 @@ async function runIn(root: string, args: string[], env: Record<string, string> =
 	const started = performance.now();
 	const child = spawn(path.join(root, 'run'), args, {
 		cwd: root,
-		env: { ...process.env, KUDP_TARGET: 'lab', KUDP_LAB: LAB, ...env },
+		env: childEnv({ target: 'lab', lab: LAB }, env),
 		stdio: ['ignore', 'pipe', 'pipe'],
 	});
 	let stdout = '';
@@ -136,7 +137,7 @@ async function bootReliability(root: string, count: number): Promise<string[]> {
 		const boots: number[] = [];
 		const clocks: Record<string, number> = {};
 		for (let i = 0; i < count; i++) {
-			const { stdout } = await runIn(root, ['shell', '--', 'cat', CLOCKSOURCE], { KUDP_LAB_KERNEL: release });
+			const { stdout } = await runIn(root, ['shell', '--', 'cat', CLOCKSOURCE], settingsEnv({ labKernel: release }));
 			boots.push(await bootSeconds(root));
 			clocks[stdout.trim()] = (clocks[stdout.trim()] ?? 0) + 1;
 			await runIn(root, ['down']);

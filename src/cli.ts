@@ -6,6 +6,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { createLogger, setLogger, type LogOptions } from './log.js';
 import { RUN_EXIT_CODES_HELP } from './errors.js';
 import { MODULES } from './modules.js';
+import { ENV } from './settings.js';
 
 function portNumber(value: string): number {
 	const port = Number(value);
@@ -18,8 +19,8 @@ function portNumber(value: string): number {
 const targetOption = () =>
 	new Option('--target <target>', 'where modules run: local (this kernel), lab (a QEMU guest) or auto')
 		.choices(['auto', 'local', 'lab'])
-		.env('KUDP_TARGET');
-const labOption = () => new Option('--lab <name>', 'which lab guest to use (several can run at once)').env('KUDP_LAB');
+		.env(ENV.target);
+const labOption = () => new Option('--lab <name>', 'which lab guest to use (several can run at once)').env(ENV.lab);
 
 const MODULE_LIST = Object.entries(MODULES)
 	.map(([name, module]) => `  ${name.padEnd(12)}${module.summary} (${module.dir}/)`)

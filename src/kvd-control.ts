@@ -10,11 +10,19 @@ import { PROJECT_ROOT } from './modules.js';
 import type { Target } from './targets.js';
 
 export const DEFAULT_BACKUP = '/var/tmp/hashtable_backup.txt';
-const KVD_PID_FILE = '/run/kvd.pid';
-const KVD_LOG = '/var/log/kvd.log';
+const KVD_LOG = '/var/log/kvd.log'; // kvd_log in kvd-control.sh
 const KVD_SCRIPT = path.join(PROJECT_ROOT, 'dist/daemon/kvd.js');
-/** Shell: the loaded copy of udp_server, as kvd names it (boot id + sysfs inode). */
-const KVD_INSTANCE = 'echo "$(cat /proc/sys/kernel/random/boot_id):$(stat -c %i /sys/module/udp_server 2>/dev/null)"';
+/**
+ * What runs in the target: a shell file, not compiled (tsc copies no .sh to
+ * dist/), found in src/ like lab/guest-init.sh. The target sees this
+ * machine's files at the same paths (the lab shares them over virtiofs).
+ */
+const CONTROL_SCRIPT = path.join(PROJECT_ROOT, 'src/kvd-control.sh');
+
+/** `sh kvd-control.sh COMMAND ARGS...` in the target. */
+function control(command: 'pid' | 'start' | 'stop', ...args: string[]): string[] {
+	return ['sh', CONTROL_SCRIPT, command, ...args];
+}
 
 /** What kvd says of itself in /run/kvd.status (see daemon/kvd.ts). */
 export interface DaemonStatus {
@@ -30,9 +38,7 @@ export interface DaemonStatus {
 
 /** The backup daemon's PID in the target, if it is running. */
 export async function daemonPid(target: Target): Promise<number | undefined> {
-	const result = await target.exec(['sh', '-c', `p=$(cat ${KVD_PID_FILE} 2>/dev/null) && kill -0 "$p" && echo "$p"`], {
-		timeoutMs: 10_000,
-	});
+	const result = await target.exec(control('pid'), { timeoutMs: 10_000 });
 	const pid = Number(result.stdout.trim());
 	return result.exitCode === 0 && pid > 0 ? pid : undefined;
 }
@@ -51,35 +57,9 @@ export async function daemonStatus(target: Target): Promise<DaemonStatus | undef
  */
 export async function startDaemon(target: Target, backup = DEFAULT_BACKUP): Promise<number> {
 	// One trip to the target when kvd runs already (the usual case): each costs ~0.2 s in the lab.
-	const script = [
-		// One ./run at a time from the check to kvd's ready: two at once both
-		// saw no kvd and started one each (the second fails kvd's own lock).
-		// The lock is held until this script exits; kvd must not inherit it.
-		'exec 9>/run/kvd.start.lock && flock -w 140 9 || { echo "kvd: another ./run is starting kvd" >&2; exit 1; }',
-		'kvd=$(cat /run/kvd.pid 2>/dev/null)',
-		'if [ -n "$kvd" ] && kill -0 "$kvd" 2>/dev/null; then',
-		// A kvd that keeps another backup file: the caller restarts it ($4 is the file as JSON).
-		'  grep -qF "\\"backup\\":$4," /run/kvd.status || exit 3',
-		'else',
-		// A kvd killed outright leaves its files: they are not the new one's word.
-		'  rm -f /run/kvd.pid /run/kvd.ready',
-		// Paths as arguments, never in the script's text: the project path may have spaces.
-		`  setsid "$2" "$3" --backup "$1" >>${KVD_LOG} 2>&1 </dev/null 9>&- &`,
-		'  kvd=$!',
-		'fi',
-		`want=$(${KVD_INSTANCE})`,
-		'for i in $(seq 6000); do',
-		'  [ "$(cat /run/kvd.ready 2>/dev/null)" = "$want" ] && { echo "$kvd"; cat /run/kvd.status; exit 0; }',
-		`  kill -0 $kvd 2>/dev/null || { tail -n 5 ${KVD_LOG} >&2; exit 1; }`,
-		'  sleep 0.01',
-		'done',
-		'exit 2',
-	].join('\n');
 	const run = () =>
 		// Node's first start in an emulated guest can take a while on a busy machine.
-		target.exec(['sh', '-c', script, 'kvd-start', backup, process.execPath, KVD_SCRIPT, JSON.stringify(backup)], {
-			timeoutMs: 150_000,
-		});
+		target.exec(control('start', backup, process.execPath, KVD_SCRIPT, JSON.stringify(backup)), { timeoutMs: 150_000 });
 	let result = await run();
 	if (result.exitCode === 3) {
 		log.info(`the running kvd keeps another backup file: restarting it for ${backup}`);
@@ -112,10 +92,7 @@ export async function stopDaemon(target: Target): Promise<boolean> {
 	if (!pid) {
 		return false;
 	}
-	const result = await target.exec(
-		['sh', '-c', `kill -TERM ${pid}; for i in $(seq 300); do kill -0 ${pid} 2>/dev/null || exit 0; sleep 0.05; done; exit 1`],
-		{ timeoutMs: 30_000 },
-	);
+	const result = await target.exec(control('stop', String(pid)), { timeoutMs: 30_000 });
 	if (result.exitCode !== 0) {
 		throw new UserError(`the backup daemon (pid ${pid}) did not stop within 15 s`, {
 			hint: `the module is left loaded so no write is lost; see ${KVD_LOG} in the target`,

@@ -6,9 +6,7 @@ import { UserError } from './errors.js';
 import type { KmsgRecord } from './kmsg.js';
 import { log } from './log.js';
 import { buildModule, moduleParams, type ModuleName } from './modules.js';
-import { findProgram, MissingProgramError } from './programs.js';
 import { effectiveValue, validateParams, type ParamAssignment, type ParamSpec } from './params.js';
-import type { ExecResult } from './lab/agent-client.js';
 import { ROLES } from './roles.js';
 import type { Target } from './targets.js';
 
@@ -68,17 +66,6 @@ export async function currentParams(target: Target, name: ModuleName): Promise<R
 	return values;
 }
 
-/**
- * A command that neither exited nor was killed did not start: on this
- * machine's kernel that is a program missing from PATH. (The lab's agent
- * reports it itself.)
- */
-function checkStarted(target: Target, result: ExecResult, program: string): void {
-	if (target.kind === 'local' && result.exitCode === null && result.signal === null && !result.timedOut && !findProgram(program)) {
-		throw new MissingProgramError(program);
-	}
-}
-
 /** The sequence number of the newest kernel log record (-1 for none): "since now". */
 export async function lastLogSequence(target: Target): Promise<number> {
 	return (await target.kernelLog()).at(-1)?.sequence ?? -1;
@@ -115,13 +102,10 @@ export async function unload(target: Target, name: ModuleName): Promise<number |
 	const started = performance.now();
 	const result = await target.exec(['rmmod', name], { timeoutMs: UNLOAD_TIMEOUT_MS });
 	const elapsed = performance.now() - started;
-	checkStarted(target, result, 'rmmod');
+	target.checkStarted(result, 'rmmod');
 	if (result.timedOut) {
 		throw new UserError(`rmmod ${name} did not finish within ${UNLOAD_TIMEOUT_MS / 1000} s: the module is stuck`, {
-			hint:
-				target.kind === 'lab'
-					? 'the lab guest has to be restarted: ./run down (the next ./run boots a fresh one)'
-					: 'a reboot may be needed; check the kernel log (./run logs)',
+			hint: target.stuckModuleHint,
 		});
 	}
 	if (result.exitCode !== 0) {
@@ -141,7 +125,7 @@ export async function load(target: Target, module: BuiltModule, request: LoadReq
 	const loaded: Loaded = { module, params };
 	const context = { target, daemon: request.daemon, backup: request.backup };
 
-	if (target.kind === 'lab') {
+	if (target.isGuest) {
 		for (const [name, value] of Object.entries(role.labParams ?? {})) {
 			if (!params.some(param => param.name === name)) params.push({ name, value });
 		}
@@ -166,7 +150,7 @@ export async function load(target: Target, module: BuiltModule, request: LoadReq
 	const result = await target.exec(['insmod', staged, ...params.map(param => `${param.name}=${param.value}`)], {
 		timeoutMs: 30_000,
 	});
-	checkStarted(target, result, 'insmod');
+	target.checkStarted(result, 'insmod');
 	if (result.exitCode !== 0 || result.timedOut) {
 		if (loaded.udp) {
 			await target.unexposeUdp(loaded.udp.hostPort);

@@ -7,6 +7,7 @@
  */
 import { pino, type Logger } from 'pino';
 import pretty from 'pino-pretty';
+import { ENV, settings } from './settings.js';
 
 export type { Logger };
 
@@ -18,14 +19,14 @@ export interface LogOptions {
 let warnedLevel = false;
 
 export function createLogger(options: LogOptions = {}): Logger {
-	const wanted = options.level ?? (process.env['KUDP_LOG_LEVEL'] || 'info');
+	const wanted = options.level ?? settings.logLevel;
 	const known = wanted in pino.levels.values || wanted === 'silent';
 	const level = known ? wanted : 'info';
-	const json = options.json ?? process.env['KUDP_LOG_JSON'] === '1';
+	const json = options.json ?? settings.logJson;
 	const logger = json ? pino({ level, base: undefined }, pino.destination(2)) : prettyLogger(level);
 	if (!known && !warnedLevel) {
 		warnedLevel = true;
-		logger.warn(`KUDP_LOG_LEVEL=${wanted} is not a log level (${Object.keys(pino.levels.values).join(', ')}, silent); using info`);
+		logger.warn(`${ENV.logLevel}=${wanted} is not a log level (${Object.keys(pino.levels.values).join(', ')}, silent); using info`);
 	}
 	return logger;
 }

@@ -8,6 +8,7 @@ import type { Options } from 'execa';
 import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
 import { UserError } from './errors.js';
+import { settings } from './settings.js';
 
 /** Program → the Debian package that provides it. */
 export const PROGRAM_PACKAGES: Readonly<Record<string, string>> = {
@@ -77,7 +78,7 @@ function isExecutable(file: string): boolean {
 }
 
 /** Where `program` is: itself if it has a slash, else the first match on `searchPath`. */
-export function findProgram(program: string, searchPath = process.env['PATH'] ?? ''): string | undefined {
+export function findProgram(program: string, searchPath = settings.path): string | undefined {
 	if (program.includes('/')) {
 		return isExecutable(program) ? program : undefined;
 	}
@@ -109,7 +110,7 @@ export function isSpawnEnoent(error: unknown): boolean {
  */
 // biome-ignore lint/complexity/noBannedTypes: execa's own default, so results keep their string types
 export async function runProgram<O extends Options = {}>(file: string, args: readonly string[], options?: O) {
-	const searchPath = options?.env?.['PATH'] ?? process.env['PATH'];
+	const searchPath = options?.env?.['PATH'] ?? settings.path;
 	const missing = (cause: unknown) =>
 		isSpawnEnoent(cause) && !findProgram(file, searchPath) ? new MissingProgramError(file, { cause }) : undefined;
 	try {

@@ -9,10 +9,13 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UserError } from './errors.js';
 import type { ExecOptions, ExecResult } from './lab/agent-client.js';
-import { findLabKernel } from './lab/kernel.js';
+import { type DebugKernelStatus, debugKernelStatus } from './lab/debug-kernel.js';
+import { findLabKernel, usualLabKernel } from './lab/kernel.js';
 import { Lab } from './lab/lab.js';
 import { followKmsg, parseKmsg, readKmsg, type KmsgRecord } from './kmsg.js';
 import { PROJECT_ROOT } from './modules.js';
+import { findProgram, MissingProgramError } from './programs.js';
+import { settings } from './settings.js';
 
 export type TargetKind = 'local' | 'lab';
 
@@ -22,6 +25,18 @@ export interface Target {
 	readonly reason: string;
 	/** Its name in a sentence: `this machine's kernel`, `the lab "default"`. */
 	readonly place: string;
+	/** Its short name after "loaded in": `this kernel`, `the lab`. */
+	readonly where: string;
+	/**
+	 * A guest apart from this machine (the lab): reached through port
+	 * forwards, so its UDP ports are told as this machine's, and modules get
+	 * their roles' labParams (roles.ts).
+	 */
+	readonly isGuest: boolean;
+	/** The host part of an interactive shell's prompt (`./run shell`). */
+	readonly promptHost: string;
+	/** What to do about a module that rmmod cannot unload. */
+	readonly stuckModuleHint: string;
 	/** Kernel headers the modules must be built against. */
 	headersDir(): Promise<string>;
 	kernelRelease(): Promise<string>;
@@ -35,6 +50,10 @@ export interface Target {
 	guest(): Promise<GuestReport | undefined>;
 	/** Runs a command as root in the target. */
 	exec(argv: string[], options?: ExecOptions): Promise<ExecResult>;
+	/** Throws a MissingProgramError if `result` of exec() says `program` could not be started. */
+	checkStarted(result: ExecResult, program: string): void;
+	/** The lab's debug kernel, for `./run status`: whether it is built (undefined: this machine's kernel has none). */
+	debugKernel(): Promise<DebugKernelStatus | undefined>;
 	/** Makes a built `.ko` loadable in the target; returns its path there. */
 	stage(ko: string): Promise<string>;
 	/** Makes UDP guestPort reachable at 127.0.0.1:hostPort on this machine. */
@@ -99,6 +118,10 @@ function ignoreMissing<T>(fallback: T): (error: unknown) => T {
 class LocalTarget implements Target {
 	readonly kind = 'local';
 	readonly place = "this machine's kernel";
+	readonly where = 'this kernel';
+	readonly isGuest = false;
+	readonly promptHost = '\\h';
+	readonly stuckModuleHint = 'a reboot may be needed; check the kernel log (./run logs)';
 	constructor(readonly reason: string) {}
 
 	async headersDir(): Promise<string> {
@@ -146,6 +169,20 @@ class LocalTarget implements Target {
 		};
 	}
 
+	/**
+	 * A command that neither exited nor was killed did not start: on this
+	 * machine's kernel that is a program missing from PATH.
+	 */
+	checkStarted(result: ExecResult, program: string): void {
+		if (result.exitCode === null && result.signal === null && !result.timedOut && !findProgram(program)) {
+			throw new MissingProgramError(program);
+		}
+	}
+
+	async debugKernel(): Promise<undefined> {
+		return undefined;
+	}
+
 	async stage(ko: string): Promise<string> {
 		return ko;
 	}
@@ -167,6 +204,10 @@ class LocalTarget implements Target {
 
 class LabTarget implements Target {
 	readonly kind = 'lab';
+	readonly where = 'the lab';
+	readonly isGuest = true;
+	readonly promptHost = 'kudp-lab';
+	readonly stuckModuleHint = 'the lab guest has to be restarted: ./run down (the next ./run boots a fresh one)';
 	readonly lab: Lab;
 
 	constructor(
@@ -230,6 +271,13 @@ class LabTarget implements Target {
 
 	exec(argv: string[], options?: ExecOptions): Promise<ExecResult> {
 		return this.lab.exec(argv, options);
+	}
+
+	/** The lab's agent reports a missing program itself. */
+	checkStarted(): void {}
+
+	async debugKernel(): Promise<DebugKernelStatus> {
+		return debugKernelStatus(await usualLabKernel());
 	}
 
 	/**
@@ -308,7 +356,7 @@ export interface TargetChoice {
 
 /** The target asked for, or local where this machine can load modules, else the lab. */
 export async function chooseTarget(choice: TargetChoice = {}): Promise<Target> {
-	const wanted = choice.target ?? process.env['KUDP_TARGET'] ?? 'auto';
+	const wanted = choice.target ?? settings.target;
 	if (wanted === 'lab') {
 		return new LabTarget('the lab (asked for with --target lab)', choice.lab);
 	}

@@ -3,8 +3,7 @@
  * and managing the target.
  */
 import { formatKmsg } from '../kmsg.js';
-import { DEBUG_KERNEL, DebugKernelNotBuiltError, type DebugKernelStatus, debugKernelStatus } from '../lab/debug-kernel.js';
-import { usualLabKernel } from '../lab/kernel.js';
+import { DEBUG_KERNEL, DebugKernelNotBuiltError, type DebugKernelStatus } from '../lab/debug-kernel.js';
 import { type DaemonStatus, daemonPid, daemonStatus } from '../kvd-control.js';
 import { currentParams, isLoaded, stopTarget } from '../lifecycle.js';
 import { MODULES, type ModuleName } from '../modules.js';
@@ -77,8 +76,8 @@ export async function statusCommand(options: TargetChoice & { json?: boolean }):
 		}),
 		modules: {},
 	};
-	if (target.kind === 'lab') {
-		const debug = await debugKernelStatus(await usualLabKernel());
+	const debug = await target.debugKernel();
+	if (debug) {
 		report.debugKernel = { ...debug, inUse: report.kernel === debug.build?.release || report.kernel.startsWith(`${DEBUG_KERNEL} `) };
 	}
 	const guest = await target.guest();
@@ -158,9 +157,7 @@ export async function shellCommand(command: string[], options: TargetChoice): Pr
 	const interactive = command.length === 0;
 	// No rc files: the host's ~/.bashrc is visible in the guest and may run
 	// things that crawl under emulation. The prompt says where you are.
-	const argv = interactive
-		? ['env', `PS1=${target.kind === 'lab' ? 'kudp-lab' : '\\h'}:\\w# `, 'bash', '--noprofile', '--norc', '-i']
-		: command;
+	const argv = interactive ? ['env', `PS1=${target.promptHost}:\\w# `, 'bash', '--noprofile', '--norc', '-i'] : command;
 	const tty = interactive && process.stdin.isTTY ? { rows: process.stdout.rows || 24, cols: process.stdout.columns || 80 } : undefined;
 	if (tty) {
 		process.stdin.setRawMode(true);

@@ -19,8 +19,8 @@ export interface LoadOptions extends TargetChoice {
 
 export function describeLoaded(target: Target, loaded: Loaded): string {
 	const params = loaded.params.map(param => `${param.name}=${param.value}`).join(' ');
-	let text = `${loaded.module.name} is loaded in ${target.kind === 'lab' ? 'the lab' : 'this kernel'}${params ? ` with ${params}` : ''}`;
-	if (loaded.udp && target.kind === 'lab') {
+	let text = `${loaded.module.name} is loaded in ${target.where}${params ? ` with ${params}` : ''}`;
+	if (loaded.udp && target.isGuest) {
 		text += `; 127.0.0.1:${loaded.udp.hostPort} on this machine reaches its UDP port ${loaded.udp.guestPort}`;
 	}
 	if (loaded.daemonPid) {

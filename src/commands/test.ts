@@ -21,6 +21,7 @@ import { findLabKernel } from '../lab/kernel.js';
 import { Lab } from '../lab/lab.js';
 import { isAlive } from '../lock.js';
 import { PROJECT_ROOT } from '../modules.js';
+import { settings, settingsEnv } from '../settings.js';
 import { nodeBinary, OTHER_NODE_MAJORS } from '../node-versions.js';
 import { type Tally, TapTally } from '../tap.js';
 import { ensureSystemPackages } from './setup.js';
@@ -159,7 +160,7 @@ export async function unitTestsOn(major: number): Promise<Part> {
 	}
 	process.stdout.write(`# unit tests on Node ${binary.version}\n`);
 	// `node` on PATH is this version too, for anything the tests start by name.
-	const env = { PATH: `${path.dirname(binary.node)}:${process.env['PATH'] ?? ''}` };
+	const env = settingsEnv({ path: `${path.dirname(binary.node)}:${settings.path}` });
 	return { label: `Node ${binary.version}, unit tests`, tally: await runAva(binary.node, [UNIT_TESTS], { echo: false, env }) };
 }
 
@@ -177,7 +178,11 @@ export async function debugKernelPart(): Promise<Part> {
 	const started = Date.now();
 	const match = Object.values(DEBUG_KERNEL_TESTS).flatMap(patterns => patterns.flatMap(pattern => ['--match', pattern]));
 	const paths = files.map(file => `dist/test/integration/${file}.test.js`);
-	const tally = await runAva(process.execPath, [...match, ...paths], { echo: false, replay: true, env: { KUDP_LAB_KERNEL: DEBUG_KERNEL } });
+	const tally = await runAva(process.execPath, [...match, ...paths], {
+		echo: false,
+		replay: true,
+		env: settingsEnv({ labKernel: DEBUG_KERNEL }),
+	});
 	process.stdout.write(`# ${label}: ${((Date.now() - started) / 60_000).toFixed(1)} min\n`);
 	return { label, tally };
 }

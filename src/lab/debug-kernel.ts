@@ -13,7 +13,7 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { cpus, homedir } from 'node:os';
+import { cpus } from 'node:os';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { UserError, ifMissing } from '../errors.js';
@@ -21,6 +21,7 @@ import { writeFileAtomically } from '../files.js';
 import { acquireLock } from '../lock.js';
 import { log } from '../log.js';
 import { MissingProgramError, requireProgram, runProgram } from '../programs.js';
+import { settings } from '../settings.js';
 import { INITRAMFS_MODULES } from './guest-modules.js';
 import type { LabKernel } from './kernel.js';
 
@@ -196,12 +197,7 @@ export function checkConfig(config: string, fragment: string): string[] {
 
 /** Where built debug kernels are kept: outside the checkout, shared by every checkout of the machine. */
 export function debugKernelCacheRoot(): string {
-	const base =
-		process.env['KUDP_CACHE_DIR'] ??
-		(process.getuid?.() === 0
-			? '/var/cache/kernel-udp'
-			: path.join(process.env['XDG_CACHE_HOME'] ?? path.join(homedir(), '.cache'), 'kernel-udp'));
-	return path.join(base, 'debug-kernel');
+	return path.join(settings.cacheDir, 'debug-kernel');
 }
 
 /** Asked for the debug kernel without building it, and it is not in the cache. */

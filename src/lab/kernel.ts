@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
 import { partialPath, writeFileAtomically } from '../files.js';
 import { MissingProgramError, requireProgram, runProgram } from '../programs.js';
+import { settings } from '../settings.js';
 import { DEBUG_KERNEL, debugLabKernel } from './debug-kernel.js';
 import { INITRAMFS_MODULES } from './guest-modules.js';
 
@@ -84,7 +85,7 @@ export function isWantedKernel(kernel: LabKernel, wanted: string): boolean {
  * it is not in the cache, unless `build` is false), else the distribution's
  * own cloud kernel, else the newest installed one.
  */
-export async function findLabKernel(wanted = process.env['KUDP_LAB_KERNEL'], { build = true } = {}): Promise<LabKernel> {
+export async function findLabKernel(wanted = settings.labKernel, { build = true } = {}): Promise<LabKernel> {
 	if (wanted === DEBUG_KERNEL) {
 		return debugLabKernel(await usualLabKernel(), { build });
 	}

@@ -4,6 +4,7 @@
  */
 import type { ExecOptions, ExecResult } from '../../src/lab/agent-client.js';
 import type { KmsgRecord } from '../../src/kmsg.js';
+import { findProgram, MissingProgramError } from '../../src/programs.js';
 import type { GuestReport, Target, TargetKind } from '../../src/targets.js';
 
 export type Responder = (argv: string[], options: ExecOptions) => Partial<ExecResult> | undefined;
@@ -20,6 +21,24 @@ export class FakeTarget implements Target {
 		private readonly respond: Responder,
 		readonly kind: TargetKind = 'lab',
 	) {}
+
+	get where(): string {
+		return this.kind === 'lab' ? 'the lab' : 'this kernel';
+	}
+
+	get isGuest(): boolean {
+		return this.kind === 'lab';
+	}
+
+	get promptHost(): string {
+		return this.kind === 'lab' ? 'kudp-lab' : '\\h';
+	}
+
+	get stuckModuleHint(): string {
+		return this.kind === 'lab'
+			? 'the lab guest has to be restarted: ./run down (the next ./run boots a fresh one)'
+			: 'a reboot may be needed; check the kernel log (./run logs)';
+	}
 
 	async headersDir(): Promise<string> {
 		return '/nonexistent/headers';
@@ -46,6 +65,17 @@ export class FakeTarget implements Target {
 	async exec(argv: string[], options: ExecOptions = {}): Promise<ExecResult> {
 		this.commands.push(argv);
 		return { exitCode: 0, signal: null, timedOut: false, stdout: '', stderr: '', ...this.respond(argv, options) };
+	}
+
+	/** As the real targets do: this machine's kernel finds a program that did not start missing; the lab's agent says so itself. */
+	checkStarted(result: ExecResult, program: string): void {
+		if (this.kind === 'local' && result.exitCode === null && result.signal === null && !result.timedOut && !findProgram(program)) {
+			throw new MissingProgramError(program);
+		}
+	}
+
+	async debugKernel(): Promise<undefined> {
+		return undefined;
 	}
 
 	async stage(ko: string): Promise<string> {

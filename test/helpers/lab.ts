@@ -13,9 +13,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseKmemleak, splitKmemleak } from '../../src/kmemleak.js';
 import { formatKmsg, isProblem, type KmsgRecord } from '../../src/kmsg.js';
 import { DEBUG_KERNEL } from '../../src/lab/debug-kernel.js';
-import { freePort } from '../../src/lab/lab.js';
+import { freePort } from '../../src/lab/free-port.js';
 import { build, lastLogSequence, load, unload, type BuiltModule, type Loaded } from '../../src/lifecycle.js';
 import { MODULES, type ModuleName } from '../../src/modules.js';
+import { applySettings, settings } from '../../src/settings.js';
 import { chooseTarget, LabTarget, type Target } from '../../src/targets.js';
 import { request } from '../../user-client/client.js';
 
@@ -37,9 +38,9 @@ export function useLab(testFile: string, options: { kernel?: () => Promise<strin
 	test.before(async t => {
 		// Two test files run at once on a 2-core machine: one emulated CPU each. The debug
 		// kernel's guests get two: kmemleak's scan holds one for ~20 s, and qemu-ga needs the other.
-		process.env['KUDP_LAB_CPUS'] ??= process.env['KUDP_LAB_KERNEL'] === DEBUG_KERNEL ? '2' : '1';
+		applySettings({ labCpus: settings.labKernel === DEBUG_KERNEL ? 2 : 1 }, { keep: true });
 		if (options.kernel) {
-			process.env['KUDP_LAB_KERNEL'] = await options.kernel();
+			applySettings({ labKernel: await options.kernel() });
 		}
 		const target = await chooseTarget({ target: 'lab', lab: name });
 		if (!(target instanceof LabTarget)) {
@@ -52,7 +53,7 @@ export function useLab(testFile: string, options: { kernel?: () => Promise<strin
 	});
 	// Serial: ava runs a file's concurrent hooks at once, and the one below takes the lab down.
 	test.serial.after.always('kmemleak finds nothing of ours (debug kernel only)', async t => {
-		if (process.env['KUDP_LAB_KERNEL'] === DEBUG_KERNEL && (await t.context.target?.isUp())) {
+		if (settings.labKernel === DEBUG_KERNEL && (await t.context.target?.isUp())) {
 			await noLeaksOfOurs(t);
 		}
 	});
@@ -163,7 +164,7 @@ export async function timedRmmod(
  * kernels, where each test also runs; on the debug kernel what is tested is
  * what its checkers report.
  */
-export const SLOWDOWN = process.env['KUDP_LAB_KERNEL'] === DEBUG_KERNEL ? 4 : 1;
+export const SLOWDOWN = settings.labKernel === DEBUG_KERNEL ? 4 : 1;
 
 /** Unload bounds: module_exit itself, and a generous one for the whole command. */
 export function assertPromptUnload(t: ExecutionContext<LabContext>, times: { exitMs: number; commandMs: number }, what: string) {

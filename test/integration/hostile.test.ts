@@ -12,7 +12,7 @@ import type { ExecutionContext } from 'ava';
 import { createSocket } from 'node:dgram';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { freePort } from '../../src/lab/lab.js';
+import { freePort } from '../../src/lab/free-port.js';
 import { PROJECT_ROOT } from '../../src/modules.js';
 import { request } from '../../user-client/client.js';
 import { guest, type LabContext, labTest, loadServer, useLab } from '../helpers/lab.js';

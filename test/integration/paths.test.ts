@@ -10,7 +10,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { freePort } from '../../src/lab/lab.js';
+import { freePort } from '../../src/lab/free-port.js';
 import { kbuildPath, PROJECT_ROOT } from '../../src/modules.js';
 import { linkPackages } from '../helpers/packages.js';
 

@@ -2,7 +2,8 @@
  * The rules of issue 10's "one door per target", checked on the sources: a
  * target is reached only through the Target interface, what is particular to
  * a module lives in src/roles.ts, and src/ does not depend on bench/; and
- * issue 19's layers of the server module, one way, one prefix.
+ * issue 19's layers of the server module, one way, one prefix; one module
+ * reads the environment (src/settings.ts).
  */
 import test from 'ava';
 import { readdir, readFile } from 'node:fs/promises';
@@ -22,6 +23,34 @@ test('only src/targets.ts looks inside the lab target; commands and bench use th
 		.filter(({ text }) => /instanceof LabTarget|\.lab\.(state|down|up|exec|forwardUdp|unforwardUdp)\(/.test(text))
 		.map(({ file }) => file);
 	t.deepEqual(offenders, []);
+});
+
+/**
+ * Files besides src/settings.ts that may read process.env, each with its
+ * reason. (daemon/ is not checked: kvd runs in the target on its own, and
+ * its KVD_CRASH_AT is a test hook of its own.)
+ */
+const ENV_READERS: Record<string, string> = {};
+
+test('only src/settings.ts reads the environment (src/, bench/, test/helpers/)', async t => {
+	const offenders = [...(await sources('src')), ...(await sources('bench')), ...(await sources(path.join('test', 'helpers')))]
+		.filter(({ file }) => file !== path.join('src', 'settings.ts') && !(file in ENV_READERS))
+		.filter(({ text }) => /\bprocess\.env\b/.test(text))
+		.map(({ file }) => file);
+	t.deepEqual(offenders, []);
+});
+
+test("no branch on a target's kind outside the targets: what differs is a property or method of Target", async t => {
+	const offenders = [...(await sources('src')), ...(await sources('bench'))]
+		.filter(({ file }) => file !== path.join('src', 'targets.ts') && !file.startsWith(path.join('src', 'lab')))
+		.filter(({ text }) => /\.kind\s*[!=]==|[!=]==\s*[\w.]+\.kind\b|switch\s*\([^)]*\.kind\s*\)/.test(text))
+		.map(({ file }) => file);
+	t.deepEqual(offenders, []);
+});
+
+test('kvd-control.ts runs its target-side shell from src/kvd-control.sh, not from scripts in strings', async t => {
+	const text = await readFile(path.join(PROJECT_ROOT, 'src', 'kvd-control.ts'), 'utf8');
+	t.notRegex(text, /'sh',\s*'-c'/);
 });
 
 test('lifecycle.ts treats every module alike: what is particular to one is in roles.ts', async t => {

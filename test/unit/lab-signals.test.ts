@@ -14,7 +14,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { removeTestLabs } from '../../src/commands/test.js';
-import { isLabProcess, Lab } from '../../src/lab/lab.js';
+import { Lab } from '../../src/lab/lab.js';
+import { isLabProcess } from '../../src/lab/state.js';
 import { acquireLock, bootId, isAlive, lockOwner, processIdentity, processStart } from '../../src/lock.js';
 
 async function scratch(t: { teardown(fn: () => Promise<void>): void }): Promise<string> {

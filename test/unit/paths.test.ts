@@ -8,7 +8,7 @@ import { execa } from 'execa';
 import { mkdir, mkdtemp, readFile, realpath, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { encodeBootArg } from '../../src/lab/lab.js';
+import { encodeBootArg } from '../../src/lab/qemu-args.js';
 import { kbuildPath, PROJECT_ROOT } from '../../src/modules.js';
 
 test('kernel command line values survive guest-init.sh decoding', async t => {
