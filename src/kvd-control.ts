@@ -1,15 +1,16 @@
 /**
- * The backup daemon kvd (daemon/kvd.ts) as seen from `./run`: start it in a
+ * The backup daemon kvd (daemon/) as seen from `./run`: start it in a
  * target, make it leave a module before rmmod, stop it, and read what it
  * says of itself. Used by udp_server's role (roles.ts).
  */
 import path from 'node:path';
+import { DEFAULT_BACKUP, type Status } from '../daemon/status.js';
 import { UserError } from './errors.js';
 import { log } from './log.js';
 import { PROJECT_ROOT } from './modules.js';
 import type { Target } from './targets.js';
 
-export const DEFAULT_BACKUP = '/var/tmp/hashtable_backup.txt';
+export { DEFAULT_BACKUP };
 const KVD_LOG = '/var/log/kvd.log'; // kvd_log in kvd-control.sh
 const KVD_SCRIPT = path.join(PROJECT_ROOT, 'dist/daemon/kvd.js');
 /**
@@ -24,17 +25,8 @@ function control(command: 'pid' | 'start' | 'stop', ...args: string[]): string[]
 	return ['sh', CONTROL_SCRIPT, command, ...args];
 }
 
-/** What kvd says of itself in /run/kvd.status (see daemon/kvd.ts). */
-export interface DaemonStatus {
-	pid: number;
-	state: string;
-	backup: string;
-	restored: number;
-	rejected: number;
-	rejectsFile?: string;
-	problems: string[];
-	error?: string;
-}
+/** What kvd says of itself in /run/kvd.status (daemon/status.ts, shared with kvd). */
+export type DaemonStatus = Status;
 
 /** The backup daemon's PID in the target, if it is running. */
 export async function daemonPid(target: Target): Promise<number | undefined> {

@@ -1,7 +1,7 @@
 /**
  * kvd crashed at each step of a save and of a new base (issue 18), as ALICE
  * and CrashMonkey crash a program between its writes, fsyncs and renames:
- * KVD_CRASH_AT names the step (daemon/kvd.ts, crashPoint) and kvd SIGKILLs
+ * KVD_CRASH_AT names the step (daemon/crash-points.ts) and kvd SIGKILLs
  * itself there. After each crash the backup on this machine's disk reads
  * without a problem, and a reload has every acknowledged write; with
  * durable=1 the backup itself already holds every acknowledged write. Also:

@@ -145,7 +145,7 @@ labTest('softirq=1: a load that fails (memcached_port busy) under a flood on the
 			'done',
 			'echo "failed $failed"',
 			'pkill -x nc || true',
-			'pkill -f kudp-squatter || true',
+			"pkill -f 'kudp[-]squatter' || true", // [-]: the pattern must not match this script's own command line
 		].join('\n'),
 		300_000,
 	);
