@@ -135,7 +135,7 @@ labTest('softirq=1: a load that fails (memcached_port busy) under a flood on the
 			// (A plain socket: netcat sets SO_REUSEPORT, which the server's shared sockets would join.)
 			// Both stay until the end (killed there), not for a set time: on the debug kernel the
 			// 10 loads took longer than the 40 s the squatter once had, and the last 5 succeeded.
-			`(timeout 280 python3 -c 'import socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 11211)); time.sleep(300)  # kudp-squatter' &)`,
+			`(timeout 280 python3 -c 'import socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 11211)); time.sleep(300)' & echo $! >/run/squatter.pid)`,
 			`(timeout 280 sh -c 'while :; do echo "lookup k"; done' | nc -u 127.0.0.1 3000 >/dev/null 2>&1 &)`,
 			// Until it is bound (python3's first start in the guest takes seconds): 11211 is 2BCB in /proc/net/udp.
 			'for i in $(seq 100); do grep -qi ":2BCB " /proc/net/udp && break; sleep 0.2; done',
@@ -145,7 +145,8 @@ labTest('softirq=1: a load that fails (memcached_port busy) under a flood on the
 			'done',
 			'echo "failed $failed"',
 			'pkill -x nc || true',
-			"pkill -f 'kudp[-]squatter' || true", // [-]: the pattern must not match this script's own command line
+			// By its PID (timeout passes the TERM on): a pkill -f pattern also matches this script's own shell.
+			'kill $(cat /run/squatter.pid) || true',
 		].join('\n'),
 		300_000,
 	);
