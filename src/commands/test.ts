@@ -13,7 +13,7 @@
  * With files named, only those files, on this Node.
  */
 import { execa } from 'execa';
-import { readdir, rm } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { DEBUG_KERNEL } from '../lab/debug-kernel.js';
@@ -30,6 +30,42 @@ import { ensureSystemPackages } from './setup.js';
 export const LINTED = ['src', 'user-client', 'daemon', 'test', 'bench'];
 const UNIT_TESTS = 'dist/test/unit/**/*.test.js';
 const NODE_CACHE = path.join(PROJECT_ROOT, '.lab/cache/node');
+/** Where each lab test file leaves its times (test/helpers/lab.ts), for `slowestFiles`. */
+export const TEST_TIMES_DIR = path.join(PROJECT_ROOT, '.lab/test-times');
+
+interface FileTimes {
+	file: string;
+	kernel: string;
+	setupMs: number;
+	totalMs: number;
+	ended: number;
+}
+
+/**
+ * The lab test files that ended since `since`, slowest first, as comment
+ * lines: where the suite's time goes (its budget is 25 minutes).
+ */
+export async function slowestFiles(since: number, count = 10, dir = TEST_TIMES_DIR): Promise<string[]> {
+	const names = await readdir(dir).catch(() => [] as string[]);
+	const records: FileTimes[] = [];
+	for (const name of names.filter(name => name.endsWith('.json'))) {
+		try {
+			const record = JSON.parse(await readFile(path.join(dir, name), 'utf8')) as FileTimes;
+			if (record.ended >= since) {
+				records.push(record);
+			}
+		} catch {
+			// Half-written by a file killed mid-way: its time is not known.
+		}
+	}
+	records.sort((a, b) => b.totalMs - a.totalMs);
+	const seconds = (ms: number) => `${Math.round(ms / 1000)} s`.padStart(6);
+	return records
+		.slice(0, count)
+		.map(
+			r => `#   ${seconds(r.totalMs)} ${r.file}${r.kernel ? ` (${r.kernel})` : ''}: ${seconds(r.setupMs).trim()} to boot its lab and build`,
+		);
+}
 
 /**
  * What runs again on the debug kernel: the tests that stress concurrency and
@@ -222,6 +258,10 @@ export async function testCommand(files: string[]): Promise<void> {
 	parts.push({ label: `Node ${process.versions.node}, ${full ? 'the whole suite' : files.join(' ')}`, tally: suite });
 	await removeTestLabs();
 	const minutes = ((Date.now() - started) / 60_000).toFixed(1);
+	const slowest = await slowestFiles(started);
+	if (slowest.length > 0) {
+		process.stdout.write(`\n# the slowest lab test files (each boots a lab of its own; two run at once):\n${slowest.join('\n')}\n`);
+	}
 	const { lines, total } = summary(parts);
 	process.stdout.write(`\nsuite time: ${minutes} min\n${lines.join('\n')}\n`);
 	process.exitCode = total.failed === 0 && total.passed > 0 ? 0 : 1;

@@ -8,6 +8,7 @@
  */
 import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 import { randomBytes } from 'node:crypto';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseKmemleak, splitKmemleak } from '../../src/kmemleak.js';
@@ -15,6 +16,7 @@ import { formatKmsg, isProblem, type KmsgRecord } from '../../src/kmsg.js';
 import { DEBUG_KERNEL } from '../../src/lab/debug-kernel.js';
 import { freePort } from '../../src/lab/free-port.js';
 import { build, lastLogSequence, load, unload, type BuiltModule, type Loaded } from '../../src/lifecycle.js';
+import { TEST_TIMES_DIR } from '../../src/commands/test.js';
 import { MODULES, type ModuleName } from '../../src/modules.js';
 import { applySettings, settings } from '../../src/settings.js';
 import { chooseTarget, LabTarget, type Target } from '../../src/targets.js';
@@ -34,8 +36,11 @@ export const test = anyTest as TestFn<LabContext>;
  * test file runs in a process of its own).
  */
 export function useLab(testFile: string, options: { kernel?: () => Promise<string> } = {}): void {
-	const name = `test-${path.basename(testFile, '.test.js')}-${process.pid}`;
+	const file = path.basename(testFile, '.test.js');
+	const name = `test-${file}-${process.pid}`;
+	const times = { started: 0, ready: 0 };
 	test.before(async t => {
+		times.started = Date.now();
 		// Two test files run at once on a 2-core machine: one emulated CPU each. The debug
 		// kernel's guests get two: kmemleak's scan holds one for ~20 s, and qemu-ga needs the other.
 		applySettings({ labCpus: settings.labKernel === DEBUG_KERNEL ? 2 : 1 }, { keep: true });
@@ -50,6 +55,7 @@ export function useLab(testFile: string, options: { kernel?: () => Promise<strin
 		await target.prepare();
 		t.context.server = await build(target, 'udp_server');
 		t.context.client = await build(target, 'udp_client');
+		times.ready = Date.now();
 	});
 	// Serial: ava runs a file's concurrent hooks at once, and the one below takes the lab down.
 	test.serial.after.always('kmemleak finds nothing of ours (debug kernel only)', async t => {
@@ -59,7 +65,15 @@ export function useLab(testFile: string, options: { kernel?: () => Promise<strin
 	});
 	test.after.always(async t => {
 		await t.context.target?.lab.down();
+		await recordTimes(file, times);
 	});
+}
+
+async function recordTimes(file: string, { started, ready }: { started: number; ready: number }): Promise<void> {
+	const ended = Date.now();
+	const record = { file, kernel: settings.labKernel ?? '', setupMs: (ready || ended) - started, totalMs: ended - started, ended };
+	await mkdir(TEST_TIMES_DIR, { recursive: true });
+	await writeFile(path.join(TEST_TIMES_DIR, `${file}-${process.pid}.json`), JSON.stringify(record));
 }
 
 /**

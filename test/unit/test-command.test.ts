@@ -3,7 +3,10 @@
  * which Node release it fetches for the other majors.
  */
 import test from 'ava';
-import { summary, testLabOwner } from '../../src/commands/test.js';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { slowestFiles, summary, testLabOwner } from '../../src/commands/test.js';
 import { compareVersions, newestOfMajor } from '../../src/node-versions.js';
 
 test('the closing line adds up every part, and each part is labelled', t => {
@@ -39,4 +42,19 @@ test('the newest plain release of a major is picked, compared as numbers', t => 
 	t.is(newestOfMajor(listed, 22), '22.23.3');
 	t.is(newestOfMajor(listed, 26), undefined);
 	t.true(compareVersions('22.9.0', '22.23.3') < 0);
+});
+
+test("the slowest files of this run come first; an earlier run's and a half-written record are left out", async t => {
+	const dir = await mkdtemp(path.join(tmpdir(), 'kudp-times-'));
+	const record = (file: string, totalMs: number, ended: number, kernel = '') =>
+		writeFile(path.join(dir, `${file}-1.json`), JSON.stringify({ file, kernel, setupMs: 40_000, totalMs, ended }));
+	await record('kv', 120_000, 2000);
+	await record('robustness', 300_000, 2000, '6.1.192-kudp-debug');
+	await record('old', 900_000, 500);
+	await writeFile(path.join(dir, 'cut-1.json'), '{"file": "cut"');
+	t.deepEqual(await slowestFiles(1000, 10, dir), [
+		'#    300 s robustness (6.1.192-kudp-debug): 40 s to boot its lab and build',
+		'#    120 s kv: 40 s to boot its lab and build',
+	]);
+	t.deepEqual(await slowestFiles(1000, 1, dir), ['#    300 s robustness (6.1.192-kudp-debug): 40 s to boot its lab and build']);
 });
