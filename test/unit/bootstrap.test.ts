@@ -27,8 +27,8 @@ async function scratchProject(t: { teardown(fn: () => Promise<void>): void }): P
 		await cp(path.join(PROJECT_ROOT, entry), path.join(root, entry), { recursive: true });
 	}
 	const sources: Record<string, string> = {
-		'src/greeting.ts': 'export const greeting = (name: string): string => `hello ${name}`;\n',
-		'src/bin/run.ts': "import { greeting } from '../greeting.js';\n\nprocess.stdout.write(`${greeting(process.argv[2] ?? 'world')}\\n`);\n",
+		'src/greeting.ts': "export const greeting = (name: string): string => 'hello ' + name;\n",
+		'src/bin/run.ts': "import { greeting } from '../greeting.js';\n\nconsole.log(greeting(process.argv[2] ?? 'world'));\n",
 		'daemon/kvd.ts': 'export const kvd = 1;\n',
 		'user-client/cli.ts': 'export const cli = 1;\n',
 		'test/unit/a.test.ts': "import test from 'ava';\n\ntest('a', t => t.pass());\n",
