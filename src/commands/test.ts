@@ -9,13 +9,15 @@
  *   4. beside 1 and 2: the tests that stress concurrency and teardown again,
  *      on the lab's debug kernel (KASAN, lockdep, kmemleak, UBSAN:
  *      lab/debug-kernel.ts), built first if this machine has not built it yet;
- *      3 starts once 4 is done.
+ *      3 starts once 4 is down to its last file (each file leaves its times
+ *      in .lab/test-times, which also give the slowest files at the end).
  * With files named, only those files, on this Node.
  */
 import { execa } from 'execa';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { DEBUG_KERNEL } from '../lab/debug-kernel.js';
 import { findLabKernel } from '../lab/kernel.js';
 import { Lab } from '../lab/lab.js';
@@ -41,11 +43,7 @@ interface FileTimes {
 	ended: number;
 }
 
-/**
- * The lab test files that ended since `since`, slowest first, as comment
- * lines: where the suite's time goes (its budget is 25 minutes).
- */
-export async function slowestFiles(since: number, count = 10, dir = TEST_TIMES_DIR): Promise<string[]> {
+async function readTimes(since: number, dir: string): Promise<FileTimes[]> {
 	const names = await readdir(dir).catch(() => [] as string[]);
 	const records: FileTimes[] = [];
 	for (const name of names.filter(name => name.endsWith('.json'))) {
@@ -58,6 +56,22 @@ export async function slowestFiles(since: number, count = 10, dir = TEST_TIMES_D
 			// Half-written by a file killed mid-way: its time is not known.
 		}
 	}
+	return records;
+}
+
+/** Resolves once `count` lab test files on `kernel` have ended since `since` (polled). */
+export async function filesEnded(kernel: string, count: number, since: number, dir = TEST_TIMES_DIR): Promise<void> {
+	while ((await readTimes(since, dir)).filter(record => record.kernel === kernel).length < count) {
+		await sleep(2000);
+	}
+}
+
+/**
+ * The lab test files that ended since `since`, slowest first, as comment
+ * lines: where the suite's time goes (its budget is 25 minutes).
+ */
+export async function slowestFiles(since: number, count = 10, dir = TEST_TIMES_DIR): Promise<string[]> {
+	const records = await readTimes(since, dir);
 	records.sort((a, b) => b.totalMs - a.totalMs);
 	const seconds = (ms: number) => `${Math.round(ms / 1000)} s`.padStart(6);
 	return records
@@ -241,20 +255,24 @@ export async function testCommand(files: string[]): Promise<void> {
 	const started = Date.now();
 	const full = files.length === 0;
 	const parts: Part[] = [];
+	let debug: Promise<Part> | undefined;
 	if (full) {
 		// The debug kernel's part runs beside the lint and the unit tests, which are light;
-		// the whole suite, whose lab tests are not, runs after it, alone.
-		const debug = debugKernelPart();
+		// the whole suite, whose lab tests are not, starts once the debug part is down to
+		// its last file (two lab files at a time: the suite then begins with its unit tests).
+		debug = debugKernelPart();
 		parts.push({ label: 'lint and format (Biome)', tally: await lint() });
 		for (const major of OTHER_NODE_MAJORS) {
 			parts.push(await unitTestsOn(major));
 		}
-		parts.push(await debug);
-		await removeTestLabs();
+		await Promise.race([debug, filesEnded(DEBUG_KERNEL, Object.keys(DEBUG_KERNEL_TESTS).length - 1, started)]);
 	} else {
 		process.stdout.write(`# files named: no lint, no unit tests on Node ${OTHER_NODE_MAJORS.join(' and ')} (a full ./run test has them)\n`);
 	}
 	const suite = await runAva(process.execPath, files, { echo: true });
+	if (debug) {
+		parts.push(await debug);
+	}
 	parts.push({ label: `Node ${process.versions.node}, ${full ? 'the whole suite' : files.join(' ')}`, tally: suite });
 	await removeTestLabs();
 	const minutes = ((Date.now() - started) / 60_000).toFixed(1);

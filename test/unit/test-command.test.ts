@@ -6,7 +6,7 @@ import test from 'ava';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { slowestFiles, summary, testLabOwner } from '../../src/commands/test.js';
+import { filesEnded, slowestFiles, summary, testLabOwner } from '../../src/commands/test.js';
 import { compareVersions, newestOfMajor } from '../../src/node-versions.js';
 
 test('the closing line adds up every part, and each part is labelled', t => {
@@ -57,4 +57,21 @@ test("the slowest files of this run come first; an earlier run's and a half-writ
 		'#    120 s kv: 40 s to boot its lab and build',
 	]);
 	t.deepEqual(await slowestFiles(1000, 1, dir), ['#    300 s robustness (6.1.192-kudp-debug): 40 s to boot its lab and build']);
+});
+
+test('the suite waits until the given number of files on a kernel have ended in this run', async t => {
+	const dir = await mkdtemp(path.join(tmpdir(), 'kudp-times-'));
+	const record = (file: string, kernel: string, ended: number) =>
+		writeFile(path.join(dir, `${file}-1.json`), JSON.stringify({ file, kernel, setupMs: 1, totalMs: 1, ended }));
+	await record('old', 'debug', 10); // an earlier run's
+	await record('kv', '', Date.now()); // not on the debug kernel
+	let done = false;
+	const waiting = filesEnded('debug', 1, 1000, dir).then(() => {
+		done = true;
+	});
+	await new Promise(resolve => setTimeout(resolve, 2500));
+	t.false(done, 'no debug file of this run has ended yet');
+	await record('softirq', 'debug', Date.now());
+	await waiting;
+	t.true(done);
 });
