@@ -85,7 +85,7 @@ export async function runDurableBenchmark(): Promise<Row[]> {
 	const target = await chooseTarget({ target: 'lab', lab: 'bench-durable' });
 	await target.prepare();
 	const server = await build(target, 'udp_server');
-	await target.exec(['sh', '-c', `rm -f ${BACKUP} ${BACKUP}.log`], { timeoutMs: 10_000 });
+	await target.exec(['rm', '-f', BACKUP, `${BACKUP}.log`], { timeoutMs: 10_000 });
 	const rows: Row[] = [];
 	try {
 		for (let round = 1; round <= ROUNDS; round++) {

@@ -53,14 +53,14 @@ export async function isLoaded(target: Target, name: ModuleName): Promise<boolea
 
 /** The module's current parameter values, from /sys/module/NAME/parameters. */
 export async function currentParams(target: Target, name: ModuleName): Promise<Record<string, string>> {
-	const result = await target.exec(['sh', '-c', `cd /sys/module/${name}/parameters 2>/dev/null && grep -H . * 2>/dev/null`], {
-		timeoutMs: 10_000,
-	});
+	// An argument list, no shell: find exits non-zero (nothing printed) when the module is not loaded.
+	const dir = `/sys/module/${name}/parameters`;
+	const result = await target.exec(['find', dir, '-type', 'f', '-exec', 'grep', '-H', '.', '{}', '+'], { timeoutMs: 10_000 });
 	const values: Record<string, string> = {};
 	for (const line of result.stdout.split('\n')) {
 		const colon = line.indexOf(':');
-		if (colon > 0) {
-			values[line.slice(0, colon)] = line.slice(colon + 1);
+		if (colon > dir.length + 1 && line.startsWith(`${dir}/`)) {
+			values[line.slice(dir.length + 1, colon)] = line.slice(colon + 1);
 		}
 	}
 	return values;
