@@ -19,14 +19,12 @@
  * goes on appending (compaction, as Redis rewrites its AOF). The file
  * formats are in backup.ts.
  *
- * The group commit runs on a worker thread of its own (commit-loop.ts): a
- * blocking read of the journal, one write and one fdatasync, the
- * confirmation, and again, without a trip through libuv's thread pool or
- * the event loop (it used to read in the pool; kvd then reached about half
- * of what bench/commitloop.c, the same loop in C, does). An idle kvd costs
- * nothing: the read blocks. This thread keeps the table in memory, takes
- * snapshots and compacts. To leave, kvd unregisters, and the module answers
- * the loop's read with the lines queued before, then end of file.
+ * The journal is read with a blocking read in one of libuv's threads: an
+ * idle kvd costs nothing, and a change is read as soon as it is queued (it
+ * used to poll without blocking; each empty read threw an EAGAIN error whose
+ * stack trace cost milliseconds of the emulated CPU). To leave, kvd
+ * unregisters, and the module answers that read with the lines queued
+ * before, then end of file.
  *
  * Bytes, not text: keys and values may hold any byte the module takes
  * (0x80-0xff, and control bytes from the memcached port), valid UTF-8 or
@@ -38,10 +36,10 @@
  * kvd.pid; kvd.status (JSON: state, restored, rejected, rejects file);
  * kvd.ready (the module copy kvd follows, once the backup is restored into it).
  */
-import { closeSync, constants, existsSync, fdatasyncSync, openSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, fdatasyncSync, openSync, read, writeFileSync, writeSync } from 'node:fs';
 import { copyFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from 'node:worker_threads';
+import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { writeFileAtomically } from '../src/files.js';
@@ -60,11 +58,13 @@ import {
 } from './backup.js';
 import { COMPACT_MIN, compactionDue, loadBackup, REFUSED, restoreText, writeRejects } from './store.js';
 import { type BaseKind, baseSteps, crashPoint } from './crash-points.js';
-import { ABORT, type CommitLoopData, type CommitMessage, CONTROL_SLOTS, LOG_GENERATION, lock, PAUSE, unlock } from './commit-loop.js';
 import type { KvdOptions, Status } from './status.js';
 
 /** The most bytes of lines one /proc/kvrestore write carries. */
 export const RESTORE_CHUNK = 256 * 1024;
+/** The most bytes of journal lines one read takes: one batch, one fdatasync. */
+const JOURNAL_READ = 1024 * 1024;
+const readAsync = promisify(read);
 
 export const log = pino({ base: undefined, name: 'kvd' }, pino.destination(2));
 
@@ -95,11 +95,6 @@ export class Kvd {
 	/** The change log, open for appending (a file descriptor). */
 	private logFd: number | undefined;
 	private compaction: Compaction | undefined;
-	// The commit loop while kvd follows the journal (commit-loop.ts).
-	private control: Int32Array | undefined;
-	private port: MessagePort | undefined;
-	private onMessage: ((message: CommitMessage) => void) | undefined;
-	private logHeld = false;
 	private compactFloor = COMPACT_MIN;
 	private batches = 0;
 
@@ -226,6 +221,8 @@ export class Kvd {
 			}
 			throw error;
 		}
+		const journal = openSync(this.proc('kvjournal'), constants.O_RDONLY);
+		const confirm = openSync(this.proc('kvjournal'), constants.O_WRONLY);
 		this.registered = true;
 		if (this.stopping) {
 			this.unregister(); // stop() came while registering
@@ -237,11 +234,9 @@ export class Kvd {
 			// The table is whole: the server can answer. The old backup stays
 			// valid on disk until the snapshot (the journal's first line)
 			// replaces it, and the changes meanwhile wait in the journal.
-			// Ready once the commit loop runs: with durable=1 no write is answered before.
-			await this.pump(instance, async () => {
-				await this.setStatus({ state: 'following' });
-				await writeFile(this.run('ready'), `${instance}\n`);
-			});
+			await this.setStatus({ state: 'following' });
+			await writeFile(this.run('ready'), `${instance}\n`);
+			await this.pump(journal, confirm, instance);
 			this.registered = false;
 			await this.finishCompaction(true);
 			this.detachedFrom = instance;
@@ -250,6 +245,8 @@ export class Kvd {
 			log.info({ instance, batches: this.batches }, this.stopping ? 'left the module' : 'the module was unloaded');
 		} finally {
 			this.registered = false;
+			closeSync(journal);
+			closeSync(confirm);
 			this.closeLog();
 		}
 	}
@@ -342,121 +339,39 @@ export class Kvd {
 	/**
 	 * Follows the journal until a read returns 0: the module is being
 	 * unloaded, or kvd left (stop() unregisters; the module then hands out
-	 * the lines queued before, then 0). The group commit runs on a thread of
-	 * its own (commit-loop.ts); this thread takes in each batch it committed,
-	 * and takes a snapshot when a batch asks for one.
+	 * the lines queued before, then 0). The read blocks in one of libuv's
+	 * threads, so an idle kvd costs no CPU and a change is read the moment
+	 * it is queued; the confirmations go through their own descriptor.
 	 */
-	private async pump(instance: string, started: () => Promise<void>): Promise<void> {
-		const shared = new SharedArrayBuffer(CONTROL_SLOTS * Int32Array.BYTES_PER_ELEMENT);
-		const { port1, port2 } = new MessageChannel();
-		const data: CommitLoopData = { journalFile: this.proc('kvjournal'), logFile: this.logFile, control: shared, port: port2 };
-		this.control = new Int32Array(shared);
-		this.port = port1;
-		const worker = new Worker(new URL('./commit-loop.js', import.meta.url), { workerData: data, transferList: [port2] });
-		const exited = new Promise(resolve => worker.once('exit', resolve));
-		let work = Promise.resolve();
-		let failure: unknown;
-		// Runs in order after what came before; skipped once something failed.
-		const step = (fn: () => Promise<void>) => {
-			work = work
-				.then(() => (failure === undefined ? fn() : undefined))
-				.catch(error => {
-					// The table in memory no longer matches the log: stop the loop.
-					failure ??= error;
-					this.abortLoop();
-				});
-		};
-		let end = () => {};
-		const ended = new Promise<void>((resolve, reject) => {
-			end = resolve;
-			worker.on('error', reject);
-			worker.on('exit', code => {
-				this.drain(); // its last messages, if the exit came first
-				if (code === 0) resolve();
-				else reject(new Error(`kvd's commit loop exited with ${code}`));
-			});
-		});
-		this.onMessage = message => {
-			if (message.type === 'batch') {
-				this.absorb(message);
-				step(() => this.afterBatch(instance));
-			} else if (message.type === 'main') {
-				step(async () => {
-					await this.commit(message.text, instance);
-					this.resume();
-				});
-			} else if (message.type === 'started') {
-				step(started);
-			} else if (message.type === 'skipped') {
-				log.error(`not a journal line, skipped: ${JSON.stringify(message.line)}`);
-			} else {
-				end();
+	private async pump(journal: number, confirm: number, instance: string): Promise<void> {
+		const buffer = Buffer.allocUnsafe(JOURNAL_READ);
+		for (;;) {
+			let n: number;
+			try {
+				({ bytesRead: n } = await readAsync(journal, buffer, 0, buffer.length, null));
+			} catch (error) {
+				const code = (error as NodeJS.ErrnoException).code;
+				// Another reader took the lines, or a signal came: read again.
+				if (code === 'EAGAIN' || code === 'EINTR') continue;
+				// EIO: the module removed the file between two reads, after its last line.
+				if (code !== 'EIO') throw error;
+				n = 0;
 			}
-		};
-		port1.on('message', (message: CommitMessage) => this.onMessage?.(message));
-		try {
-			await ended;
-		} catch (error) {
-			failure ??= error;
-		} finally {
-			await work;
-			// Its read may still block if this thread failed first: abortLoop() woke it.
-			await exited;
-			port1.close();
-			this.port = undefined;
-			this.onMessage = undefined;
-			this.control = undefined;
-		}
-		if (failure !== undefined) {
-			throw failure;
+			if (n > 0) {
+				await this.commit(confirm, buffer.toString('latin1', 0, n), instance);
+			}
+			await this.finishCompaction(false);
+			if (n === 0) {
+				return;
+			}
 		}
 	}
 
-	/** Takes in, on this thread and now, what the loop posted and this thread has not yet seen. */
-	private drain(): void {
-		for (let received = this.port && receiveMessageOnPort(this.port); received; received = this.port && receiveMessageOnPort(this.port)) {
-			this.onMessage?.(received.message as CommitMessage);
-		}
-	}
-
-	/** A batch the loop committed: into the table in memory (and a compaction's pending batches). */
-	private absorb({ batch, changes }: { batch: string; changes: Change[] }): void {
-		applyChanges(this.entries, changes);
-		this.logBytes += batch.length;
-		this.compaction?.pending.push(batch);
-		this.batches++;
-	}
-
-	private async afterBatch(instance: string): Promise<void> {
-		this.maybeCompact(instance);
-		await this.finishCompaction(false);
-	}
-
-	/** Lets the loop go on after a batch this thread committed. */
-	private resume(): void {
-		if (this.control) {
-			Atomics.store(this.control, PAUSE, 0);
-			Atomics.notify(this.control, PAUSE);
-		}
-	}
-
-	/** Stops the loop at its next batch and wakes its read (by unregistering). */
-	private abortLoop(): void {
-		if (this.control) {
-			Atomics.store(this.control, ABORT, 1);
-		}
-		this.resume();
-		this.unregister();
-	}
-
-	/**
-	 * A batch holding a snapshot, committed on this thread while the loop
-	 * waits: the snapshot holds every change before it in the batch, the
-	 * changes after it are appended. The loop confirms the batch.
-	 */
-	private async commit(text: string, instance: string): Promise<void> {
+	/** One group commit: append the batch, fdatasync once, confirm its last number. */
+	private async commit(confirm: number, text: string, instance: string): Promise<void> {
 		const lines = text.split('\n');
 		lines.pop();
+		let last = 0;
 		let changes: Change[] = [];
 		for (const line of lines) {
 			const parsed = parseJournalLine(line);
@@ -464,7 +379,9 @@ export class Kvd {
 				log.error(`not a journal line, skipped: ${JSON.stringify(line.slice(0, 80))}`);
 				continue;
 			}
+			last = Math.max(last, parsed.seq);
 			if (parsed.op === 'snapshot') {
+				// The snapshot holds every change before it in the batch.
 				changes = [];
 				await this.snapshot(instance);
 			} else {
@@ -475,6 +392,15 @@ export class Kvd {
 			const batch = serializeBatch(changes);
 			applyChanges(this.entries, changes);
 			this.append(batch);
+		}
+		if (last > 0) {
+			try {
+				writeSync(confirm, String(last));
+			} catch (error) {
+				// EIO: the module is gone (it waited 5 s for this); the changes are on disk all the same.
+				if ((error as NodeJS.ErrnoException).code !== 'EIO') throw error;
+			}
+			if (changes.length > 0) crashPoint('after-confirm');
 		}
 		this.batches++;
 		this.maybeCompact(instance);
@@ -506,38 +432,17 @@ export class Kvd {
 		this.compaction?.pending.push(batch);
 	}
 
-	/**
-	 * Replaces the log by an empty one (plus `pending()`) of a new base's
-	 * generation. Under the commit loop's lock, after taking in the batches
-	 * it has appended: `pending()` is read then, so none is left out.
-	 */
-	private async resetLog(generation: number, pending: () => string, kind: BaseKind): Promise<void> {
-		if (this.logHeld) {
-			throw new Error('resetLog entered twice'); // it would wait on its own lock forever
-		}
-		this.logHeld = true;
-		const control = this.control;
-		if (control) {
-			lock(control);
-			this.drain();
-		}
-		try {
-			const text = logHeader(generation) + pending();
-			this.closeLog();
-			await writeFileAtomically(this.logFile, Buffer.from(text, 'latin1'), {
-				mode: 0o600,
-				durable: true,
-				onStep: step => step === 'written' && crashPoint('before-log-remove', kind),
-			});
-			this.logGeneration = generation;
-			this.logBytes = text.length;
-		} finally {
-			if (control) {
-				Atomics.add(control, LOG_GENERATION, 1); // the loop reopens the log
-				unlock(control);
-			}
-			this.logHeld = false;
-		}
+	/** Replaces the log by an empty one (plus `pending`) of a new base's generation. */
+	private async resetLog(generation: number, pending: string, kind: BaseKind): Promise<void> {
+		const text = logHeader(generation) + pending;
+		this.closeLog();
+		await writeFileAtomically(this.logFile, Buffer.from(text, 'latin1'), {
+			mode: 0o600,
+			durable: true,
+			onStep: step => step === 'written' && crashPoint('before-log-remove', kind),
+		});
+		this.logGeneration = generation;
+		this.logBytes = text.length;
 	}
 
 	private newBase(instance: string, generation: number, body = tableLines(this.entries)): string {
@@ -564,7 +469,7 @@ export class Kvd {
 		});
 		this.baseGeneration = generation;
 		this.baseBytes = text.length;
-		await this.resetLog(generation, () => '', 'snapshot');
+		await this.resetLog(generation, '', 'snapshot');
 		log.info({ entries: this.entries.size, ms: Math.round(performance.now() - started) }, 'snapshot saved');
 	}
 
@@ -603,8 +508,8 @@ export class Kvd {
 		if (!outcome.done && outcome.error === undefined) {
 			return;
 		}
+		this.compaction = undefined;
 		if (outcome.error !== undefined) {
-			this.compaction = undefined;
 			// The old base and log are intact; try again when the log has doubled.
 			this.compactFloor = this.logBytes * 2;
 			log.error({ err: outcome.error }, 'compaction failed');
@@ -613,15 +518,7 @@ export class Kvd {
 		const before = this.logBytes;
 		this.baseGeneration = compaction.generation;
 		this.baseBytes = compaction.baseBytes;
-		// Still the compaction until resetLog has taken in the loop's last batches (its pending ones).
-		await this.resetLog(
-			compaction.generation,
-			() => {
-				this.compaction = undefined;
-				return compaction.pending.join('');
-			},
-			'compact',
-		);
+		await this.resetLog(compaction.generation, compaction.pending.join(''), 'compact');
 		this.compactFloor = COMPACT_MIN;
 		log.info({ entries: this.entries.size, logBytesBefore: before, logBytes: this.logBytes }, 'compacted');
 	}
