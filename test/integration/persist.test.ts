@@ -244,8 +244,8 @@ labTest('durable=1: a hard kill mid-burst loses no acknowledged insert (3 runs)'
 });
 
 labTest('durable=1: compactions while 8 clients write lose no acknowledged insert, and no value is cut', async t => {
-	// kvd's commit loop appends on a thread of its own while the main thread writes each
-	// compaction's new log: a batch appended to the old log in between must reach the new one.
+	// kvd goes on appending to the old log while a compaction writes the new base: a batch
+	// appended in between must reach the new log (the compaction's pending batches).
 	await guest(t, `rm -f ${FILES}`);
 	// 4 KB values: a compaction is due each time the log passes 1 MiB and the base (daemon/store.ts).
 	const value = (i: number) => `v${i}-${'x'.repeat(4000)}`;
