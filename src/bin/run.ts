@@ -4,6 +4,13 @@
 import { CommanderError } from 'commander';
 import { buildProgram } from '../cli.js';
 import { EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, UserError } from '../errors.js';
+import { exitWhenFlushed } from '../flush.js';
+
+// `./run shell -- dmesg | head`: a reader that went away is not an error worth a stack trace.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+	if (error.code !== 'EPIPE') throw error;
+	process.exit();
+});
 
 const program = buildProgram();
 // Usage errors, the subcommands' too, throw (commander has printed them) instead of exiting 1.
@@ -26,5 +33,5 @@ try {
 	}
 }
 // The command is over: leave now, even if a stdin pipe or a socket would keep
-// Node waiting. (stdout and stderr are synchronous on Linux, nothing is lost.)
-process.exit();
+// Node waiting, but only once stdout and stderr are out (a pipe's are queued).
+await exitWhenFlushed();

@@ -29,6 +29,8 @@ labTest('./run shell -- head -c 20000000 /dev/zero gives all 20 000 000 bytes', 
 			stdout: 'pipe',
 			stderr: 'pipe',
 			encoding: 'buffer',
+			// Read here only, and late: a slow reader once made ./run exit before its stdout was out.
+			buffer: { stdout: false },
 			reject: false,
 			timeout: 300_000,
 		},
@@ -36,11 +38,14 @@ labTest('./run shell -- head -c 20000000 /dev/zero gives all 20 000 000 bytes', 
 	let bytes = 0;
 	let chunks = 0;
 	let zeros = true;
+	run.stdout!.pause();
+	await new Promise(resolve => setTimeout(resolve, 3000));
 	run.stdout!.on('data', (chunk: Buffer) => {
 		bytes += chunk.length;
 		chunks++;
 		if (zeros && chunk.some(byte => byte !== 0)) zeros = false;
 	});
+	run.stdout!.resume();
 	const result = await run;
 	t.log(`${bytes} bytes in ${chunks} chunks`);
 	t.is(result.exitCode, 0, Buffer.from(result.stderr ?? '').toString());
