@@ -14,10 +14,9 @@
  * With files named, only those files, on this Node.
  */
 import { execa } from 'execa';
-import { readdir, readFile, rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { DEBUG_KERNEL } from '../lab/debug-kernel.js';
 import { findLabKernel } from '../lab/kernel.js';
 import { Lab } from '../lab/lab.js';
@@ -26,61 +25,13 @@ import { PROJECT_ROOT } from '../modules.js';
 import { settings, settingsEnv } from '../settings.js';
 import { nodeBinary, OTHER_NODE_MAJORS } from '../node-versions.js';
 import { type Tally, TapTally } from '../tap.js';
+import { filesEnded, pruneTimes, slowestFiles } from '../test-times.js';
 import { ensureSystemPackages } from './setup.js';
 
 /** What the lint and format check covers (also `npm run lint`). */
 export const LINTED = ['src', 'user-client', 'daemon', 'test', 'bench'];
 const UNIT_TESTS = 'dist/test/unit/**/*.test.js';
 const NODE_CACHE = path.join(PROJECT_ROOT, '.lab/cache/node');
-/** Where each lab test file leaves its times (test/helpers/lab.ts), for `slowestFiles`. */
-export const TEST_TIMES_DIR = path.join(PROJECT_ROOT, '.lab/test-times');
-
-interface FileTimes {
-	file: string;
-	kernel: string;
-	setupMs: number;
-	totalMs: number;
-	ended: number;
-}
-
-async function readTimes(since: number, dir: string): Promise<FileTimes[]> {
-	const names = await readdir(dir).catch(() => [] as string[]);
-	const records: FileTimes[] = [];
-	for (const name of names.filter(name => name.endsWith('.json'))) {
-		try {
-			const record = JSON.parse(await readFile(path.join(dir, name), 'utf8')) as FileTimes;
-			if (record.ended >= since) {
-				records.push(record);
-			}
-		} catch {
-			// Half-written by a file killed mid-way: its time is not known.
-		}
-	}
-	return records;
-}
-
-/** Resolves once `count` lab test files on `kernel` have ended since `since` (polled). */
-export async function filesEnded(kernel: string, count: number, since: number, dir = TEST_TIMES_DIR): Promise<void> {
-	while ((await readTimes(since, dir)).filter(record => record.kernel === kernel).length < count) {
-		await sleep(2000);
-	}
-}
-
-/**
- * The lab test files that ended since `since`, slowest first, as comment
- * lines: where the suite's time goes (its budget is 25 minutes).
- */
-export async function slowestFiles(since: number, count = 10, dir = TEST_TIMES_DIR): Promise<string[]> {
-	const records = await readTimes(since, dir);
-	records.sort((a, b) => b.totalMs - a.totalMs);
-	const seconds = (ms: number) => `${Math.round(ms / 1000)} s`.padStart(6);
-	return records
-		.slice(0, count)
-		.map(
-			r => `#   ${seconds(r.totalMs)} ${r.file}${r.kernel ? ` (${r.kernel})` : ''}: ${seconds(r.setupMs).trim()} to boot its lab and build`,
-		);
-}
-
 /**
  * What runs again on the debug kernel: the tests that stress concurrency and
  * teardown, where KASAN, lockdep, DEBUG_ATOMIC_SLEEP and kmemleak find what
@@ -257,6 +208,7 @@ export async function testCommand(files: string[]): Promise<void> {
 	const parts: Part[] = [];
 	let debug: Promise<Part> | undefined;
 	if (full) {
+		await pruneTimes();
 		// The debug kernel's part runs beside the lint and the unit tests, which are light;
 		// the whole suite, whose lab tests are not, starts once the debug part is down to
 		// its last file (two lab files at a time: the suite then begins with its unit tests).

@@ -145,7 +145,7 @@ export class Lab {
 		if (stamp === undefined || stamp <= seen) {
 			return;
 		}
-		const result = await qgaExec(this.qgaSocket, ['sh', '-c', 'echo 2 > /proc/sys/vm/drop_caches'], { timeoutMs: 10_000 });
+		const result = await qgaExec(this.qgaSocket, ['sysctl', '-q', '-w', 'vm.drop_caches=2'], { timeoutMs: 10_000 });
 		if (result.exitCode !== 0) {
 			log.warn(`the lab could not drop its cached file names after a rebuild: ${result.stderr.trim()}`);
 			return;

@@ -8,7 +8,6 @@
  */
 import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 import { randomBytes } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseKmemleak, splitKmemleak } from '../../src/kmemleak.js';
@@ -16,7 +15,7 @@ import { formatKmsg, isProblem, type KmsgRecord } from '../../src/kmsg.js';
 import { DEBUG_KERNEL } from '../../src/lab/debug-kernel.js';
 import { freePort } from '../../src/lab/free-port.js';
 import { build, lastLogSequence, load, unload, type BuiltModule, type Loaded } from '../../src/lifecycle.js';
-import { TEST_TIMES_DIR } from '../../src/commands/test.js';
+import { recordTimes } from '../../src/test-times.js';
 import { MODULES, type ModuleName } from '../../src/modules.js';
 import { applySettings, settings } from '../../src/settings.js';
 import { chooseTarget, LabTarget, type Target } from '../../src/targets.js';
@@ -65,15 +64,10 @@ export function useLab(testFile: string, options: { kernel?: () => Promise<strin
 	});
 	test.after.always(async t => {
 		await t.context.target?.lab.down();
-		await recordTimes(file, times);
+		const ended = Date.now();
+		const { started, ready } = times;
+		await recordTimes({ file, kernel: settings.labKernel ?? '', setupMs: (ready || ended) - started, totalMs: ended - started, ended });
 	});
-}
-
-async function recordTimes(file: string, { started, ready }: { started: number; ready: number }): Promise<void> {
-	const ended = Date.now();
-	const record = { file, kernel: settings.labKernel ?? '', setupMs: (ready || ended) - started, totalMs: ended - started, ended };
-	await mkdir(TEST_TIMES_DIR, { recursive: true });
-	await writeFile(path.join(TEST_TIMES_DIR, `${file}-${process.pid}.json`), JSON.stringify(record));
 }
 
 /**

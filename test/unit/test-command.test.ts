@@ -3,10 +3,11 @@
  * which Node release it fetches for the other majors.
  */
 import test from 'ava';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { filesEnded, slowestFiles, summary, testLabOwner } from '../../src/commands/test.js';
+import { summary, testLabOwner } from '../../src/commands/test.js';
+import { filesEnded, pruneTimes, slowestFiles } from '../../src/test-times.js';
 import { compareVersions, newestOfMajor } from '../../src/node-versions.js';
 
 test('the closing line adds up every part, and each part is labelled', t => {
@@ -74,4 +75,16 @@ test('the suite waits until the given number of files on a kernel have ended in 
 	await record('softirq', 'debug', Date.now());
 	await waiting;
 	t.true(done);
+});
+
+test('records over a day old, and unreadable ones, are pruned; recent ones stay', async t => {
+	const dir = await mkdtemp(path.join(tmpdir(), 'kudp-times-'));
+	const now = 10 * 24 * 3600_000;
+	const record = (file: string, ended: number) =>
+		writeFile(path.join(dir, `${file}-1.json`), JSON.stringify({ file, kernel: '', setupMs: 1, totalMs: 1, ended }));
+	await record('recent', now - 3600_000);
+	await record('stale', now - 25 * 3600_000);
+	await writeFile(path.join(dir, 'cut-1.json'), '{"file": "cut"');
+	await pruneTimes(now, dir);
+	t.deepEqual((await readdir(dir)).sort(), ['recent-1.json']);
 });
