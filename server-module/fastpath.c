@@ -119,7 +119,7 @@ static void fast_reply(struct sock *sk, const struct sk_buff *in,
 	return;
 
 drop:
-	kudp_count(drops);
+	kudp_drop(KUDP_DROP_SEND_FAILED);
 }
 
 /* The count of datagrams queued for the thread from senders like @from. */
@@ -132,7 +132,8 @@ static atomic_t *sender_pending(struct kudp_worker *w, __be32 addr,
 }
 
 /* A datagram the socket does not take, counted as the UDP layer counts it. */
-static void drop_datagram(struct sock *sk, struct sk_buff *skb, int mib)
+static void drop_datagram(struct sock *sk, struct sk_buff *skb, int mib,
+			  enum kudp_drop reason)
 {
 	struct net *net = sock_net(sk);
 
@@ -141,7 +142,7 @@ static void drop_datagram(struct sock *sk, struct sk_buff *skb, int mib)
 	__UDP_INC_STATS(net, UDP_MIB_INERRORS, 0);
 	atomic_inc(&sk->sk_drops);
 	kfree_skb(skb);
-	kudp_count(drops);
+	kudp_drop(reason);
 }
 
 /*
@@ -167,7 +168,7 @@ static void queue_for_thread(struct sock *sk, struct sk_buff *skb,
 	if (ret < 0) {
 		atomic_dec(pending);
 		drop_datagram(sk, skb, ret == -ENOMEM ? UDP_MIB_RCVBUFERRORS :
-				       UDP_MIB_MEMERRORS);
+				       UDP_MIB_MEMERRORS, KUDP_DROP_QUEUE_FULL);
 	}
 }
 
@@ -210,7 +211,7 @@ static int fast_rcv(struct sock *sk, struct sk_buff *skb)
 	bool log;
 
 	if (sk_filter_trim_cap(sk, skb, sizeof(struct udphdr))) {
-		drop_datagram(sk, skb, 0);
+		drop_datagram(sk, skb, 0, KUDP_DROP_FILTERED);
 		return 0;
 	}
 	size = skb->len - sizeof(struct udphdr);
@@ -231,7 +232,7 @@ static int fast_rcv(struct sock *sk, struct sk_buff *skb)
 	if (!peer.addr.sin_port || kudp_is_reply(req, size)) {
 		/* Nothing goes back (socket.c's serve()). */
 		kudp_count(requests);
-		kudp_count(drops);
+		kudp_drop(KUDP_DROP_LOOP);
 		consume_skb(skb);
 		return 0;
 	}
@@ -244,7 +245,7 @@ static int fast_rcv(struct sock *sk, struct sk_buff *skb)
 
 	log = kudp_text_answer(&parsed, size, &peer, &reply);
 	if (!kudp_reply_allowed(&peer, reply.size, reply.malformed)) {
-		kudp_count(drops);
+		kudp_drop(KUDP_DROP_LIMITED);
 	} else {
 		fast_reply(sk, skb, reply.buf, reply.size);
 		if (log)

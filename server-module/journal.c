@@ -46,6 +46,7 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/kernel.h>
+#include <linux/ktime.h>
 #include <linux/list.h>
 #include <linux/overflow.h>
 #include <linux/poll.h>
@@ -63,6 +64,9 @@
 
 #include "kudp_protocol.h"
 #include "store.h"
+
+#define CREATE_TRACE_POINTS
+#include "trace_journal.h"
 
 /* Most bytes of lines the queue holds before it gives way to a snapshot. */
 #define KUDP_JOURNAL_MAX	SZ_4M
@@ -102,6 +106,8 @@ static DECLARE_WAIT_QUEUE_HEAD(journal_wait);
  * writers wait for it, the writers until the unload closes them out.
  */
 static atomic64_t journal_synced;
+/* When the daemon last read changes (ktime_get_ns()), for udp_server:commit. */
+static atomic64_t journal_read_ns;
 static DECLARE_WAIT_QUEUE_HEAD(synced_wait);
 static bool writers_closing;
 
@@ -352,6 +358,8 @@ static ssize_t journal_read(struct file *file, char __user *ubuf,
 	ret = journal_take(&taken, &snapshot, &seq, count);
 	if (ret < 0)
 		return ret;
+	if (ret && trace_commit_enabled())
+		atomic64_set(&journal_read_ns, ktime_get_ns());
 	if (!ret && !snapshot)
 		return READ_ONCE(journal_on) ? -EAGAIN : 0;
 
@@ -380,6 +388,15 @@ fault:
 	return -EFAULT;
 }
 
+/* udp_server:commit, timed from the daemon's latest read (0: not seen). */
+static void trace_confirmed(u64 seq, u64 batch)
+{
+	u64 read = atomic64_read(&journal_read_ns);
+
+	if (trace_commit_enabled())
+		trace_commit(seq, batch, read ? ktime_get_ns() - read : 0);
+}
+
 /* "N": the daemon has every change up to N on disk. */
 static ssize_t journal_write(struct file *file, const char __user *ubuf,
 			     size_t count, loff_t *ppos)
@@ -399,8 +416,10 @@ static ssize_t journal_write(struct file *file, const char __user *ubuf,
 	while (seq > synced) {
 		u64 old = atomic64_cmpxchg(&journal_synced, synced, seq);
 
-		if (old == synced)
+		if (old == synced) {
+			trace_confirmed(seq, seq - synced);
 			break;
+		}
 		synced = old;
 	}
 	/* Both kinds of sleeper: writers (interruptible) and the drain. */

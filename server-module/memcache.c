@@ -226,6 +226,7 @@ static const char *parse(struct kudp_span line, struct kudp_span data,
 	struct kudp_span command = kudp_next_word(&line);
 
 	memset(req, 0, sizeof(*req));
+	req->proto = KUDP_PROTO_MEMCACHED;
 	if (kudp_span_is(&command, "get"))
 		return parse_get(line, req);
 	if (kudp_span_is(&command, "gets")) {
@@ -313,8 +314,11 @@ static void answer(struct kudp_span line, struct kudp_span data,
 {
 	struct kudp_request req;
 	const char *error = parse(line, data, &req);
+	struct kudp_result res;
 
 	if (error) {
+		req.op = KUDP_OP_INVALID;
+		kudp_run(&req, NULL, 0, &res);	/* traced, nothing else */
 		/* Malformed, unless the table cannot take a well-formed store. */
 		if (strncmp(error, "SERVER_ERROR", 12))
 			mc_malformed(r, error);
@@ -323,12 +327,14 @@ static void answer(struct kudp_span line, struct kudp_span data,
 		return;
 	}
 	r->quiet = req.noreply;
-	if (req.op == KUDP_OP_LOOKUP)
+	if (req.op == KUDP_OP_LOOKUP) {
 		answer_get(&req, r);
-	else if (req.op == KUDP_OP_VERSION)
+	} else if (req.op == KUDP_OP_VERSION) {
+		kudp_run(&req, NULL, 0, &res);	/* traced, nothing else */
 		mc_line(r, "VERSION kernel-udp");
-	else
+	} else {
 		answer_change(&req, r);
+	}
 }
 
 /* The datagrams a reply of @len bytes takes, each with its header. */
@@ -409,7 +415,7 @@ void kudp_mc_answer(const char *p, size_t size, const struct kudp_peer *peer,
 	reply->seq = 0;
 	kudp_count(requests);
 	if (size < MC_HEADER) {
-		kudp_count(drops);
+		kudp_drop(KUDP_DROP_SHORT);
 		return;
 	}
 	if (mc_get16(p + 2) != 0 || mc_get16(p + 4) != 1) {

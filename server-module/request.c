@@ -12,13 +12,24 @@
 
 #include <linux/errno.h>
 #include <linux/kernel.h>
+#include <linux/ktime.h>
 #include <linux/rcupdate.h>
 #include <linux/slab.h>
 #include <linux/string.h>
 
 #include "request.h"
 
+#define CREATE_TRACE_POINTS
+#include "trace_request.h"
+
 DEFINE_PER_CPU(struct kudp_stats, kudp_stats);
+
+/* Counts a dropped datagram (or reply) in stats, and traces why. */
+void kudp_drop(enum kudp_drop reason)
+{
+	kudp_count(drops);
+	trace_drop(reason);
+}
 
 /* The counters of every CPU, added up (a snapshot, not atomic). */
 void kudp_stats_sum(struct kudp_stats *sum)
@@ -167,11 +178,16 @@ static int delete_key(const char *key, size_t klen, u64 *seq)
 /**
  * kudp_run() - run one request against the table
  * @req: the parsed request; LOOKUP, STORE and DELETE touch the table, the
- *       other operations are the protocol's own business
+ *       other operations are the protocol's own business (each protocol
+ *       still runs them here, so that every request is traced: INVALID
+ *       gives -EINVAL)
  * @out: where a LOOKUP copies the value
  * @room: the bytes @out can take; a longer value is not copied (its
  *        length is still given)
  * @res: gets the outcome
+ *
+ * The udp_server:request tracepoint sees each request with its outcome and
+ * the time taken here; the clock is read only while it is enabled.
  *
  * Context: LOOKUP in any context (RCU only, no allocation); STORE and
  * DELETE in process context (kudp_op_may_sleep()).
@@ -180,6 +196,8 @@ void kudp_run(const struct kudp_request *req, char *out, size_t room,
 	      struct kudp_result *res)
 {
 	const struct kudp_span *key = &req->key;
+	bool traced = trace_request_enabled();
+	u64 start = traced ? ktime_get_ns() : 0;
 
 	res->status = 0;
 	res->vlen = 0;
@@ -203,7 +221,12 @@ void kudp_run(const struct kudp_request *req, char *out, size_t room,
 	case KUDP_OP_DELETE:
 		res->status = delete_key(key->p, key->n, &res->seq);
 		break;
+	case KUDP_OP_INVALID:
+		res->status = -EINVAL;
+		break;
 	default:
 		break;
 	}
+	if (traced)
+		trace_request(req, res, ktime_get_ns() - start);
 }

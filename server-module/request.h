@@ -46,8 +46,16 @@ enum kudp_op {
 	KUDP_OP_DELETE,
 };
 
+/* Where a request came from. */
+enum kudp_proto {
+	KUDP_PROTO_TEXT,
+	KUDP_PROTO_MEMCACHED,
+	KUDP_PROTO_PROC,
+};
+
 /**
  * struct kudp_request - one parsed request
+ * @proto: the protocol that parsed it
  * @op: what it asks for
  * @key: its key (LOOKUP, STORE, DELETE)
  * @value: the value to store (STORE)
@@ -59,6 +67,7 @@ enum kudp_op {
  * @error: why it is malformed (INVALID); the protocol's own wording
  */
 struct kudp_request {
+	enum kudp_proto proto;
 	enum kudp_op op;
 	struct kudp_span key;
 	struct kudp_span value;
@@ -80,6 +89,12 @@ static inline bool kudp_op_may_sleep(enum kudp_op op)
 	return op == KUDP_OP_STORE || op == KUDP_OP_DELETE;
 }
 
+/* Lookups, stores and deletes: the operations that touch the table. */
+static inline bool kudp_op_touches_table(enum kudp_op op)
+{
+	return op == KUDP_OP_LOOKUP || kudp_op_may_sleep(op);
+}
+
 /**
  * struct kudp_result - what running a request gave
  * @status: 0; -ENOENT (not there, or KUDP_ADD found it); -EEXIST (KUDP_ADD);
@@ -97,5 +112,29 @@ struct kudp_result {
 
 void kudp_run(const struct kudp_request *req, char *out, size_t room,
 	      struct kudp_result *res);
+
+/**
+ * enum kudp_drop - why a datagram, or its reply, was dropped
+ * @KUDP_DROP_SHORT: too short for its protocol's header (memcached)
+ * @KUDP_DROP_FILTERED: the socket's filter, cgroup-BPF or an LSM refused it
+ * @KUDP_DROP_QUEUE_FULL: the socket's receive queue, or the thread's, is full
+ * @KUDP_DROP_LOOP: from port 0, or itself a reply: answering could loop
+ * @KUDP_DROP_LIMITED: a reply the limits hold back (ratelimit.c)
+ * @KUDP_DROP_NO_MEMORY: no memory to keep the reply until it is on disk
+ * @KUDP_DROP_PARKED_FULL: too many replies already wait for the disk
+ * @KUDP_DROP_SEND_FAILED: the stack did not take the reply
+ */
+enum kudp_drop {
+	KUDP_DROP_SHORT,
+	KUDP_DROP_FILTERED,
+	KUDP_DROP_QUEUE_FULL,
+	KUDP_DROP_LOOP,
+	KUDP_DROP_LIMITED,
+	KUDP_DROP_NO_MEMORY,
+	KUDP_DROP_PARKED_FULL,
+	KUDP_DROP_SEND_FAILED,
+};
+
+void kudp_drop(enum kudp_drop reason);
 
 #endif /* KUDP_REQUEST_H */

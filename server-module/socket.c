@@ -88,7 +88,7 @@ static void send_datagram(struct socket *sock, struct sockaddr_in *to,
 
 	ret = kernel_sendmsg(sock, &msg, &iov, 1, size);
 	if (ret < 0) {
-		kudp_count(drops);
+		kudp_drop(KUDP_DROP_SEND_FAILED);
 		pr_debug("cannot reply to %pI4:%u: error %d\n",
 			 &to->sin_addr, ntohs(to->sin_port), ret);
 	}
@@ -179,7 +179,7 @@ static void park_reply(struct socket *sock, struct sockaddr_in *to,
 
 	p = kmalloc(struct_size(p, data, size), KUDP_GFP);
 	if (!p) {
-		kudp_count(drops);
+		kudp_drop(KUDP_DROP_NO_MEMORY);
 		return;
 	}
 	p->seq = seq;
@@ -196,7 +196,7 @@ static void park_reply(struct socket *sock, struct sockaddr_in *to,
 		send_datagram(p->sock, &p->to, p->data, p->size);
 		kfree(p);
 	} else if (parked_count >= KUDP_PARKED_MAX) {
-		kudp_count(drops);
+		kudp_drop(KUDP_DROP_PARKED_FULL);
 		kfree(p);
 	} else {
 		if (atomic64_read(parked_slot(to)) < seq)
@@ -250,7 +250,7 @@ static bool reply_to(struct kudp_worker *w, const struct kudp_peer *peer,
 	struct sockaddr_in to = peer->addr;
 
 	if (!kudp_reply_allowed(peer, size, malformed)) {
-		kudp_count(drops);
+		kudp_drop(KUDP_DROP_LIMITED);
 		return false;
 	}
 	if (kudp_durable && !seq)
@@ -277,7 +277,7 @@ static bool reply_with(struct kudp_worker *w, const struct kudp_peer *peer,
 		return reply_to(w, peer, reply->buf, reply->size, reply->seq,
 				reply->malformed);
 	if (!kudp_reply_allowed(peer, reply->size, reply->malformed)) {
-		kudp_count(drops);
+		kudp_drop(KUDP_DROP_LIMITED);
 		return false;
 	}
 	for (start = 0; start < reply->size; start += n) {
@@ -335,7 +335,7 @@ static void serve(struct kudp_worker *w, const struct kudp_peer *peer,
 
 	if (!peer->addr.sin_port || kudp_is_reply(w->request, received)) {
 		kudp_count(requests);
-		kudp_count(drops);
+		kudp_drop(KUDP_DROP_LOOP);
 		return;
 	}
 	w->service->serve(w, peer, size);

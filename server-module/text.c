@@ -303,16 +303,25 @@ void kudp_text_parse(const char *p, size_t size, struct kudp_request *req)
 	struct kudp_span rest = { .p = p, .n = size };
 
 	memset(req, 0, sizeof(*req));
+	req->proto = KUDP_PROTO_TEXT;
 	req->mode = KUDP_SET;
 	req->error = size > kudp_len ? KUDP_ERR_TOO_LONG : parse(rest, req);
 	if (req->error)
 		req->op = KUDP_OP_INVALID;
 }
 
-/* Runs a parsed request and writes its reply line; counts it in stats. */
+/*
+ * Runs a parsed request and writes its reply line; counts it in stats.
+ * The greeting, stats and malformed requests go through the executor too,
+ * which leaves the table alone for them but traces them.
+ */
 static void answer(const struct kudp_request *req, struct kudp_reply *reply)
 {
+	struct kudp_result res;
+
 	kudp_count(requests);
+	if (!kudp_op_touches_table(req->op))
+		kudp_run(req, NULL, 0, &res);
 	reply->greeting = false;
 	reply->malformed = false;
 	reply->datagram = 0;
@@ -383,6 +392,7 @@ void kudp_text_execute(const char *p, size_t size, struct kudp_reply *reply)
 	struct kudp_request req;
 
 	kudp_text_parse(p, size, &req);
+	req.proto = KUDP_PROTO_PROC;
 	answer(&req, reply);
 }
 

@@ -138,6 +138,18 @@ ${RUN_EXIT_CODES_HELP}`,
 		});
 
 	program
+		.command('trace')
+		.description("a live view of udp_server's tracepoints: requests per second, latency, drops (Ctrl-C stops)")
+		.option('--interval <seconds>', 'seconds between refreshes', Number, 1)
+		.option('--count <n>', 'stop after this many refreshes', Number)
+		.addOption(targetOption())
+		.addOption(labOption())
+		.action(async options => {
+			const { traceCommand } = await import('./commands/trace.js');
+			await traceCommand(options);
+		});
+
+	program
 		.command('down')
 		.description('stop the lab guest (modules in it are gone; the next ./run boots a fresh one)')
 		.addOption(labOption())

@@ -40,6 +40,7 @@ export const SYSTEM_PACKAGES: Record<string, string> = {
 	'libssl-dev': "the kernel's certificate tools (certs/extract-cert, scripts/sign-file) link against it",
 	'xz-utils': "unpacks Debian's kernel source tarball",
 	perl: "the kernel build's scripts are written in it",
+	'linux-perf': "perf: reads udp_server's tracepoints (the trace test) and counts instructions in the benchmark",
 	memcached: 'the benchmark compares udp_server with memcached over UDP',
 	'libmemcached-tools': 'memcaslap (memaslap): the memcached protocol tests and benchmark',
 };
