@@ -7,8 +7,11 @@
  * with up to WINDOW requests in flight. THREADS threads share the clients
  * (epoll); each sends a client's free window in one sendmmsg() and reads
  * what has arrived in one recvmmsg(). Latency is per request, from the
- * CLOCK_MONOTONIC reading taken after the batch that carried it was sent to
- * the one taken after the batch that carried its reply was received.
+ * CLOCK_MONOTONIC reading taken just before the sendmmsg() that carried it
+ * to the one taken after the recvmmsg() that carried its reply. (Not after
+ * the send returns: the kernel may deliver the request, and a server in
+ * the receive softirq or a woken thread may queue its reply, before
+ * sendmmsg() comes back, and that time would be left out.)
  *
  *   loadgen run PORT PROTO MIX CLIENTS WINDOW SECONDS [THREADS]
  *       PROTO: text (our protocol), mc (memcached's UDP frames), echo
@@ -181,13 +184,14 @@ static void fill_window(struct worker *w, struct client *c)
 	}
 	if (!k)
 		return;
+	/* Before the send: its delivery (and maybe the reply) happens inside it. */
+	t = now();
 	sent = sendmmsg(c->fd, msgs, k, 0);
 	if (sent < 0) {
 		if (errno == EAGAIN || errno == ENOBUFS || errno == ECONNREFUSED)
 			return;	/* tried again on the next turn */
 		die("loadgen: sendmmsg");
 	}
-	t = now();
 	for (i = 0; i < sent; i++) {
 		struct slot *s = &c->slots[(c->next_rid + i) % window];
 
