@@ -22,15 +22,17 @@ import { runProgram } from '../src/programs.js';
 import { applySettings } from '../src/settings.js';
 import { chooseTarget, type Target } from '../src/targets.js';
 import { writeReport, type GuestFacts } from './report.js';
-import { type LatencyPoint, type Measured, median, medianRow, perSecond, type Row } from './rows.js';
+import { type LatencyPoint, type Measured, perSecond, type Row } from './rows.js';
 
 export interface BenchOptions {
 	/** Seconds, few requests, every row: the smoke test. */
 	quick?: boolean;
 	/** The lab guest to use (default "bench"). */
 	lab?: string;
-	/** Seconds per row and repetition (default 2, three repetitions; 0.5 and one with --quick). */
+	/** Seconds per row and repetition (default 2; 0.5 with --quick). */
 	seconds?: number;
+	/** Repetitions of every row (default 5; 1 with --quick). */
+	reps?: number;
 	/** Leave the lab running afterwards. */
 	keep?: boolean;
 }
@@ -69,7 +71,7 @@ class Bench {
 		readonly options: BenchOptions,
 	) {
 		this.seconds = options.seconds ?? (options.quick ? 0.5 : 2);
-		this.reps = options.quick ? 1 : 3;
+		this.reps = options.reps ?? (options.quick ? 1 : 5);
 		this.clients = options.quick ? [1, 8] : [1, 4, 8];
 		this.window = options.quick ? 4 : 16;
 	}
@@ -109,6 +111,7 @@ class Bench {
 			threads: server.threads,
 			clients,
 			generator: 'loadgen',
+			window: this.window,
 		};
 		log.info(`${server.name} (${row.protocol}, ${server.threads} thr) ${clients} clients: ${perSecond(row).toFixed(0)} req/s`);
 		return row;
@@ -146,6 +149,7 @@ class Bench {
 			threads: server.threads,
 			clients,
 			generator: 'memaslap',
+			window: 1,
 			p99Bound: true,
 		};
 		log.info(`memaslap → ${server.name} (${server.threads} thr) ${clients} clients: ${Number(run[3])} req/s`);
@@ -158,7 +162,7 @@ class Bench {
 	 */
 	async latencyTable(...servers: Array<[Server, 'text' | 'memcached']>): Promise<LatencyPoint[]> {
 		const seconds = this.options.quick ? 0.3 : Math.min(this.seconds, 2);
-		const points = new Map<string, LatencyPoint & { means: number[] }>();
+		const points = new Map<string, LatencyPoint>();
 		for (let rep = 0; rep < this.reps; rep++) {
 			for (const [mix, code] of [
 				['read', 'r'],
@@ -172,17 +176,17 @@ class Bench {
 							seconds,
 						);
 						const key = `${server.name} ${mix} ${processes}`;
-						const point = points.get(key) ?? { server: server.name, mix, processes, mean_us: 0, lost: 0, means: [] };
-						point.means.push(measured.mean_us);
+						const point = points.get(key) ?? { server: server.name, mix, processes, means_us: [], lost: 0 };
+						point.means_us.push(measured.mean_us);
 						point.lost += measured.lost;
 						points.set(key, point);
 					}
 				}
 			}
 		}
-		return [...points.values()]
-			.map(({ means, ...point }) => ({ ...point, mean_us: median(means) }))
-			.sort((x, y) => servers.findIndex(([s]) => s.name === x.server) - servers.findIndex(([s]) => s.name === y.server));
+		return [...points.values()].sort(
+			(x, y) => servers.findIndex(([s]) => s.name === x.server) - servers.findIndex(([s]) => s.name === y.server),
+		);
 	}
 }
 
@@ -353,7 +357,7 @@ export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 
 		// Every server of a phase runs at once, on its own port (idle, each waits in recvmsg), and
 		// each repetition goes through all the rows in turn: the machine's noise then falls on
-		// every server alike, and each row shows the repetition with its median throughput.
+		// every server alike; the report shows each figure's median over the repetitions and its range.
 		const rows: Row[] = [];
 		const latency: LatencyPoint[] = [];
 		for (const threads of [...new Set([1, n])]) {
@@ -382,7 +386,7 @@ export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 					for (const [i, job] of fastJobs.entries()) results[jobs.length + i]!.push(await job());
 				});
 			}
-			rows.push(...results.map(medianRow));
+			rows.push(...results.flat());
 			if (threads === n) {
 				latency.push(...(await bench.latencyTable([kernel, 'text'], [user, 'memcached'])));
 				await inPlaceOf(kernel, fast, async () => {

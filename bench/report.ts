@@ -8,7 +8,17 @@ import os from 'node:os';
 import path from 'node:path';
 import { PROJECT_ROOT } from '../src/modules.js';
 import type { BenchOptions } from './kv-bench.js';
-import { cpuPerRequest, type LatencyPoint, perSecond, type Row, serverCpuPerRequest } from './rows.js';
+import {
+	cpuPerRequest,
+	groupRows,
+	inFlight,
+	type LatencyPoint,
+	perSecond,
+	type Row,
+	type Spread,
+	serverCpuPerRequest,
+	spread,
+} from './rows.js';
 import { latencySvg, MODDB, type Series } from './svg.js';
 
 const SVG_PATH = path.join(PROJECT_ROOT, 'bench/latency-vs-processes.svg');
@@ -43,25 +53,60 @@ function fmt(value: number | undefined, digits = 0): string {
 		: value.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }).replace(/,/g, ' ');
 }
 
-function throughputTable(rows: Row[]): string {
+/** "median (min–max)". */
+function fmtSpread({ median, min, max }: Spread, digits = 0, prefix = ''): string {
+	return `${prefix}${fmt(median, digits)} (${fmt(min, digits)}–${fmt(max, digits)})`;
+}
+
+function ratio(ours: number, theirs: number | undefined): string {
+	return theirs === undefined ? '' : `${fmt(ours / theirs, 2)}×`;
+}
+
+/** Every figure of a row over its repetitions. */
+function figures(reps: Row[]) {
+	const of = (figure: (row: Row) => number) => spread(reps.map(figure));
+	return {
+		perSecond: of(perSecond),
+		p50: of(row => row.p50_us ?? Number.NaN),
+		p99: of(row => row.p99_us ?? Number.NaN),
+		p999: of(row => row.p999_us ?? Number.NaN),
+		cpu: of(cpuPerRequest),
+		threadsCpu: of(serverCpuPerRequest),
+		inFlight: of(inFlight),
+		generator: of(row => row.gen_cpu_s / row.guest_total_s),
+		busy: of(row => row.guest_busy_s / row.guest_total_s),
+	};
+}
+
+export function throughputTable(rows: Row[]): string {
+	const groups = groupRows(rows);
+	const stats = new Map(groups.map(reps => [reps[0]!, figures(reps)]));
+	const first = (reps: Row[]) => reps[0]!;
 	const memcachedOf = (row: Row) =>
-		rows.find(
-			other =>
-				other.server.startsWith('memcached') &&
-				other.threads === row.threads &&
-				other.clients === row.clients &&
-				other.generator === row.generator,
-		);
+		groups
+			.map(first)
+			.find(
+				other =>
+					other.server.startsWith('memcached') &&
+					other.threads === row.threads &&
+					other.clients === row.clients &&
+					other.generator === row.generator,
+			);
 	const echoOf = (row: Row) =>
-		rows.find(other => other.server === 'udp_echo' && other.threads === row.threads && other.clients === row.clients);
+		groups.map(first).find(other => other.server === 'udp_echo' && other.threads === row.threads && other.clients === row.clients);
 	const lines = [
-		'| generator | server | protocol | threads | clients | req/s | (range) | p50 µs | p99 µs | p99.9 µs | loss | ÷ memcached | CPU µs/req | CPU ÷ memcached | CPU ÷ echo | server threads µs/req | threads ÷ memcached | threads ÷ echo | generator CPU | guest busy |',
-		'| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+		'| generator | server | protocol | threads | clients | req/s (min–max) | p50 µs (min–max) | p99 µs (min–max) | p99.9 µs | loss | λ·W | in flight | ÷ memcached | CPU µs/req (min–max) | CPU ÷ memcached | CPU ÷ echo | server threads µs/req | threads ÷ memcached | threads ÷ echo | generator CPU | guest busy |',
+		'| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
 	];
-	for (const row of rows) {
-		const mc = memcachedOf(row);
-		const echo = echoOf(row);
-		const sent = row.answered + row.lost;
+	for (const reps of groups) {
+		const row = first(reps);
+		const own = stats.get(row)!;
+		const mcRow = memcachedOf(row);
+		const mc = mcRow && mcRow !== row ? stats.get(mcRow) : undefined;
+		const echoRow = echoOf(row);
+		const echo = echoRow && echoRow !== row && row.generator === 'loadgen' ? stats.get(echoRow) : undefined;
+		const lost = reps.reduce((sum, rep) => sum + rep.lost, 0);
+		const sent = reps.reduce((sum, rep) => sum + rep.answered + rep.lost, 0);
 		const bound = row.p99Bound ? '≤ ' : '';
 		lines.push(
 			[
@@ -70,26 +115,27 @@ function throughputTable(rows: Row[]): string {
 				row.protocol,
 				row.threads,
 				row.clients,
-				fmt(perSecond(row)),
-				row.spread ? `${fmt(row.spread[0])}–${fmt(row.spread[1])}` : '',
-				`${bound}${fmt(row.p50_us)}`,
-				`${bound}${fmt(row.p99_us)}`,
-				`${bound}${fmt(row.p999_us)}`,
-				`${fmt(sent ? (100 * row.lost) / sent : 0, 2)}%`,
-				mc && mc !== row ? `${fmt(perSecond(row) / perSecond(mc), 2)}×` : '',
+				fmtSpread(own.perSecond),
+				fmtSpread(own.p50, 0, bound),
+				fmtSpread(own.p99, 0, bound),
+				`${bound}${fmt(own.p999.median)}`,
+				`${fmt(sent ? (100 * lost) / sent : 0, 2)}%`,
+				fmt(own.inFlight.median, 1),
+				row.clients * row.window,
+				ratio(own.perSecond.median, mc?.perSecond.median),
 				// softirq=1: its work is charged to the generator (see Row.softirq).
 				...(row.softirq
 					? Array<string>(6).fill('n/a')
 					: [
-							fmt(cpuPerRequest(row), 1),
-							mc && mc !== row ? `${fmt(cpuPerRequest(row) / cpuPerRequest(mc), 2)}×` : '',
-							echo && echo !== row && row.generator === 'loadgen' ? `${fmt(cpuPerRequest(row) / cpuPerRequest(echo), 2)}×` : '',
-							fmt(serverCpuPerRequest(row), 1),
-							mc && mc !== row ? `${fmt(serverCpuPerRequest(row) / serverCpuPerRequest(mc), 2)}×` : '',
-							echo && echo !== row && row.generator === 'loadgen' ? `${fmt(serverCpuPerRequest(row) / serverCpuPerRequest(echo), 2)}×` : '',
+							fmtSpread(own.cpu, 1),
+							ratio(own.cpu.median, mc?.cpu.median),
+							ratio(own.cpu.median, echo?.cpu.median),
+							fmt(own.threadsCpu.median, 1),
+							ratio(own.threadsCpu.median, mc?.threadsCpu.median),
+							ratio(own.threadsCpu.median, echo?.threadsCpu.median),
 						]),
-				`${fmt((100 * row.gen_cpu_s) / row.guest_total_s)}%`,
-				`${fmt((100 * row.guest_busy_s) / row.guest_total_s)}%`,
+				`${fmt(100 * own.generator.median)}%`,
+				`${fmt(100 * own.busy.median)}%`,
 			]
 				.join(' | ')
 				.replace(/^/, '| ')
@@ -108,8 +154,11 @@ function latencyTable(points: LatencyPoint[]): string {
 	for (const server of [...new Set(points.map(point => point.server))]) {
 		for (const mix of ['read', 'write', 'read/write'] as const) {
 			const series = points.filter(point => point.server === server && point.mix === mix);
-			const ms = series.map(point => fmt(point.mean_us / 1000, 3));
-			const growth = series.at(-1)!.mean_us / series[0]!.mean_us;
+			const ms = series.map(point => {
+				const { median, min, max } = spread(point.means_us);
+				return fmtSpread({ median: median / 1000, min: min / 1000, max: max / 1000 }, 3);
+			});
+			const growth = spread(series.at(-1)!.means_us).median / spread(series[0]!.means_us).median;
 			lines.push(`| ${server} | ${mix} | ${ms.join(' | ')} | ${fmt(growth, 1)}× |`);
 		}
 	}
@@ -136,7 +185,7 @@ export async function writeReport({
 		`kernel-udp benchmark${options.quick ? ' (--quick: a smoke test, not a measurement)' : ''}`,
 		`host: ${os.cpus().length} cores shared with whatever else runs, load average ${loadBefore.toFixed(1)} at the start, ${os.loadavg()[0]!.toFixed(1)} at the end`,
 		`guest: ${facts.cpus} vCPUs under QEMU TCG, kernel ${facts.kernel}, clocksource ${facts.clocksource}; perf stat -e instructions: ${facts.perf}`,
-		`load: loadgen (bench/loadgen.c) in the same guest over 127.0.0.1, 50/50 insert/lookup (set/get) of 1 000 8-byte keys with 9-byte values, ${window} requests in flight per client, ${reps} × ${seconds} s per row, the servers taking turns (the repetition with the median req/s is shown); memaslap: 16-byte keys and values, 50/50 set/get, one request in flight per connection`,
+		`load: loadgen (bench/loadgen.c) in the same guest over 127.0.0.1, 50/50 insert/lookup (set/get) of 1 000 8-byte keys with 9-byte values, ${window} requests in flight per client, ${reps} × ${seconds} s per row, the servers taking turns (every figure the median of the repetitions, with their range); λ·W: req/s × mean latency, the requests in flight by Little's law, beside the number loadgen keeps in flight; memaslap: 16-byte keys and values, 50/50 set/get, one request in flight per connection`,
 	];
 	process.stdout.write(`${header.join('\n')}\n\n${throughputTable(rows)}\n\n`);
 	process.stdout.write(
@@ -149,7 +198,9 @@ export async function writeReport({
 			for (const mix of ['read', 'write', 'read/write'] as const) {
 				series.push({
 					label: `${name} ${mix}`,
-					points: latency.filter(point => point.server === name && point.mix === mix).map(point => [point.processes, point.mean_us / 1000]),
+					points: latency
+						.filter(point => point.server === name && point.mix === mix)
+						.map(point => [point.processes, spread(point.means_us).median / 1000]),
 				});
 			}
 		}

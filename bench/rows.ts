@@ -1,7 +1,8 @@
 /**
  * What a benchmark run measures: a row per server, protocol, threads and
- * clients (throughput, latency, CPU), the latency points of the closed-loop
- * table, and the arithmetic on them that the run and the report share.
+ * clients and repetition (throughput, latency, CPU), the latency points of
+ * the closed-loop table, and the arithmetic on them that the run and the
+ * report share.
  */
 
 /** What loadgen run (or loadgen exec around memaslap) prints. */
@@ -21,16 +22,17 @@ export interface Measured {
 	server_cpu_s: number;
 }
 
+/** One repetition of one row. */
 export interface Row extends Measured {
 	server: string;
 	protocol: 'text' | 'memcached';
 	threads: number;
 	clients: number;
 	generator: 'loadgen' | 'memaslap';
+	/** Requests each client keeps in flight (memaslap: 1). */
+	window: number;
 	/** memaslap: p99 is only known as the upper edge of its log2 bucket. */
 	p99Bound?: boolean;
-	/** The lowest and highest req/s of the repetitions. */
-	spread?: [number, number];
 	/**
 	 * Answered in the receive softirq (udp_server softirq=1): that work runs
 	 * in whichever task is on the CPU, mostly the generator, so no CPU figure
@@ -43,8 +45,16 @@ export interface LatencyPoint {
 	server: string;
 	mix: 'read' | 'write' | 'read/write';
 	processes: number;
-	mean_us: number;
+	/** The mean latency of each repetition. */
+	means_us: number[];
 	lost: number;
+}
+
+/** A figure over the repetitions: the median and the lowest and highest value. */
+export interface Spread {
+	median: number;
+	min: number;
+	max: number;
 }
 
 export function median(values: number[]): number {
@@ -53,10 +63,11 @@ export function median(values: number[]): number {
 	return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
-/** The repetition with the median throughput, with the range of all of them. */
-export function medianRow(reps: Row[]): Row {
-	const sorted = [...reps].sort((a, b) => perSecond(a) - perSecond(b));
-	return { ...sorted[Math.floor((sorted.length - 1) / 2)]!, spread: [perSecond(sorted[0]!), perSecond(sorted.at(-1)!)] };
+/** The median and range of some numbers (NaN for none). */
+export function spread(values: number[]): Spread {
+	const known = values.filter(value => !Number.isNaN(value));
+	if (!known.length) return { median: Number.NaN, min: Number.NaN, max: Number.NaN };
+	return { median: median(known), min: Math.min(...known), max: Math.max(...known) };
 }
 
 export function perSecond(row: Measured): number {
@@ -71,4 +82,28 @@ export function cpuPerRequest(row: Measured): number {
 /** CPU microseconds of the server's own threads per request served. */
 export function serverCpuPerRequest(row: Measured): number {
 	return (row.server_cpu_s / row.answered) * 1e6;
+}
+
+/**
+ * Little's law: throughput × mean latency is the mean number of requests in
+ * flight. For a closed loop that is clients × window, so a latency clock that
+ * starts late or stops early shows up as a product well below it.
+ */
+export function inFlight(row: Measured): number {
+	return perSecond(row) * (row.mean_us / 1e6);
+}
+
+/** What names a row: every repetition of it has the same key. */
+export function rowKey(row: Row): string {
+	return [row.generator, row.server, row.protocol, row.threads, row.clients].join('\u0000');
+}
+
+/** The repetitions of one row, in the order the rows were first measured. */
+export function groupRows(rows: Row[]): Row[][] {
+	const groups = new Map<string, Row[]>();
+	for (const row of rows) {
+		const key = rowKey(row);
+		groups.set(key, [...(groups.get(key) ?? []), row]);
+	}
+	return [...groups.values()];
 }

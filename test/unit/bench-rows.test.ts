@@ -1,0 +1,51 @@
+/**
+ * The arithmetic of the benchmark's tables (bench/rows.ts): medians and
+ * ranges over repetitions, Little's law, rows grouped by what names them.
+ */
+import test from 'ava';
+import { groupRows, inFlight, median, type Row, spread } from '../../bench/rows.js';
+
+function row(server: string, clients: number, answered: number, mean_us = 100): Row {
+	return {
+		answered,
+		lost: 0,
+		refused: 0,
+		seconds: 1,
+		mean_us,
+		gen_cpu_s: 0.5,
+		guest_busy_s: 1.5,
+		guest_total_s: 2,
+		server_cpu_s: 0.4,
+		server,
+		protocol: 'text',
+		threads: 1,
+		clients,
+		generator: 'loadgen',
+		window: 16,
+	};
+}
+
+test('median: the middle value, or the mean of the two middle ones', t => {
+	t.is(median([5, 1, 3]), 3);
+	t.is(median([4, 1, 3, 2]), 2.5);
+	t.is(median([7]), 7);
+});
+
+test('spread: the median with the lowest and highest value, NaN left out', t => {
+	t.deepEqual(spread([30, 10, 20, 50, 40]), { median: 30, min: 10, max: 50 });
+	t.deepEqual(spread([2, Number.NaN, 4]), { median: 3, min: 2, max: 4 });
+	t.true(Number.isNaN(spread([]).median));
+});
+
+test("inFlight: Little's law, req/s × mean latency", t => {
+	// 10 000 req/s at 1.6 ms: 16 requests in flight.
+	t.is(Math.round(inFlight(row('s', 1, 10_000, 1600)) * 1000) / 1000, 16);
+});
+
+test('groupRows: the repetitions of each row together, in the order the rows first came', t => {
+	const reps = [row('a', 1, 1), row('b', 1, 2), row('a', 4, 3), row('a', 1, 4), row('b', 1, 5)];
+	t.deepEqual(
+		groupRows(reps).map(group => group.map(one => one.answered)),
+		[[1, 4], [2, 5], [3]],
+	);
+});
