@@ -9,6 +9,7 @@ import path from 'node:path';
 import { PROJECT_ROOT } from '../src/modules.js';
 import type { BenchOptions } from './kv-bench.js';
 import {
+	bestMemcached,
 	cpuPerRequest,
 	groupRows,
 	inFlight,
@@ -82,26 +83,40 @@ export function throughputTable(rows: Row[]): string {
 	const groups = groupRows(rows);
 	const stats = new Map(groups.map(reps => [reps[0]!, figures(reps)]));
 	const first = (reps: Row[]) => reps[0]!;
-	const memcachedOf = (row: Row) =>
-		groups
-			.map(first)
-			.find(
-				other =>
-					other.server.startsWith('memcached') &&
-					other.threads === row.threads &&
-					other.clients === row.clients &&
-					other.generator === row.generator,
-			);
 	const echoOf = (row: Row) =>
 		groups.map(first).find(other => other.server === 'udp_echo' && other.threads === row.threads && other.clients === row.clients);
+	const headings = [
+		'generator',
+		'server',
+		'protocol',
+		'threads:',
+		'clients:',
+		'req/s (min–max):',
+		'p50 µs (min–max):',
+		'p99 µs (min–max):',
+		'p99.9 µs:',
+		'loss:',
+		'λ·W:',
+		'in flight:',
+		'baseline',
+		'÷ memcached:',
+		'CPU µs/req (min–max):',
+		'CPU ÷ memcached:',
+		'CPU ÷ echo:',
+		'server threads µs/req:',
+		'threads ÷ memcached:',
+		'threads ÷ echo:',
+		'generator CPU:',
+		'guest busy:',
+	];
 	const lines = [
-		'| generator | server | protocol | threads | clients | req/s (min–max) | p50 µs (min–max) | p99 µs (min–max) | p99.9 µs | loss | λ·W | in flight | ÷ memcached | CPU µs/req (min–max) | CPU ÷ memcached | CPU ÷ echo | server threads µs/req | threads ÷ memcached | threads ÷ echo | generator CPU | guest busy |',
-		'| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+		`| ${headings.map(heading => heading.replace(/:$/, '')).join(' | ')} |`,
+		`| ${headings.map(heading => (heading.endsWith(':') ? '---:' : '---')).join(' | ')} |`,
 	];
 	for (const reps of groups) {
 		const row = first(reps);
 		const own = stats.get(row)!;
-		const mcRow = memcachedOf(row);
+		const mcRow = bestMemcached(groups, row)?.[0];
 		const mc = mcRow && mcRow !== row ? stats.get(mcRow) : undefined;
 		const echoRow = echoOf(row);
 		const echo = echoRow && echoRow !== row && row.generator === 'loadgen' ? stats.get(echoRow) : undefined;
@@ -122,6 +137,7 @@ export function throughputTable(rows: Row[]): string {
 				`${fmt(sent ? (100 * lost) / sent : 0, 2)}%`,
 				fmt(own.inFlight.median, 1),
 				row.clients * row.window,
+				mcRow ? `memcached -t ${mcRow.threads}` : '',
 				ratio(own.perSecond.median, mc?.perSecond.median),
 				// softirq=1: its work is charged to the generator (see Row.softirq).
 				...(row.softirq

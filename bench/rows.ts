@@ -107,3 +107,24 @@ export function groupRows(rows: Row[]): Row[][] {
 	}
 	return [...groups.values()];
 }
+
+/**
+ * The baseline of a row: of the memcached rows with the same generator and
+ * clients (any thread count), the one with the highest median req/s in this
+ * run. memcached's UDP workers share one socket, so more threads can be
+ * slower; comparing with the same thread count would flatter us.
+ */
+export function bestMemcached(groups: Row[][], row: Row): Row[] | undefined {
+	let best: Row[] | undefined;
+	let bestRate = -1;
+	for (const reps of groups) {
+		const other = reps[0]!;
+		if (other.server !== 'memcached' || other.generator !== row.generator || other.clients !== row.clients) continue;
+		const rate = median(reps.map(perSecond));
+		if (rate > bestRate) {
+			best = reps;
+			bestRate = rate;
+		}
+	}
+	return best;
+}

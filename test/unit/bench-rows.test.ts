@@ -3,7 +3,7 @@
  * ranges over repetitions, Little's law, rows grouped by what names them.
  */
 import test from 'ava';
-import { groupRows, inFlight, median, type Row, spread } from '../../bench/rows.js';
+import { bestMemcached, groupRows, inFlight, median, type Row, spread } from '../../bench/rows.js';
 
 function row(server: string, clients: number, answered: number, mean_us = 100): Row {
 	return {
@@ -48,4 +48,23 @@ test('groupRows: the repetitions of each row together, in the order the rows fir
 		groupRows(reps).map(group => group.map(one => one.answered)),
 		[[1, 4], [2, 5], [3]],
 	);
+});
+
+test('bestMemcached: the memcached setting with the higher median req/s at those clients, whatever its threads', t => {
+	const mc = (threads: number, clients: number, answered: number[]) =>
+		answered.map(count => ({ ...row('memcached', clients, count), protocol: 'memcached' as const, threads }));
+	const rows = [
+		...mc(1, 8, [20_000, 21_000, 19_000]),
+		...mc(2, 8, [11_000, 30_000, 12_000]),
+		...mc(1, 1, [5_000]),
+		...mc(2, 1, [6_000]),
+		{ ...row('udp_server', 8, 40_000), threads: 2 },
+	];
+	const groups = groupRows(rows);
+	const ours = groups.at(-1)![0]!;
+	// -t 2 had the fastest single repetition, but -t 1 the higher median.
+	t.is(bestMemcached(groups, ours)?.[0]?.threads, 1);
+	t.is(bestMemcached(groups, { ...ours, clients: 1 })?.[0]?.threads, 2);
+	t.is(bestMemcached(groups, { ...ours, clients: 4 }), undefined);
+	t.is(bestMemcached(groups, { ...ours, generator: 'memaslap' }), undefined);
 });
