@@ -13,13 +13,21 @@
  * the receive softirq or a woken thread may queue its reply, before
  * sendmmsg() comes back, and that time would be left out.)
  *
- *   loadgen run PORT PROTO MIX CLIENTS WINDOW SECONDS [THREADS]
+ *   loadgen run [WORKLOAD] PORT PROTO MIX CLIENTS WINDOW SECONDS [THREADS]
  *       PROTO: text (our protocol), mc (memcached's UDP frames), echo
  *       (text requests, any reply counts); MIX: rw (50/50 insert/lookup),
- *       r (lookup), w (insert). Keys key00000..key00999, 9-byte values.
- *   loadgen preload PORT PROTO            insert every key once
+ *       r (lookup), w (insert), rNN (NN% lookups, the rest inserts).
+ *   loadgen preload [WORKLOAD] PORT PROTO insert every key once
  *   loadgen probe PORT PROTO SECONDS      wait until the server answers
  *   loadgen exec CMD [ARG...]             run CMD, measure it as a generator
+ *   loadgen zipf KEYS THETA DRAWS         print how often the sampler picks
+ *                                         the 10 hottest keys (for the tests)
+ *
+ * WORKLOAD: -k KEYS (default 1000; keys key00000, key00001, ..., at least
+ * 5 digits), -z THETA (keys drawn with Zipf(THETA) by rank, key00000 the
+ * hottest; default 0, uniform), -v MIN-MAX (each key's value has a length
+ * of MIN to MAX bytes, the same for a key every time; default: 9-byte
+ * values "valNNNNNN").
  *
  * run and exec print one JSON line on stdout (exec after CMD's own output,
  * prefixed "LOADGEN "): the requests answered, lost and refused, the
@@ -43,6 +51,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -57,8 +66,11 @@
 #include <unistd.h>
 
 #define MAX_WINDOW 64
-#define MAX_MSG 128
-#define KEYS 1000
+/* The longest request: "insert KEY VALUE" or a memcached set, 1000-byte values at most. */
+#define MAX_VALUE 1000
+#define MAX_MSG (MAX_VALUE + 64)
+/* Replies: the value and the protocol's framing. */
+#define MAX_REPLY (MAX_VALUE + 128)
 #define LOST_AFTER 1.0
 /* Latency histogram: 1 us buckets up to 1 s, the last bucket holds the rest. */
 #define HIST_US 1000000
@@ -94,6 +106,14 @@ static int port, window;
 static double seconds;
 static enum proto proto;
 static enum mix mix;
+/* MIX rNN: the share of lookups, in percent (rw: 50). */
+static unsigned int read_percent = 50;
+/* The workload: how many keys, how they are drawn, how long their values are. */
+static unsigned int keys = 1000, key_width = 5;
+static double theta;
+static double *zipf_cdf;
+static unsigned int value_min, value_max;
+static char value_pattern[MAX_VALUE + 26];
 static double deadline;
 static const char *refusal_example;
 
@@ -132,23 +152,92 @@ static uint64_t next_random(uint64_t *state)
 	return *state;
 }
 
+/* A uniform double in [0, 1). */
+static double uniform(uint64_t *state)
+{
+	return (next_random(state) >> 11) * 0x1.0p-53;
+}
+
+/*
+ * Zipf(theta) over the ranks 0..keys-1: P(rank r) is proportional to
+ * 1 / (r + 1)^theta. The cumulative distribution is computed once; a draw
+ * is a binary search for a uniform number in it.
+ */
+static void zipf_setup(void)
+{
+	double sum = 0;
+	unsigned int r;
+
+	zipf_cdf = malloc(keys * sizeof(*zipf_cdf));
+	if (!zipf_cdf)
+		die("loadgen: malloc");
+	for (r = 0; r < keys; r++) {
+		sum += 1.0 / pow(r + 1, theta);
+		zipf_cdf[r] = sum;
+	}
+	for (r = 0; r < keys; r++)
+		zipf_cdf[r] /= sum;
+}
+
+static unsigned int pick_key(uint64_t *state)
+{
+	unsigned int low = 0, high = keys - 1;
+	double u;
+
+	if (!zipf_cdf)
+		return next_random(state) % keys;
+	u = uniform(state);
+	while (low < high) {
+		unsigned int middle = low + (high - low) / 2;
+
+		if (zipf_cdf[middle] > u)
+			high = middle;
+		else
+			low = middle + 1;
+	}
+	return low;
+}
+
+/* A key's value: its length and bytes depend on the key alone, so every set of it stores the same. */
+static const char *key_value(unsigned int key, unsigned int *len)
+{
+	uint64_t h = key * 0x9e3779b97f4a7c15ULL + 1;
+
+	h ^= h >> 29;
+	h *= 0xbf58476d1ce4e5b9ULL;
+	h ^= h >> 32;
+	*len = value_min + h % (value_max - value_min + 1);
+	return value_pattern + key % 26;
+}
+
 /* One request into buf; returns its length. */
 static int format_request(char *buf, uint32_t rid, int insert, unsigned int key, unsigned int value)
 {
+	char fixed[16];
+	const char *data = fixed;
+	unsigned int len = 9;
+
+	if (insert) {
+		if (value_max)
+			data = key_value(key, &len);
+		else
+			snprintf(fixed, sizeof(fixed), "val%06u", value % 1000000);
+	}
 	if (proto == MC) {
 		uint16_t header[4] = { htons(rid & 0xffff), 0, htons(1), 0 };
 		int n;
 
 		memcpy(buf, header, 8);
 		if (insert)
-			n = snprintf(buf + 8, MAX_MSG - 8, "set key%05u 0 0 9\r\nval%06u\r\n", key, value % 1000000);
+			n = snprintf(buf + 8, MAX_MSG - 8, "set key%0*u 0 0 %u\r\n%.*s\r\n", key_width, key, len,
+				     (int)len, data);
 		else
-			n = snprintf(buf + 8, MAX_MSG - 8, "get key%05u\r\n", key);
+			n = snprintf(buf + 8, MAX_MSG - 8, "get key%0*u\r\n", key_width, key);
 		return n + 8;
 	}
 	if (insert)
-		return snprintf(buf, MAX_MSG, "insert key%05u val%06u", key, value % 1000000);
-	return snprintf(buf, MAX_MSG, "lookup key%05u", key);
+		return snprintf(buf, MAX_MSG, "insert key%0*u %.*s", key_width, key, (int)len, data);
+	return snprintf(buf, MAX_MSG, "lookup key%0*u", key_width, key);
 }
 
 static int pick_insert(struct client *c)
@@ -157,7 +246,7 @@ static int pick_insert(struct client *c)
 		return 0;
 	if (mix == WRITE)
 		return 1;
-	return next_random(&c->rng) & 1;
+	return next_random(&c->rng) % 100 >= read_percent;
 }
 
 /* Sends the client's free window in one sendmmsg(). */
@@ -175,8 +264,7 @@ static void fill_window(struct worker *w, struct client *c)
 
 		inserts[k] = pick_insert(c);
 		iovs[k].iov_base = bufs[k];
-		iovs[k].iov_len = format_request(bufs[k], rid, inserts[k],
-						 next_random(&c->rng) % KEYS, rid);
+		iovs[k].iov_len = format_request(bufs[k], rid, inserts[k], pick_key(&c->rng), rid);
 		memset(&msgs[k], 0, sizeof(msgs[k]));
 		msgs[k].msg_hdr.msg_iov = &iovs[k];
 		msgs[k].msg_hdr.msg_iovlen = 1;
@@ -242,7 +330,7 @@ static int reply_ok(const char *data, int n, int insert, struct worker *w)
 
 static void refused(struct worker *w, const char *data, int n)
 {
-	static char example[MAX_MSG];
+	static char example[128];
 
 	w->refused++;
 	if (!refusal_example) {
@@ -262,7 +350,7 @@ static void advance(struct client *c)
 
 static void receive(struct worker *w, struct client *c)
 {
-	static __thread char bufs[MAX_WINDOW][MAX_MSG * 4];
+	static __thread char bufs[MAX_WINDOW][MAX_REPLY];
 	struct mmsghdr msgs[MAX_WINDOW];
 	struct iovec iovs[MAX_WINDOW];
 	int got, i;
@@ -477,6 +565,46 @@ static void print_cpu(double gen, struct cpu a, struct cpu b)
 	       total - (b.idle - a.idle), total, b.server - a.server);
 }
 
+/*
+ * The WORKLOAD options after the subcommand (-k KEYS, -z THETA, -v MIN-MAX);
+ * returns the index of the first positional argument.
+ */
+static int parse_workload(int argc, char **argv)
+{
+	unsigned int i;
+	int opt;
+
+	optind = 2;
+	while ((opt = getopt(argc, argv, "+k:z:v:")) != -1) {
+		switch (opt) {
+		case 'k':
+			keys = strtoul(optarg, NULL, 10);
+			break;
+		case 'z':
+			theta = atof(optarg);
+			break;
+		case 'v':
+			if (sscanf(optarg, "%u-%u", &value_min, &value_max) != 2)
+				value_max = 0;
+			break;
+		default:
+			exit(2);
+		}
+	}
+	if (!keys || keys > 100000000 || theta < 0 ||
+	    (value_max && (value_min < 1 || value_min > value_max || value_max > MAX_VALUE))) {
+		fprintf(stderr, "loadgen: bad workload (-k 1..1e8, -z >= 0, -v MIN-MAX within 1-%d)\n", MAX_VALUE);
+		exit(2);
+	}
+	for (key_width = 5; key_width < 9 && keys - 1 >= (unsigned int)pow(10, key_width); key_width++)
+		;
+	for (i = 0; i < sizeof(value_pattern); i++)
+		value_pattern[i] = 'a' + i % 26;
+	if (theta > 0)
+		zipf_setup();
+	return optind;
+}
+
 static int parse_proto(const char *s)
 {
 	if (!strcmp(s, "text"))
@@ -489,26 +617,41 @@ static int parse_proto(const char *s)
 	exit(2);
 }
 
-/* Inserts every key once, one request at a time, so that lookups hit. */
+/*
+ * Inserts every key once, so that lookups hit: PRELOAD_BATCH requests at a
+ * time, the batch sent again until as many replies came back (an insert
+ * done twice does no harm).
+ */
+#define PRELOAD_BATCH 32
 static int preload(int argc, char **argv)
 {
-	char req[MAX_MSG], reply[MAX_MSG * 4];
-	unsigned int key;
-	int fd;
+	char req[MAX_MSG], reply[MAX_REPLY];
+	unsigned int first;
+	int fd, arg = parse_workload(argc, argv);
 
-	if (argc != 4) {
-		fprintf(stderr, "usage: loadgen preload PORT PROTO\n");
+	if (argc - arg != 2) {
+		fprintf(stderr, "usage: loadgen preload [WORKLOAD] PORT PROTO\n");
 		return 2;
 	}
-	port = atoi(argv[2]);
-	proto = parse_proto(argv[3]);
+	port = atoi(argv[arg]);
+	proto = parse_proto(argv[arg + 1]);
 	fd = open_socket();
-	for (key = 0; key < KEYS; key++) {
-		int n = format_request(req, key, 1, key, key);
+	for (first = 0; first < keys; first += PRELOAD_BATCH) {
+		unsigned int key, count = keys - first < PRELOAD_BATCH ? keys - first : PRELOAD_BATCH;
 		int tries;
 
 		for (tries = 0; tries < 20; tries++) {
-			if (send(fd, req, n, 0) == n && recv(fd, reply, sizeof(reply), 0) > 0)
+			unsigned int got = 0;
+
+			for (key = first; key < first + count; key++) {
+				int n = format_request(req, key, 1, key, key);
+
+				if (send(fd, req, n, 0) != n)
+					break;
+			}
+			while (got < count && recv(fd, reply, sizeof(reply), 0) > 0)
+				got++;
+			if (got == count)
 				break;
 		}
 		if (tries == 20) {
@@ -530,14 +673,21 @@ static int run(int argc, char **argv)
 	struct cpu cpu0, cpu1;
 	uint32_t *hist;
 	long nproc = sysconf(_SC_NPROCESSORS_ONLN);
+	int arg = parse_workload(argc, argv);
 
-	if (argc < 8) {
-		fprintf(stderr, "usage: loadgen run PORT PROTO MIX CLIENTS WINDOW SECONDS [THREADS]\n");
+	if (argc - arg < 6) {
+		fprintf(stderr, "usage: loadgen run [WORKLOAD] PORT PROTO MIX CLIENTS WINDOW SECONDS [THREADS]\n");
 		return 2;
 	}
+	argv += arg - 2;
+	argc -= arg - 2;
 	port = atoi(argv[2]);
 	proto = parse_proto(argv[3]);
 	mix = !strcmp(argv[4], "r") ? READ : !strcmp(argv[4], "w") ? WRITE : RW;
+	if (argv[4][0] == 'r' && isdigit((unsigned char)argv[4][1])) {
+		read_percent = atoi(argv[4] + 1);
+		mix = read_percent >= 100 ? READ : RW;
+	}
 	clients = atoi(argv[5]);
 	window = atoi(argv[6]);
 	seconds = atof(argv[7]);
@@ -615,7 +765,7 @@ static int run(int argc, char **argv)
 /* Sends one request every 100 ms until one is answered. */
 static int probe(int argc, char **argv)
 {
-	char req[MAX_MSG], reply[MAX_MSG * 4];
+	char req[MAX_MSG], reply[MAX_REPLY];
 	double end;
 	int fd;
 
@@ -636,6 +786,37 @@ static int probe(int argc, char **argv)
 	}
 	fprintf(stderr, "loadgen: nothing answers on 127.0.0.1:%d\n", port);
 	return 1;
+}
+
+/* How often Zipf(THETA) draws each of the 10 hottest of KEYS keys, out of DRAWS: the tests check the sampler. */
+static int zipf_counts(int argc, char **argv)
+{
+	unsigned long long counts[10] = { 0 }, draws, i;
+	uint64_t rng = 0x9e3779b97f4a7c15ULL;
+
+	if (argc != 5) {
+		fprintf(stderr, "usage: loadgen zipf KEYS THETA DRAWS\n");
+		return 2;
+	}
+	keys = strtoul(argv[2], NULL, 10);
+	theta = atof(argv[3]);
+	draws = strtoull(argv[4], NULL, 10);
+	if (!keys || theta <= 0) {
+		fprintf(stderr, "loadgen: KEYS above 0, THETA above 0\n");
+		return 2;
+	}
+	zipf_setup();
+	for (i = 0; i < draws; i++) {
+		unsigned int key = pick_key(&rng);
+
+		if (key < 10)
+			counts[key]++;
+	}
+	printf("{\"keys\":%u,\"theta\":%g,\"draws\":%llu,\"counts\":[", keys, theta, draws);
+	for (i = 0; i < 10; i++)
+		printf("%s%llu", i ? "," : "", counts[i]);
+	printf("]}\n");
+	return 0;
 }
 
 /* Runs a command (another generator) and measures it as run measures itself. */
@@ -682,6 +863,8 @@ int main(int argc, char **argv)
 		return probe(argc, argv);
 	if (argc > 1 && !strcmp(argv[1], "exec"))
 		return exec_command(argc, argv);
+	if (argc > 1 && !strcmp(argv[1], "zipf"))
+		return zipf_counts(argc, argv);
 	fprintf(stderr, "usage: loadgen run|probe|exec ... (see the comment at the top of bench/loadgen.c)\n");
 	return 2;
 }

@@ -11,6 +11,7 @@ import type { BenchOptions } from './kv-bench.js';
 import {
 	bestMemcached,
 	cpuPerRequest,
+	describeWorkload,
 	groupRows,
 	inFlight,
 	type LatencyPoint,
@@ -19,6 +20,7 @@ import {
 	type Spread,
 	serverCpuPerRequest,
 	spread,
+	type Workload,
 } from './rows.js';
 import { latencySvg, MODDB, type Series } from './svg.js';
 
@@ -46,6 +48,8 @@ export interface BenchReport {
 	window: number;
 	reps: number;
 	seconds: number;
+	/** What the clients asked for: a table each. */
+	workloads: Workload[];
 }
 
 function fmt(value: number | undefined, digits = 0): string {
@@ -196,18 +200,26 @@ export async function writeReport({
 	window,
 	reps,
 	seconds,
+	workloads,
 }: BenchReport): Promise<void> {
 	const header = [
 		`kernel-udp benchmark${options.quick ? ' (--quick: a smoke test, not a measurement)' : ''}`,
 		`host: ${os.cpus().length} cores shared with whatever else runs, load average ${loadBefore.toFixed(1)} at the start, ${os.loadavg()[0]!.toFixed(1)} at the end`,
 		`guest: ${facts.cpus} vCPUs under QEMU TCG, kernel ${facts.kernel}, clocksource ${facts.clocksource}; perf stat -e instructions: ${facts.perf}`,
-		`load: loadgen (bench/loadgen.c) in the same guest over 127.0.0.1, 50/50 insert/lookup (set/get) of 1 000 8-byte keys with 9-byte values, ${window} requests in flight per client, ${reps} × ${seconds} s per row, the servers taking turns (every figure the median of the repetitions, with their range); λ·W: req/s × mean latency, the requests in flight by Little's law, beside the number loadgen keeps in flight; memaslap: 16-byte keys and values, 50/50 set/get, one request in flight per connection`,
+		`load: loadgen (bench/loadgen.c) in the same guest over 127.0.0.1, ${window} requests in flight per client, ${reps} × ${seconds} s per row, the servers taking turns (every figure the median of the repetitions, with their range); λ·W: req/s × mean latency, the requests in flight by Little's law, beside the most loadgen keeps in flight`,
 	];
-	process.stdout.write(`${header.join('\n')}\n\n${throughputTable(rows)}\n\n`);
+	process.stdout.write(`${header.join('\n')}\n\n`);
+	for (const workload of workloads) {
+		const memaslap =
+			workload.name === 'mixed' ? '; memaslap: 16-byte keys and values, 50/50 set/get, one request in flight per connection' : '';
+		process.stdout.write(
+			`### Workload ${workload.name}: ${describeWorkload(workload)}${memaslap}\n\n${throughputTable(rows.filter(row => row.workload === workload.name))}\n\n`,
+		);
+	}
 	process.stdout.write(
-		`Mean latency per operation (ms), N closed-loop processes each doing one request at a time, median of ${reps} (udp_server threads=${n} on its text protocol, memcached -t ${n} on its UDP protocol, taking turns; then udp_server threads=${n} softirq=1, loaded in udp_server's place):\n\n${latencyTable(latency)}\n`,
+		`### Closed-loop latency\n\nMean latency per operation (ms), N closed-loop processes each doing one request at a time, median of ${reps} (udp_server threads=${n} on its text protocol, memcached -t ${n} on its UDP protocol, taking turns; then udp_server threads=${n} softirq=1, loaded in udp_server's place):\n\n${latencyTable(latency)}\n`,
 	);
-	await writeFile(RESULTS_PATH, JSON.stringify({ facts, rows, latency, options }, null, 2));
+	await writeFile(RESULTS_PATH, JSON.stringify({ facts, rows, latency, options, workloads }, null, 2));
 	if (!options.quick) {
 		const series: Series[] = [];
 		for (const name of [...new Set(latency.map(point => point.server))]) {

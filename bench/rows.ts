@@ -22,8 +22,50 @@ export interface Measured {
 	server_cpu_s: number;
 }
 
+/**
+ * What the clients ask for. `mixed`: today's, 50/50 insert/lookup of 1 000
+ * keys drawn uniformly, 9-byte values. `get-heavy`: 90/10 lookup/insert,
+ * keys drawn by Zipf(0.99) rank, each key's value 32-1 000 bytes long
+ * (always the same for one key).
+ */
+export interface Workload {
+	name: 'mixed' | 'get-heavy';
+	keys: number;
+	/** Zipf's exponent; 0: uniform. */
+	theta: number;
+	/** Shortest and longest value; none: 9-byte values. */
+	values?: [number, number];
+	/** Percent of requests that are lookups (get). */
+	readPercent: number;
+}
+
+/** loadgen's WORKLOAD options (bench/loadgen.c). */
+export function workloadArgs(workload: Workload): string[] {
+	return [
+		'-k',
+		String(workload.keys),
+		'-z',
+		String(workload.theta),
+		...(workload.values ? ['-v', `${workload.values[0]}-${workload.values[1]}`] : []),
+	];
+}
+
+/** loadgen's MIX for a workload. */
+export function workloadMix(workload: Workload): string {
+	return workload.readPercent === 50 ? 'rw' : `r${workload.readPercent}`;
+}
+
+/** One line that says what a workload is. */
+export function describeWorkload(workload: Workload): string {
+	const keys = workload.keys.toLocaleString('en-US').replace(/,/g, ' ');
+	const draw = workload.theta ? `drawn by Zipf(${workload.theta}) rank` : 'drawn uniformly';
+	const values = workload.values ? `values of ${workload.values[0]}–${workload.values[1]} bytes (fixed per key)` : '9-byte values';
+	return `${workload.readPercent}/${100 - workload.readPercent} lookup/insert (get/set) of ${keys} keys ${draw}, ${values}, all inserted before the clock starts`;
+}
+
 /** One repetition of one row. */
 export interface Row extends Measured {
+	workload: Workload['name'];
 	server: string;
 	protocol: 'text' | 'memcached';
 	threads: number;
@@ -95,7 +137,7 @@ export function inFlight(row: Measured): number {
 
 /** What names a row: every repetition of it has the same key. */
 export function rowKey(row: Row): string {
-	return [row.generator, row.server, row.protocol, row.threads, row.clients].join('\u0000');
+	return [row.workload, row.generator, row.server, row.protocol, row.threads, row.clients].join('\u0000');
 }
 
 /** The repetitions of one row, in the order the rows were first measured. */
@@ -109,8 +151,8 @@ export function groupRows(rows: Row[]): Row[][] {
 }
 
 /**
- * The baseline of a row: of the memcached rows with the same generator and
- * clients (any thread count), the one with the highest median req/s in this
+ * The baseline of a row: of the memcached rows with the same workload,
+ * generator and clients (any thread count), the one with the highest median req/s in this
  * run. memcached's UDP workers share one socket, so more threads can be
  * slower; comparing with the same thread count would flatter us.
  */
@@ -119,7 +161,13 @@ export function bestMemcached(groups: Row[][], row: Row): Row[] | undefined {
 	let bestRate = -1;
 	for (const reps of groups) {
 		const other = reps[0]!;
-		if (other.server !== 'memcached' || other.generator !== row.generator || other.clients !== row.clients) continue;
+		if (
+			other.server !== 'memcached' ||
+			other.workload !== row.workload ||
+			other.generator !== row.generator ||
+			other.clients !== row.clients
+		)
+			continue;
 		const rate = median(reps.map(perSecond));
 		if (rate > bestRate) {
 			best = reps;

@@ -40,6 +40,14 @@ function range(cell: string | undefined): [number, number] {
 	return match ? [number(match[1]), number(match[2])] : [Number.NaN, Number.NaN];
 }
 
+/** The text from the line that starts with `heading` to the next "### " heading. */
+function section(stdout: string, heading: string): string {
+	const start = stdout.indexOf(`\n${heading}`);
+	if (start < 0) return '';
+	const end = stdout.indexOf('\n### ', start + 1);
+	return stdout.slice(start, end < 0 ? undefined : end);
+}
+
 /** The column of each heading of the first table whose first heading is `first`. */
 function columns(stdout: string, first: string): Record<string, number> {
 	const header = stdout.split('\n').find(line => line.startsWith(`| ${first} |`)) ?? '';
@@ -59,7 +67,21 @@ test('./run bench --quick measures every row', async t => {
 	t.log(stdout.split('\n').slice(0, 4).join('\n'));
 	t.regex(stdout, /^guest: 2 vCPUs under QEMU TCG, kernel \S+, clocksource \S+;/m);
 
-	const rows = tableRows(stdout, /^(loadgen|memaslap)$/);
+	const mixedSection = section(stdout, '### Workload mixed:');
+	const heavySection = section(stdout, '### Workload get-heavy:');
+	t.regex(heavySection, /90\/10 lookup\/insert \(get\/set\) of 10 000 keys drawn by Zipf\(0\.99\) rank, values of 32–1000 bytes/);
+	const heavy = tableRows(heavySection, /^loadgen$/);
+	t.deepEqual(
+		heavy.map(cells => cells.slice(0, 5).join(' ')).sort(),
+		[1, 2]
+			.flatMap(threads =>
+				['udp_server text', 'udp_server softirq text', 'udp_echo text', 'udp_server memcached', 'memcached memcached'].map(
+					server => `loadgen ${server} ${threads} 8`,
+				),
+			)
+			.sort(),
+	);
+	const rows = tableRows(mixedSection, /^(loadgen|memaslap)$/);
 	const expected: string[] = [];
 	for (const threads of [1, 2]) {
 		for (const clients of [1, 8]) {
@@ -77,7 +99,7 @@ test('./run bench --quick measures every row', async t => {
 	expected.push('loadgen node dgram text 1 1', 'loadgen node dgram text 1 8');
 	t.deepEqual(rows.map(cells => cells.slice(0, 5).join(' ')).sort(), expected.sort());
 	const col = columns(stdout, 'generator');
-	for (const cells of rows) {
+	for (const cells of [...rows, ...heavy]) {
 		const name = cells.slice(0, 5).join(' ');
 		const at = (heading: string) => cells[col[heading] ?? -1];
 		// req/s, p50, p99, CPU µs/req: each a median with its range; req/s above zero.
@@ -101,9 +123,11 @@ test('./run bench --quick measures every row', async t => {
 		}
 		t.regex(at('generator CPU') ?? '', /^\d+%$/, `${name}: generator CPU share`);
 		t.regex(at('loss') ?? '', /^\d+\.\d\d%$/, `${name}: loss`);
+		// Compared with memcached at its best setting of this run, named.
+		t.regex(at('baseline') ?? '', /^memcached -t \d+$/, `${name}: baseline`);
 	}
 
-	const latency = tableRows(stdout, /^(udp_server|memcached|udp_server softirq)$/);
+	const latency = tableRows(section(stdout, '### Closed-loop latency'), /^(udp_server|memcached|udp_server softirq)$/);
 	t.deepEqual(
 		latency.map(cells => `${cells[0]} ${cells[1]}`),
 		['udp_server', 'memcached', 'udp_server softirq'].flatMap(server => ['read', 'write', 'read/write'].map(mix => `${server} ${mix}`)),

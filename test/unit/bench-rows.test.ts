@@ -16,6 +16,7 @@ function row(server: string, clients: number, answered: number, mean_us = 100): 
 		guest_busy_s: 1.5,
 		guest_total_s: 2,
 		server_cpu_s: 0.4,
+		workload: 'mixed',
 		server,
 		protocol: 'text',
 		threads: 1,
@@ -67,4 +68,5 @@ test('bestMemcached: the memcached setting with the higher median req/s at those
 	t.is(bestMemcached(groups, { ...ours, clients: 1 })?.[0]?.threads, 2);
 	t.is(bestMemcached(groups, { ...ours, clients: 4 }), undefined);
 	t.is(bestMemcached(groups, { ...ours, generator: 'memaslap' }), undefined);
+	t.is(bestMemcached(groups, { ...ours, workload: 'get-heavy' }), undefined);
 });
