@@ -22,7 +22,17 @@ import { runProgram } from '../src/programs.js';
 import { applySettings } from '../src/settings.js';
 import { chooseTarget, type Target } from '../src/targets.js';
 import { writeReport, type GuestFacts } from './report.js';
-import { type LatencyPoint, type Measured, perSecond, type Row, type Workload, workloadArgs, workloadMix } from './rows.js';
+import {
+	type LatencyPoint,
+	type Measured,
+	memcachedSaturation,
+	type OpenPoint,
+	perSecond,
+	type Row,
+	type Workload,
+	workloadArgs,
+	workloadMix,
+} from './rows.js';
 
 export interface BenchOptions {
 	/** Seconds, few requests, every row: the smoke test. */
@@ -40,6 +50,12 @@ export interface BenchOptions {
 const CACHE = path.join(PROJECT_ROOT, '.lab/cache/bench');
 const ECHO_DIR = path.join(PROJECT_ROOT, 'bench/echo-module');
 const CLOCKSOURCE = '/sys/devices/system/clocksource/clocksource0/current_clocksource';
+
+/** The open loop's sockets (on min(8, vCPUs) threads). */
+const OPEN_LOOP_CLIENTS = 8;
+/** The open loop's offered loads, as shares of memcached's closed-loop saturation. */
+const OPEN_LOOP_FRACTIONS = [0.1, 0.3, 0.5, 0.7, 0.9, 1.2];
+const QUICK_OPEN_LOOP_FRACTIONS = [0.5, 1.2];
 
 const TEXT_PORT = 3000;
 const MC_PORT = 11311;
@@ -145,6 +161,30 @@ class Bench {
 			`${workload.name}: ${server.name} (${row.protocol}, ${server.threads} thr) ${clients} clients: ${perSecond(row).toFixed(0)} req/s`,
 		);
 		return row;
+	}
+
+	/**
+	 * One open-loop point: loadgen -r, Poisson arrivals at `offered` requests
+	 * a second over OPEN_LOOP_CLIENTS sockets, on the memcached protocol (its
+	 * request IDs match every reply to its request, even with losses).
+	 */
+	async openLoop(server: Server, offered: number, fraction: number, workload: Workload): Promise<OpenPoint> {
+		const measured = await this.loadgen_(
+			['-r', offered, ...workloadArgs(workload), server.ports.memcached!, 'mc', workloadMix(workload), OPEN_LOOP_CLIENTS, 1, this.seconds],
+			this.seconds + 2,
+			server.comm,
+		);
+		const point: OpenPoint = {
+			...measured,
+			workload: workload.name,
+			server: server.name,
+			protocol: 'memcached',
+			threads: server.threads,
+			offered,
+			fraction,
+		};
+		log.info(`open loop: ${server.name} (${server.threads} thr) offered ${offered} req/s: p99 ${point.p99_us} µs, ${measured.lost} lost`);
+		return point;
 	}
 
 	/** memaslap, 50/50 set/get of 16-byte keys and values, `clients` UDP connections (in the mixed workload's table). */
@@ -532,6 +572,24 @@ export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 			}
 		}
 
+		// The open loop: udp_server at N threads and memcached at its best setting of the get-heavy table,
+		// each offered 10%…120% of that memcached's closed-loop saturation, taking turns.
+		const openLoop: OpenPoint[] = [];
+		const heavy = workloads.at(-1)!;
+		const saturation = memcachedSaturation(rows, heavy.name);
+		if (saturation) {
+			const servers = [ours(n, heavy), memcached(saturation.threads, heavy)];
+			for (const one of servers) await one.start();
+			for (let rep = 0; rep < bench.reps; rep++) {
+				for (const fraction of options.quick ? QUICK_OPEN_LOOP_FRACTIONS : OPEN_LOOP_FRACTIONS) {
+					for (const one of servers) {
+						openLoop.push(await bench.openLoop(one, Math.round(fraction * saturation.perSecond), fraction, heavy));
+					}
+				}
+			}
+			for (const one of servers) await one.stop();
+		}
+
 		const order = (row: Row) =>
 			[
 				workloads.findIndex(workload => workload.name === row.workload),
@@ -556,6 +614,8 @@ export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 			reps: bench.reps,
 			seconds: bench.seconds,
 			workloads,
+			openLoop,
+			saturation: saturation?.perSecond ?? Number.NaN,
 		});
 	} finally {
 		if (!options.keep) await target.stop();

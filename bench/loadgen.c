@@ -39,6 +39,16 @@
  * every task of each process whose name starts with NAME (a kernel thread
  * is a process of its own, "udp_server/0").
  *
+ * Open loop (-r RATE): requests leave at RATE a second in all, with
+ * exponential gaps (Poisson arrivals) drawn by each thread for its share of
+ * the rate, whether or not replies have come; each goes to the thread's
+ * next client in turn (up to MAX_SLOTS in flight on one client; a request
+ * that finds every client of its thread full counts as lost). Latency runs
+ * from the time the request was due, not the time it left, so a generator
+ * that falls behind its schedule shows as latency too. WINDOW is ignored.
+ * After SECONDS no more requests are sent; those in flight get LOST_AFTER
+ * seconds to be answered, then count as lost.
+ *
  * Matching replies: memcached frames carry a request ID. Our text protocol
  * does not, but each client's socket is served in order by one server
  * thread, so a text reply answers the oldest request in flight. A request
@@ -59,6 +69,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -66,6 +77,8 @@
 #include <unistd.h>
 
 #define MAX_WINDOW 64
+/* Requests in flight on one client in the open loop (a second of them at 16 000 a second, below the 16-bit IDs of memcached frames). */
+#define MAX_SLOTS 16384
 /* The longest request: "insert KEY VALUE" or a memcached set, 1000-byte values at most. */
 #define MAX_VALUE 1000
 #define MAX_MSG (MAX_VALUE + 64)
@@ -89,7 +102,7 @@ struct client {
 	unsigned int id;
 	uint32_t next_rid;	/* the next request's number */
 	uint32_t oldest;	/* the oldest request in flight, or next_rid */
-	struct slot slots[MAX_WINDOW];
+	struct slot slots[MAX_SLOTS];
 	uint64_t rng;
 };
 
@@ -99,11 +112,17 @@ struct worker {
 	unsigned int n;
 	uint64_t answered, lost, refused, misses, sent;
 	double latency_sum;
+	/* Open loop: this thread's share of the rate, its draws for the gaps, the next client. */
+	double rate;
+	uint64_t rng;
+	unsigned int turn;
 	uint32_t *hist;
 };
 
 static int port, window;
 static double seconds;
+/* Open loop: requests a second, in all; 0: closed loop. */
+static double rate;
 static enum proto proto;
 static enum mix mix;
 /* MIX rNN: the share of lookups, in percent (rw: 50). */
@@ -356,14 +375,14 @@ static void receive(struct worker *w, struct client *c)
 	int got, i;
 	double t;
 
-	for (i = 0; i < window; i++) {
+	for (i = 0; i < window && i < MAX_WINDOW; i++) {
 		iovs[i].iov_base = bufs[i];
 		iovs[i].iov_len = sizeof(bufs[i]);
 		memset(&msgs[i], 0, sizeof(msgs[i]));
 		msgs[i].msg_hdr.msg_iov = &iovs[i];
 		msgs[i].msg_hdr.msg_iovlen = 1;
 	}
-	got = recvmmsg(c->fd, msgs, window, MSG_DONTWAIT, NULL);
+	got = recvmmsg(c->fd, msgs, window < MAX_WINDOW ? window : MAX_WINDOW, MSG_DONTWAIT, NULL);
 	if (got < 0) {
 		if (errno == EAGAIN || errno == ECONNREFUSED)
 			return;
@@ -425,6 +444,123 @@ static void expire(struct worker *w, struct client *c, double t)
 	}
 }
 
+/* Sends one request that was due at `due` on the thread's next client with room for it. */
+static void send_due(struct worker *w, double due)
+{
+	char buf[MAX_MSG];
+	unsigned int tries;
+
+	for (tries = 0; tries < w->n; tries++) {
+		struct client *c = &w->clients[w->turn++ % w->n];
+		int insert, n;
+		struct slot *s;
+
+		if (c->next_rid - c->oldest >= (uint32_t)window)
+			continue;
+		insert = pick_insert(c);
+		n = format_request(buf, c->next_rid, insert, pick_key(&c->rng), c->next_rid);
+		if (send(c->fd, buf, n, 0) != n) {
+			if (errno == EAGAIN || errno == ENOBUFS || errno == ECONNREFUSED)
+				break;	/* it did not leave: lost */
+			die("loadgen: send");
+		}
+		s = &c->slots[c->next_rid % window];
+		s->sent = due;
+		s->busy = 1;
+		s->insert = insert;
+		c->next_rid++;
+		w->sent++;
+		return;
+	}
+	w->lost++;
+}
+
+/* The gap to the next arrival of a Poisson process of this rate. */
+static double next_gap(struct worker *w)
+{
+	return -log(1 - uniform(&w->rng)) / w->rate;
+}
+
+static void watch(int ep, struct worker *w, unsigned int i)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = i };
+
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, w->clients[i].fd, &ev) < 0)
+		die("loadgen: epoll_ctl");
+}
+
+/* Waits for replies until `until` at the latest, and reads them. */
+static void wait_replies(int ep, struct worker *w, double until)
+{
+	struct epoll_event events[64];
+	double wait = until - now();
+	struct timespec timeout;
+	int ready, j;
+
+	if (wait < 0)
+		wait = 0;
+	if (wait > 0.1)
+		wait = 0.1;
+	timeout.tv_sec = 0;
+	timeout.tv_nsec = wait * 1e9;
+	ready = epoll_pwait2(ep, events, 64, &timeout, NULL);
+	if (ready < 0 && errno != EINTR)
+		die("loadgen: epoll_pwait2");
+	for (j = 0; j < ready; j++)
+		receive(w, &w->clients[events[j].data.u32]);
+}
+
+/* Writes off what expired, opening a new socket where expire() did. */
+static void expire_all(int ep, struct worker *w, double t)
+{
+	unsigned int i;
+
+	for (i = 0; i < w->n; i++) {
+		int fd = w->clients[i].fd;
+
+		expire(w, &w->clients[i], t);
+		if (w->clients[i].fd != fd)
+			watch(ep, w, i);
+	}
+}
+
+/* The open loop: requests leave on their schedule; replies are read in between. */
+static void open_loop(int ep, struct worker *w)
+{
+	double due = now() + next_gap(w);
+	unsigned int i;
+
+	for (;;) {
+		double t = now();
+		int sent = 0;
+
+		if (t >= deadline)
+			break;
+		expire_all(ep, w, t);
+		while (due <= t && due < deadline && sent++ < MAX_WINDOW) {
+			send_due(w, due);
+			due += next_gap(w);
+		}
+		wait_replies(ep, w, due);
+	}
+	/* Drain: what is still in flight gets LOST_AFTER seconds. */
+	for (;;) {
+		int waiting = 0;
+
+		for (i = 0; i < w->n; i++)
+			waiting |= w->clients[i].oldest != w->clients[i].next_rid;
+		if (!waiting || now() >= deadline + LOST_AFTER)
+			break;
+		wait_replies(ep, w, now() + 0.01);
+	}
+	for (i = 0; i < w->n; i++) {
+		struct client *c = &w->clients[i];
+
+		for (; c->oldest != c->next_rid; c->oldest++)
+			w->lost += c->slots[c->oldest % window].busy;
+	}
+}
+
 static void *work(void *arg)
 {
 	struct worker *w = arg;
@@ -434,11 +570,12 @@ static void *work(void *arg)
 
 	if (ep < 0)
 		die("loadgen: epoll_create1");
-	for (i = 0; i < w->n; i++) {
-		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = i };
-
-		if (epoll_ctl(ep, EPOLL_CTL_ADD, w->clients[i].fd, &ev) < 0)
-			die("loadgen: epoll_ctl");
+	for (i = 0; i < w->n; i++)
+		watch(ep, w, i);
+	if (rate > 0) {
+		open_loop(ep, w);
+		close(ep);
+		return NULL;
 	}
 	for (;;) {
 		double t = now();
@@ -575,8 +712,11 @@ static int parse_workload(int argc, char **argv)
 	int opt;
 
 	optind = 2;
-	while ((opt = getopt(argc, argv, "+k:z:v:")) != -1) {
+	while ((opt = getopt(argc, argv, "+k:z:v:r:")) != -1) {
 		switch (opt) {
+		case 'r':
+			rate = atof(optarg);
+			break;
 		case 'k':
 			keys = strtoul(optarg, NULL, 10);
 			break;
@@ -591,7 +731,7 @@ static int parse_workload(int argc, char **argv)
 			exit(2);
 		}
 	}
-	if (!keys || keys > 100000000 || theta < 0 ||
+	if (!keys || keys > 100000000 || theta < 0 || rate < 0 ||
 	    (value_max && (value_min < 1 || value_min > value_max || value_max > MAX_VALUE))) {
 		fprintf(stderr, "loadgen: bad workload (-k 1..1e8, -z >= 0, -v MIN-MAX within 1-%d)\n", MAX_VALUE);
 		exit(2);
@@ -692,7 +832,9 @@ static int run(int argc, char **argv)
 	window = atoi(argv[6]);
 	seconds = atof(argv[7]);
 	threads = argc > 8 ? (unsigned int)atoi(argv[8]) : (clients < nproc ? clients : nproc);
-	if (!clients || window < 1 || window > MAX_WINDOW || seconds <= 0 || !threads || threads > clients) {
+	if (rate > 0 && window >= 1)
+		window = MAX_SLOTS;	/* the open loop: every slot of the ring */
+	if (!clients || window < 1 || (window > MAX_WINDOW && !rate) || seconds <= 0 || !threads || threads > clients) {
 		fprintf(stderr, "loadgen: bad arguments (WINDOW is 1 to %d, THREADS 1 to CLIENTS)\n", MAX_WINDOW);
 		return 2;
 	}
@@ -714,7 +856,11 @@ static int run(int argc, char **argv)
 			w->clients[j].id = c;
 			w->clients[j].rng = 0x9e3779b97f4a7c15ULL * (c + 1) + getpid();
 		}
+		w->rate = rate / threads;
+		w->rng = 0xd1b54a32d192ed03ULL * (i + 1) + getpid();
 	}
+	/* The open loop's timed waits: wake when asked, not up to 50 us later. */
+	prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
 	cpu0 = guest_cpu();
 	gen0 = rusage_seconds(RUSAGE_SELF);
 	started = now();
@@ -725,6 +871,8 @@ static int run(int argc, char **argv)
 	for (i = 0; i < threads; i++)
 		pthread_join(workers[i].thread, NULL);
 	elapsed = now() - started;
+	if (rate > 0)
+		elapsed = seconds;	/* the open loop sent for SECONDS; the drain after it sends nothing */
 	cpu1 = guest_cpu();
 	gen0 = rusage_seconds(RUSAGE_SELF) - gen0;
 	for (i = 0; i < threads; i++) {
@@ -753,7 +901,8 @@ static int run(int argc, char **argv)
 	if (refusal_example)
 		fprintf(stderr, "loadgen: %llu replies were refusals, e.g. \"%s\"\n", (unsigned long long)refusals,
 			refusal_example);
-	printf("{\"answered\":%llu,\"sent\":%llu,\"lost\":%llu,\"refused\":%llu,\"misses\":%llu,\"seconds\":%.3f,",
+	printf("{\"offered\":%.1f,", rate);
+	printf("\"answered\":%llu,\"sent\":%llu,\"lost\":%llu,\"refused\":%llu,\"misses\":%llu,\"seconds\":%.3f,",
 	       (unsigned long long)answered, (unsigned long long)sent, (unsigned long long)lost,
 	       (unsigned long long)refusals, (unsigned long long)misses, elapsed);
 	printf("\"mean_us\":%.1f,\"p50_us\":%llu,\"p99_us\":%llu,\"p999_us\":%llu,", answered ? sum / answered * 1e6 : 0,

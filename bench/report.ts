@@ -12,6 +12,7 @@ import {
 	bestMemcached,
 	cpuPerRequest,
 	describeWorkload,
+	type OpenPoint,
 	groupRows,
 	inFlight,
 	type LatencyPoint,
@@ -22,9 +23,10 @@ import {
 	spread,
 	type Workload,
 } from './rows.js';
-import { latencySvg, MODDB, type Series } from './svg.js';
+import { latencySvg, lineSvg, MODDB, type Series } from './svg.js';
 
 const SVG_PATH = path.join(PROJECT_ROOT, 'bench/latency-vs-processes.svg');
+const OPEN_SVG_PATH = path.join(PROJECT_ROOT, 'bench/latency-vs-offered-load.svg');
 const RESULTS_PATH = path.join(PROJECT_ROOT, '.lab/bench-results.json');
 
 /** What the bench guest is, as the report's header says. */
@@ -50,6 +52,10 @@ export interface BenchReport {
 	seconds: number;
 	/** What the clients asked for: a table each. */
 	workloads: Workload[];
+	/** The open-loop points, every repetition. */
+	openLoop: OpenPoint[];
+	/** memcached's closed-loop saturation (req/s) that the open loop's offered loads are shares of. */
+	saturation: number;
 }
 
 function fmt(value: number | undefined, digits = 0): string {
@@ -165,6 +171,68 @@ export function throughputTable(rows: Row[]): string {
 	return lines.join('\n');
 }
 
+/** p50 and p99 against offered load, a line per server and offered rate. */
+export function openLoopTable(points: OpenPoint[]): string {
+	const servers = [...new Set(points.map(point => point.server))];
+	const rates = [...new Set(points.map(point => point.offered))].sort((a, b) => a - b);
+	const lines = [
+		"| server | threads | offered req/s | of memcached's saturation | answered req/s (min–max) | p50 µs (min–max) | p99 µs (min–max) | loss | p99 ÷ memcached |",
+		'| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+	];
+	const p99 = (server: string, offered: number) =>
+		spread(points.filter(point => point.server === server && point.offered === offered).map(point => point.p99_us ?? Number.NaN)).median;
+	for (const server of servers) {
+		for (const offered of rates) {
+			const reps = points.filter(point => point.server === server && point.offered === offered);
+			if (!reps.length) continue;
+			const lost = reps.reduce((sum, rep) => sum + rep.lost, 0);
+			const sent = reps.reduce((sum, rep) => sum + rep.answered + rep.lost, 0);
+			lines.push(
+				`| ${[
+					server,
+					reps[0]!.threads,
+					fmt(offered),
+					`${fmt(100 * reps[0]!.fraction)}%`,
+					fmtSpread(spread(reps.map(perSecond))),
+					fmtSpread(spread(reps.map(rep => rep.p50_us ?? Number.NaN))),
+					fmtSpread(spread(reps.map(rep => rep.p99_us ?? Number.NaN))),
+					`${fmt(sent ? (100 * lost) / sent : 0, 2)}%`,
+					server === 'memcached' ? '' : ratio(p99(server, offered), p99('memcached', offered)),
+				].join(' | ')} |`,
+			);
+		}
+	}
+	return lines.join('\n');
+}
+
+/** The plot of p50 and p99 against offered load. */
+export function openLoopSvg(points: OpenPoint[], saturation: number, subtitle: string): string {
+	const series: Series[] = [];
+	for (const server of [...new Set(points.map(point => point.server))]) {
+		const rates = [...new Set(points.filter(point => point.server === server).map(point => point.offered))];
+		for (const [name, figure] of [
+			['p50', (point: OpenPoint) => point.p50_us ?? Number.NaN],
+			['p99', (point: OpenPoint) => point.p99_us ?? Number.NaN],
+		] as const) {
+			series.push({
+				label: `${server} ${name}`,
+				points: rates.map(offered => [
+					offered,
+					spread(points.filter(point => point.server === server && point.offered === offered).map(figure)).median / 1000,
+				]),
+			});
+		}
+	}
+	return lineSvg({
+		title: 'Latency against offered load (open loop, Poisson arrivals)',
+		subtitle,
+		xLabel: 'offered load (requests a second)',
+		yLabel: 'latency (ms, log scale), median of the repetitions',
+		series,
+		marker: { x: saturation, label: "memcached's closed-loop saturation" },
+	});
+}
+
 function latencyTable(points: LatencyPoint[]): string {
 	const processes = [...new Set(points.map(point => point.processes))];
 	const lines = [
@@ -201,6 +269,8 @@ export async function writeReport({
 	reps,
 	seconds,
 	workloads,
+	openLoop,
+	saturation,
 }: BenchReport): Promise<void> {
 	const header = [
 		`kernel-udp benchmark${options.quick ? ' (--quick: a smoke test, not a measurement)' : ''}`,
@@ -219,7 +289,15 @@ export async function writeReport({
 	process.stdout.write(
 		`### Closed-loop latency\n\nMean latency per operation (ms), N closed-loop processes each doing one request at a time, median of ${reps} (udp_server threads=${n} on its text protocol, memcached -t ${n} on its UDP protocol, taking turns; then udp_server threads=${n} softirq=1, loaded in udp_server's place):\n\n${latencyTable(latency)}\n`,
 	);
-	await writeFile(RESULTS_PATH, JSON.stringify({ facts, rows, latency, options, workloads }, null, 2));
+	const heavy = workloads.at(-1)!;
+	process.stdout.write(
+		`\n### Open loop: latency against offered load\n\nloadgen -r: Poisson arrivals over 8 sockets at a share of memcached's closed-loop saturation in the ${heavy.name} table (${fmt(saturation)} req/s, its best setting), ${heavy.name} workload on the memcached protocol, latency from each request's scheduled send time; udp_server threads=${n} and memcached at that setting taking turns, ${reps} × ${seconds} s per point:\n\n${openLoopTable(openLoop)}\n`,
+	);
+	await writeFile(RESULTS_PATH, JSON.stringify({ facts, rows, latency, options, workloads, openLoop, saturation }, null, 2));
+	await writeFile(
+		options.quick ? path.join(PROJECT_ROOT, '.lab/bench-open-loop-quick.svg') : OPEN_SVG_PATH,
+		openLoopSvg(openLoop, saturation, `${heavy.name} workload, ${facts.cpus} vCPUs (QEMU TCG); dashed: p99`),
+	);
 	if (!options.quick) {
 		const series: Series[] = [];
 		for (const name of [...new Set(latency.map(point => point.server))]) {

@@ -176,3 +176,30 @@ export function bestMemcached(groups: Row[][], row: Row): Row[] | undefined {
 	}
 	return best;
 }
+
+/** One repetition of one open-loop point: loadgen -r, Poisson arrivals at an offered rate. */
+export interface OpenPoint extends Measured {
+	workload: Workload['name'];
+	server: string;
+	protocol: 'text' | 'memcached';
+	threads: number;
+	/** Requests a second loadgen was asked to send. */
+	offered: number;
+	/** `offered` as a share of memcached's closed-loop saturation. */
+	fraction: number;
+}
+
+/**
+ * memcached's closed-loop saturation in a workload: the highest median
+ * req/s of any of its loadgen rows (any threads, any clients).
+ */
+export function memcachedSaturation(rows: Row[], workload: Workload['name']): { perSecond: number; threads: number } | undefined {
+	let best: { perSecond: number; threads: number } | undefined;
+	for (const reps of groupRows(rows)) {
+		const row = reps[0]!;
+		if (row.server !== 'memcached' || row.generator !== 'loadgen' || row.workload !== workload) continue;
+		const rate = median(reps.map(perSecond));
+		if (!best || rate > best.perSecond) best = { perSecond: rate, threads: row.threads };
+	}
+	return best;
+}

@@ -6,6 +6,7 @@
  */
 import test from 'ava';
 import { execa } from 'execa';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PROJECT_ROOT } from '../../src/modules.js';
 
@@ -60,7 +61,8 @@ function columns(stdout: string, first: string): Record<string, number> {
 }
 
 test('./run bench --quick measures every row', async t => {
-	t.timeout(240_000);
+	// About 2 minutes on a quiet host; the CI machine is shared.
+	t.timeout(420_000);
 	const run = await execa(path.join(PROJECT_ROOT, 'run'), ['bench', '--quick', '--lab', LAB], { reject: false, all: true });
 	t.is(run.exitCode, 0, run.all);
 	const stdout = run.stdout;
@@ -126,6 +128,19 @@ test('./run bench --quick measures every row', async t => {
 		// Compared with memcached at its best setting of this run, named.
 		t.regex(at('baseline') ?? '', /^memcached -t \d+$/, `${name}: baseline`);
 	}
+
+	// The open loop: udp_server and memcached, 2 offered loads each (--quick), p50 and p99 at each, and its plot.
+	const open = tableRows(section(stdout, '### Open loop'), /^(udp_server|memcached)$/);
+	t.deepEqual(
+		open.map(cells => `${cells[0]} ${cells[3]}`),
+		['udp_server', 'memcached'].flatMap(server => ['50%', '120%'].map(share => `${server} ${share}`)),
+	);
+	for (const cells of open) {
+		t.true(number(cells[2]) > 0, `open loop: offered ${cells[2]}`);
+		for (const column of [4, 5, 6]) t.false(Number.isNaN(number(cells[column])), `open loop: ${cells.join(' | ')}`);
+	}
+	const svg = await readFile(path.join(PROJECT_ROOT, '.lab/bench-open-loop-quick.svg'), 'utf8');
+	t.regex(svg, /^<svg[\s\S]*udp_server p99[\s\S]*memcached p50[\s\S]*<\/svg>\n$/);
 
 	const latency = tableRows(section(stdout, '### Closed-loop latency'), /^(udp_server|memcached|udp_server softirq)$/);
 	t.deepEqual(

@@ -3,7 +3,7 @@
  * ranges over repetitions, Little's law, rows grouped by what names them.
  */
 import test from 'ava';
-import { bestMemcached, groupRows, inFlight, median, type Row, spread } from '../../bench/rows.js';
+import { bestMemcached, groupRows, inFlight, median, memcachedSaturation, type Row, spread } from '../../bench/rows.js';
 
 function row(server: string, clients: number, answered: number, mean_us = 100): Row {
 	return {
@@ -69,4 +69,19 @@ test('bestMemcached: the memcached setting with the higher median req/s at those
 	t.is(bestMemcached(groups, { ...ours, clients: 4 }), undefined);
 	t.is(bestMemcached(groups, { ...ours, generator: 'memaslap' }), undefined);
 	t.is(bestMemcached(groups, { ...ours, workload: 'get-heavy' }), undefined);
+});
+
+test("memcachedSaturation: memcached's highest median closed-loop req/s in that workload, and its threads", t => {
+	const mc = (threads: number, clients: number, answered: number[], workload: Row['workload'] = 'get-heavy') =>
+		answered.map(count => ({ ...row('memcached', clients, count), protocol: 'memcached' as const, threads, workload }));
+	const rows = [
+		...mc(1, 1, [9000, 9500, 9100]),
+		...mc(1, 8, [15_000, 16_000, 14_000]),
+		...mc(2, 8, [12_000, 40_000, 11_000]),
+		...mc(2, 8, [90_000], 'mixed'),
+		{ ...row('udp_server', 8, 50_000), workload: 'get-heavy' as const },
+	];
+	t.deepEqual(memcachedSaturation(rows, 'get-heavy'), { perSecond: 15_000, threads: 1 });
+	t.deepEqual(memcachedSaturation(rows, 'mixed'), { perSecond: 90_000, threads: 2 });
+	t.is(memcachedSaturation([], 'mixed'), undefined);
 });
