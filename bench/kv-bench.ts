@@ -7,8 +7,9 @@
  * Absolute numbers on a shared machine under QEMU's software emulation are
  * noisy: compare the rows of one run with each other.
  *
- * This file runs the rows; rows.ts says what a row is, report.ts prints and
- * writes them (Markdown, JSON, SVG).
+ * This file runs the rows and writes the results (bench/results.json, or
+ * .lab/ for --quick); rows.ts says what a row is; render.ts draws the
+ * tables and plots from the results alone.
  */
 import { createHash } from 'node:crypto';
 import { copyFile, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
@@ -21,7 +22,7 @@ import { kbuildPath, PROJECT_ROOT } from '../src/modules.js';
 import { runProgram } from '../src/programs.js';
 import { applySettings } from '../src/settings.js';
 import { chooseTarget, type Target } from '../src/targets.js';
-import { writeReport, type GuestFacts } from './report.js';
+import { type GuestFacts, QUICK_RESULTS_PATH, RESULTS_PATH, type Results, render } from './render.js';
 import {
 	type LatencyPoint,
 	type Measured,
@@ -407,6 +408,16 @@ function processServer(
 	};
 }
 
+/** The commit this checkout is at, and whether files git tracks differ from it. */
+async function measuredCommit(): Promise<{ commit: string; dirty: boolean }> {
+	const head = await runProgram('git', ['-C', PROJECT_ROOT, 'rev-parse', 'HEAD'], { reject: false });
+	const status = await runProgram('git', ['-C', PROJECT_ROOT, 'status', '--porcelain', '--untracked-files=no'], { reject: false });
+	return {
+		commit: head.exitCode === 0 ? head.stdout.trim() : 'unknown',
+		dirty: status.exitCode !== 0 || status.stdout.trim() !== '',
+	};
+}
+
 async function guestFacts(bench: Bench): Promise<GuestFacts> {
 	const cpus = Number(await bench.guest(['nproc']));
 	const clocksource = (await bench.guest(['cat', CLOCKSOURCE])).trim();
@@ -453,6 +464,7 @@ export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 	const target = await chooseTarget({ target: 'lab', lab: options.lab ?? 'bench' });
 	const bench = new Bench(target, options);
 	const loadBefore = os.loadavg()[0]!;
+	const started = new Date().toISOString();
 	const workloads = [MIXED, getHeavy(Boolean(options.quick))];
 	try {
 		bench.loadgen = await compileLoadgen();
@@ -603,20 +615,27 @@ export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 				.join('');
 		rows.sort((a, b) => order(a).localeCompare(order(b)));
 
-		await writeReport({
-			rows,
-			latency,
-			facts,
-			options,
-			loadBefore,
-			threads: n,
-			window: bench.window,
+		const results: Results = {
+			...(await measuredCommit()),
+			date: started,
+			host: { cores: os.cpus().length, loadStart: loadBefore, loadEnd: os.loadavg()[0]! },
+			guest: facts,
+			quick: Boolean(options.quick),
 			reps: bench.reps,
 			seconds: bench.seconds,
+			window: bench.window,
+			threads: n,
 			workloads,
+			rows,
+			latency,
 			openLoop,
-			saturation: saturation?.perSecond ?? Number.NaN,
-		});
+			saturation: saturation?.perSecond ?? 0,
+		};
+		// The raw data first, then everything drawn from it alone (bench/render.ts).
+		const file = options.quick ? QUICK_RESULTS_PATH : RESULTS_PATH;
+		await writeFile(file, `${JSON.stringify(results, null, '\t')}\n`);
+		await render(results);
+		process.stdout.write(`raw results: ${path.relative(PROJECT_ROOT, file)}\n`);
 	} finally {
 		if (!options.keep) await target.stop();
 	}

@@ -1,13 +1,15 @@
 /**
- * The report of `./run bench`: the Markdown tables on stdout (BENCHMARKS.md
- * explains them), the raw results as JSON in .lab/bench-results.json, and
- * the plot of latency against processes as SVG.
+ * The renderer of `./run bench`'s results: from bench/results.json alone
+ * (kv-bench.ts writes it; --quick keeps its own in .lab/), the Markdown
+ * tables (printed, and between the BEGIN and END lines of BENCHMARKS.md,
+ * which explains them) and the SVG plots.
+ *
+ *   node dist/bench/render.js [RESULTS.json]
  */
-import { writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { PROJECT_ROOT } from '../src/modules.js';
-import type { BenchOptions } from './kv-bench.js';
 import {
 	bestMemcached,
 	cpuPerRequest,
@@ -25,9 +27,16 @@ import {
 } from './rows.js';
 import { latencySvg, lineSvg, MODDB, type Series } from './svg.js';
 
-const SVG_PATH = path.join(PROJECT_ROOT, 'bench/latency-vs-processes.svg');
-const OPEN_SVG_PATH = path.join(PROJECT_ROOT, 'bench/latency-vs-offered-load.svg');
-const RESULTS_PATH = path.join(PROJECT_ROOT, '.lab/bench-results.json');
+/** The committed results of the last full run, and where --quick keeps its own. */
+export const RESULTS_PATH = path.join(PROJECT_ROOT, 'bench/results.json');
+export const QUICK_RESULTS_PATH = path.join(PROJECT_ROOT, '.lab/bench-results-quick.json');
+const BENCHMARKS_MD = path.join(PROJECT_ROOT, 'BENCHMARKS.md');
+const SVGS = { processes: 'bench/latency-vs-processes.svg', offered: 'bench/latency-vs-offered-load.svg' };
+const QUICK_SVGS = { processes: '.lab/bench-latency-quick.svg', offered: '.lab/bench-open-loop-quick.svg' };
+
+/** The lines of BENCHMARKS.md between which the tables are generated. */
+export const BEGIN = '<!-- BEGIN TABLES: generated from bench/results.json by `node dist/bench/render.js`; edits here are overwritten -->';
+export const END = '<!-- END TABLES -->';
 
 /** What the bench guest is, as the report's header says. */
 export interface GuestFacts {
@@ -37,22 +46,25 @@ export interface GuestFacts {
 	perf: string;
 }
 
-export interface BenchReport {
-	rows: Row[];
-	latency: LatencyPoint[];
-	facts: GuestFacts;
-	options: BenchOptions;
-	/** The host's load average when the run started. */
-	loadBefore: number;
-	/** The servers' threads in the latency table (the guest's CPUs). */
-	threads: number;
-	/** Requests in flight per client, repetitions, seconds per row and repetition. */
-	window: number;
+/** Everything a run measured, as bench/results.json keeps it: the tables and plots are drawn from this alone. */
+export interface Results {
+	/** The commit measured, and whether the tree had changes beside it. */
+	commit: string;
+	dirty: boolean;
+	/** When the run started (ISO 8601). */
+	date: string;
+	host: { cores: number; loadStart: number; loadEnd: number };
+	guest: GuestFacts;
+	quick: boolean;
+	/** Repetitions, seconds per row and repetition, requests in flight per client, the servers' threads in the latency table and open loop (the guest's CPUs). */
 	reps: number;
 	seconds: number;
-	/** What the clients asked for: a table each. */
+	window: number;
+	threads: number;
 	workloads: Workload[];
-	/** The open-loop points, every repetition. */
+	/** Every repetition of every row. */
+	rows: Row[];
+	latency: LatencyPoint[];
 	openLoop: OpenPoint[];
 	/** memcached's closed-loop saturation (req/s) that the open loop's offered loads are shares of. */
 	saturation: number;
@@ -257,60 +269,107 @@ function latencyTable(points: LatencyPoint[]): string {
 	return lines.join('\n');
 }
 
-/** Prints the tables, writes the JSON results and (not --quick) the SVG plot. */
-export async function writeReport({
-	rows,
-	latency,
-	facts,
-	options,
-	loadBefore,
-	threads: n,
-	window,
-	reps,
-	seconds,
-	workloads,
-	openLoop,
-	saturation,
-}: BenchReport): Promise<void> {
-	const header = [
-		`kernel-udp benchmark${options.quick ? ' (--quick: a smoke test, not a measurement)' : ''}`,
-		`host: ${os.cpus().length} cores shared with whatever else runs, load average ${loadBefore.toFixed(1)} at the start, ${os.loadavg()[0]!.toFixed(1)} at the end`,
-		`guest: ${facts.cpus} vCPUs under QEMU TCG, kernel ${facts.kernel}, clocksource ${facts.clocksource}; perf stat -e instructions: ${facts.perf}`,
+/** The tables of a run, as Markdown: what BENCHMARKS.md shows between BEGIN and END, and what ./run bench prints. */
+export function renderTables(results: Results): string {
+	const { reps, seconds, window, threads: n, guest, host } = results;
+	const out: string[] = [
+		`kernel-udp benchmark${results.quick ? ' (--quick: a smoke test, not a measurement)' : ''}`,
+		'',
+		`commit: ${results.commit}${results.dirty ? ' with uncommitted changes' : ''}, run ${results.date}`,
+		`host: ${host.cores} cores shared with whatever else runs, load average ${fmt(host.loadStart, 1)} at the start, ${fmt(host.loadEnd, 1)} at the end`,
+		`guest: ${guest.cpus} vCPUs under QEMU TCG, kernel ${guest.kernel}, clocksource ${guest.clocksource}; perf stat -e instructions: ${guest.perf}`,
 		`load: loadgen (bench/loadgen.c) in the same guest over 127.0.0.1, ${window} requests in flight per client, ${reps} × ${seconds} s per row, the servers taking turns (every figure the median of the repetitions, with their range); λ·W: req/s × mean latency, the requests in flight by Little's law, beside the most loadgen keeps in flight`,
+		'',
 	];
-	process.stdout.write(`${header.join('\n')}\n\n`);
-	for (const workload of workloads) {
+	for (const workload of results.workloads) {
 		const memaslap =
 			workload.name === 'mixed' ? '; memaslap: 16-byte keys and values, 50/50 set/get, one request in flight per connection' : '';
-		process.stdout.write(
-			`### Workload ${workload.name}: ${describeWorkload(workload)}${memaslap}\n\n${throughputTable(rows.filter(row => row.workload === workload.name))}\n\n`,
+		out.push(
+			`### Workload ${workload.name}: ${describeWorkload(workload)}${memaslap}`,
+			'',
+			throughputTable(results.rows.filter(row => row.workload === workload.name)),
+			'',
 		);
 	}
-	process.stdout.write(
-		`### Closed-loop latency\n\nMean latency per operation (ms), N closed-loop processes each doing one request at a time, median of ${reps} (udp_server threads=${n} on its text protocol, memcached -t ${n} on its UDP protocol, taking turns; then udp_server threads=${n} softirq=1, loaded in udp_server's place):\n\n${latencyTable(latency)}\n`,
+	out.push(
+		'### Closed-loop latency',
+		'',
+		`Mean latency per operation (ms), N closed-loop processes each doing one request at a time, median of ${reps} with the range (udp_server threads=${n} on its text protocol, memcached -t ${n} on its UDP protocol, taking turns; then udp_server threads=${n} softirq=1, loaded in udp_server's place):`,
+		'',
+		latencyTable(results.latency),
+		'',
 	);
-	const heavy = workloads.at(-1)!;
-	process.stdout.write(
-		`\n### Open loop: latency against offered load\n\nloadgen -r: Poisson arrivals over 8 sockets at a share of memcached's closed-loop saturation in the ${heavy.name} table (${fmt(saturation)} req/s, its best setting), ${heavy.name} workload on the memcached protocol, latency from each request's scheduled send time; udp_server threads=${n} and memcached at that setting taking turns, ${reps} × ${seconds} s per point:\n\n${openLoopTable(openLoop)}\n`,
+	if (!results.quick) out.push(`![mean latency per operation against processes](${SVGS.processes})`, '');
+	const heavy = results.workloads.at(-1)!;
+	out.push(
+		'### Open loop: latency against offered load',
+		'',
+		`loadgen -r: Poisson arrivals over 8 sockets at a share of memcached's closed-loop saturation in the ${heavy.name} table (${fmt(results.saturation)} req/s, its best setting), ${heavy.name} workload on the memcached protocol, latency from each request's scheduled send time; udp_server threads=${n} and memcached at that setting taking turns, ${reps} × ${seconds} s per point:`,
+		'',
+		openLoopTable(results.openLoop),
+		'',
 	);
-	await writeFile(RESULTS_PATH, JSON.stringify({ facts, rows, latency, options, workloads, openLoop, saturation }, null, 2));
-	await writeFile(
-		options.quick ? path.join(PROJECT_ROOT, '.lab/bench-open-loop-quick.svg') : OPEN_SVG_PATH,
-		openLoopSvg(openLoop, saturation, `${heavy.name} workload, ${facts.cpus} vCPUs (QEMU TCG); dashed: p99`),
-	);
-	if (!options.quick) {
-		const series: Series[] = [];
-		for (const name of [...new Set(latency.map(point => point.server))]) {
-			for (const mix of ['read', 'write', 'read/write'] as const) {
-				series.push({
-					label: `${name} ${mix}`,
-					points: latency
-						.filter(point => point.server === name && point.mix === mix)
-						.map(point => [point.processes, spread(point.means_us).median / 1000]),
-				});
-			}
+	if (!results.quick) out.push(`![p50 and p99 against offered load](${SVGS.offered})`, '');
+	return out.join('\n');
+}
+
+/** The plots of a run: file (relative to the project) → SVG. */
+export function renderSvgs(results: Results): Record<string, string> {
+	const paths = results.quick ? QUICK_SVGS : SVGS;
+	const series: Series[] = [];
+	for (const name of [...new Set(results.latency.map(point => point.server))]) {
+		for (const mix of ['read', 'write', 'read/write'] as const) {
+			series.push({
+				label: `${name} ${mix}`,
+				points: results.latency
+					.filter(point => point.server === name && point.mix === mix)
+					.map(point => [point.processes, spread(point.means_us).median / 1000]),
+			});
 		}
-		await writeFile(SVG_PATH, latencySvg(series, `${facts.cpus} vCPUs (QEMU TCG), clocksource ${facts.clocksource}`));
-		process.stdout.write(`\nplot: ${path.relative(PROJECT_ROOT, SVG_PATH)}; raw results: ${path.relative(PROJECT_ROOT, RESULTS_PATH)}\n`);
 	}
+	const heavy = results.workloads.at(-1)!;
+	const svgs: Record<string, string> = {
+		[paths.processes]: latencySvg(
+			series,
+			`${results.guest.cpus} vCPUs (QEMU TCG), clocksource ${results.guest.clocksource}, commit ${results.commit.slice(0, 7)}`,
+		),
+	};
+	if (results.openLoop.length) {
+		svgs[paths.offered] = openLoopSvg(
+			results.openLoop,
+			results.saturation,
+			`${heavy.name} workload, ${results.guest.cpus} vCPUs (QEMU TCG), commit ${results.commit.slice(0, 7)}; dashed: p99`,
+		);
+	}
+	return svgs;
+}
+
+/** BENCHMARKS.md with the text between BEGIN and END replaced by `tables`. */
+export function replaceTables(markdown: string, tables: string): string {
+	const begin = markdown.indexOf(BEGIN);
+	const end = markdown.indexOf(END);
+	if (begin < 0 || end < begin) throw new Error(`BENCHMARKS.md has no "${BEGIN}" … "${END}" section`);
+	return `${markdown.slice(0, begin + BEGIN.length)}\n\n${tables.trimEnd()}\n\n${markdown.slice(end)}`;
+}
+
+/**
+ * Draws a run's tables and plots from its results: prints the tables, writes
+ * the SVGs and, for a full run, the tables section of BENCHMARKS.md.
+ */
+export async function render(results: Results): Promise<void> {
+	const tables = renderTables(results);
+	process.stdout.write(`${tables}\n`);
+	for (const [file, svg] of Object.entries(renderSvgs(results))) await writeFile(path.join(PROJECT_ROOT, file), svg);
+	if (!results.quick) {
+		await writeFile(BENCHMARKS_MD, replaceTables(await readFile(BENCHMARKS_MD, 'utf8'), tables));
+		process.stdout.write(
+			`\nBENCHMARKS.md and ${Object.values(SVGS).join(', ')} regenerated from ${path.relative(PROJECT_ROOT, RESULTS_PATH)}\n`,
+		);
+	}
+}
+
+// `node dist/bench/render.js [RESULTS.json]`: regenerate from the committed results (or those given) alone.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+	const file = process.argv[2] ? path.resolve(process.argv[2]) : RESULTS_PATH;
+	await render(JSON.parse(await readFile(file, 'utf8')) as Results);
 }
