@@ -7,16 +7,27 @@
  * with up to WINDOW requests in flight. THREADS threads share the clients
  * (epoll); each sends a client's free window in one sendmmsg() and reads
  * what has arrived in one recvmmsg(). Latency is per request, from the
- * CLOCK_MONOTONIC reading taken after the batch that carried it was sent to
- * the one taken after the batch that carried its reply was received.
+ * CLOCK_MONOTONIC reading taken just before the sendmmsg() that carried it
+ * to the one taken after the recvmmsg() that carried its reply. (Not after
+ * the send returns: the kernel may deliver the request, and a server in
+ * the receive softirq or a woken thread may queue its reply, before
+ * sendmmsg() comes back, and that time would be left out.)
  *
- *   loadgen run PORT PROTO MIX CLIENTS WINDOW SECONDS [THREADS]
+ *   loadgen run [WORKLOAD] PORT PROTO MIX CLIENTS WINDOW SECONDS [THREADS]
  *       PROTO: text (our protocol), mc (memcached's UDP frames), echo
  *       (text requests, any reply counts); MIX: rw (50/50 insert/lookup),
- *       r (lookup), w (insert). Keys key00000..key00999, 9-byte values.
- *   loadgen preload PORT PROTO            insert every key once
+ *       r (lookup), w (insert), rNN (NN% lookups, the rest inserts).
+ *   loadgen preload [WORKLOAD] PORT PROTO insert every key once
  *   loadgen probe PORT PROTO SECONDS      wait until the server answers
  *   loadgen exec CMD [ARG...]             run CMD, measure it as a generator
+ *   loadgen zipf KEYS THETA DRAWS         print how often the sampler picks
+ *                                         the 10 hottest keys (for the tests)
+ *
+ * WORKLOAD: -k KEYS (default 1000; keys key00000, key00001, ..., at least
+ * 5 digits), -z THETA (keys drawn with Zipf(THETA) by rank, key00000 the
+ * hottest; default 0, uniform), -v MIN-MAX (each key's value has a length
+ * of MIN to MAX bytes, the same for a key every time; default: 9-byte
+ * values "valNNNNNN").
  *
  * run and exec print one JSON line on stdout (exec after CMD's own output,
  * prefixed "LOADGEN "): the requests answered, lost and refused, the
@@ -27,6 +38,16 @@
  * prints the CPU seconds the server's own threads ran over the interval:
  * every task of each process whose name starts with NAME (a kernel thread
  * is a process of its own, "udp_server/0").
+ *
+ * Open loop (-r RATE): requests leave at RATE a second in all, with
+ * exponential gaps (Poisson arrivals) drawn by each thread for its share of
+ * the rate, whether or not replies have come; each goes to the thread's
+ * next client in turn (up to MAX_SLOTS in flight on one client; a request
+ * that finds every client of its thread full counts as lost). Latency runs
+ * from the time the request was due, not the time it left, so a generator
+ * that falls behind its schedule shows as latency too. WINDOW is ignored.
+ * After SECONDS no more requests are sent; those in flight get LOST_AFTER
+ * seconds to be answered, then count as lost.
  *
  * Matching replies: memcached frames carry a request ID. Our text protocol
  * does not, but each client's socket is served in order by one server
@@ -40,6 +61,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -47,6 +69,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -54,8 +77,13 @@
 #include <unistd.h>
 
 #define MAX_WINDOW 64
-#define MAX_MSG 128
-#define KEYS 1000
+/* Requests in flight on one client in the open loop (a second of them at 16 000 a second, below the 16-bit IDs of memcached frames). */
+#define MAX_SLOTS 16384
+/* The longest request: "insert KEY VALUE" or a memcached set, 1000-byte values at most. */
+#define MAX_VALUE 1000
+#define MAX_MSG (MAX_VALUE + 64)
+/* Replies: the value and the protocol's framing. */
+#define MAX_REPLY (MAX_VALUE + 128)
 #define LOST_AFTER 1.0
 /* Latency histogram: 1 us buckets up to 1 s, the last bucket holds the rest. */
 #define HIST_US 1000000
@@ -74,7 +102,7 @@ struct client {
 	unsigned int id;
 	uint32_t next_rid;	/* the next request's number */
 	uint32_t oldest;	/* the oldest request in flight, or next_rid */
-	struct slot slots[MAX_WINDOW];
+	struct slot slots[MAX_SLOTS];
 	uint64_t rng;
 };
 
@@ -84,13 +112,27 @@ struct worker {
 	unsigned int n;
 	uint64_t answered, lost, refused, misses, sent;
 	double latency_sum;
+	/* Open loop: this thread's share of the rate, its draws for the gaps, the next client. */
+	double rate;
+	uint64_t rng;
+	unsigned int turn;
 	uint32_t *hist;
 };
 
 static int port, window;
 static double seconds;
+/* Open loop: requests a second, in all; 0: closed loop. */
+static double rate;
 static enum proto proto;
 static enum mix mix;
+/* MIX rNN: the share of lookups, in percent (rw: 50). */
+static unsigned int read_percent = 50;
+/* The workload: how many keys, how they are drawn, how long their values are. */
+static unsigned int keys = 1000, key_width = 5;
+static double theta;
+static double *zipf_cdf;
+static unsigned int value_min, value_max;
+static char value_pattern[MAX_VALUE + 26];
 static double deadline;
 static const char *refusal_example;
 
@@ -129,23 +171,92 @@ static uint64_t next_random(uint64_t *state)
 	return *state;
 }
 
+/* A uniform double in [0, 1). */
+static double uniform(uint64_t *state)
+{
+	return (next_random(state) >> 11) * 0x1.0p-53;
+}
+
+/*
+ * Zipf(theta) over the ranks 0..keys-1: P(rank r) is proportional to
+ * 1 / (r + 1)^theta. The cumulative distribution is computed once; a draw
+ * is a binary search for a uniform number in it.
+ */
+static void zipf_setup(void)
+{
+	double sum = 0;
+	unsigned int r;
+
+	zipf_cdf = malloc(keys * sizeof(*zipf_cdf));
+	if (!zipf_cdf)
+		die("loadgen: malloc");
+	for (r = 0; r < keys; r++) {
+		sum += 1.0 / pow(r + 1, theta);
+		zipf_cdf[r] = sum;
+	}
+	for (r = 0; r < keys; r++)
+		zipf_cdf[r] /= sum;
+}
+
+static unsigned int pick_key(uint64_t *state)
+{
+	unsigned int low = 0, high = keys - 1;
+	double u;
+
+	if (!zipf_cdf)
+		return next_random(state) % keys;
+	u = uniform(state);
+	while (low < high) {
+		unsigned int middle = low + (high - low) / 2;
+
+		if (zipf_cdf[middle] > u)
+			high = middle;
+		else
+			low = middle + 1;
+	}
+	return low;
+}
+
+/* A key's value: its length and bytes depend on the key alone, so every set of it stores the same. */
+static const char *key_value(unsigned int key, unsigned int *len)
+{
+	uint64_t h = key * 0x9e3779b97f4a7c15ULL + 1;
+
+	h ^= h >> 29;
+	h *= 0xbf58476d1ce4e5b9ULL;
+	h ^= h >> 32;
+	*len = value_min + h % (value_max - value_min + 1);
+	return value_pattern + key % 26;
+}
+
 /* One request into buf; returns its length. */
 static int format_request(char *buf, uint32_t rid, int insert, unsigned int key, unsigned int value)
 {
+	char fixed[16];
+	const char *data = fixed;
+	unsigned int len = 9;
+
+	if (insert) {
+		if (value_max)
+			data = key_value(key, &len);
+		else
+			snprintf(fixed, sizeof(fixed), "val%06u", value % 1000000);
+	}
 	if (proto == MC) {
 		uint16_t header[4] = { htons(rid & 0xffff), 0, htons(1), 0 };
 		int n;
 
 		memcpy(buf, header, 8);
 		if (insert)
-			n = snprintf(buf + 8, MAX_MSG - 8, "set key%05u 0 0 9\r\nval%06u\r\n", key, value % 1000000);
+			n = snprintf(buf + 8, MAX_MSG - 8, "set key%0*u 0 0 %u\r\n%.*s\r\n", key_width, key, len,
+				     (int)len, data);
 		else
-			n = snprintf(buf + 8, MAX_MSG - 8, "get key%05u\r\n", key);
+			n = snprintf(buf + 8, MAX_MSG - 8, "get key%0*u\r\n", key_width, key);
 		return n + 8;
 	}
 	if (insert)
-		return snprintf(buf, MAX_MSG, "insert key%05u val%06u", key, value % 1000000);
-	return snprintf(buf, MAX_MSG, "lookup key%05u", key);
+		return snprintf(buf, MAX_MSG, "insert key%0*u %.*s", key_width, key, (int)len, data);
+	return snprintf(buf, MAX_MSG, "lookup key%0*u", key_width, key);
 }
 
 static int pick_insert(struct client *c)
@@ -154,7 +265,7 @@ static int pick_insert(struct client *c)
 		return 0;
 	if (mix == WRITE)
 		return 1;
-	return next_random(&c->rng) & 1;
+	return next_random(&c->rng) % 100 >= read_percent;
 }
 
 /* Sends the client's free window in one sendmmsg(). */
@@ -172,8 +283,7 @@ static void fill_window(struct worker *w, struct client *c)
 
 		inserts[k] = pick_insert(c);
 		iovs[k].iov_base = bufs[k];
-		iovs[k].iov_len = format_request(bufs[k], rid, inserts[k],
-						 next_random(&c->rng) % KEYS, rid);
+		iovs[k].iov_len = format_request(bufs[k], rid, inserts[k], pick_key(&c->rng), rid);
 		memset(&msgs[k], 0, sizeof(msgs[k]));
 		msgs[k].msg_hdr.msg_iov = &iovs[k];
 		msgs[k].msg_hdr.msg_iovlen = 1;
@@ -181,13 +291,14 @@ static void fill_window(struct worker *w, struct client *c)
 	}
 	if (!k)
 		return;
+	/* Before the send: its delivery (and maybe the reply) happens inside it. */
+	t = now();
 	sent = sendmmsg(c->fd, msgs, k, 0);
 	if (sent < 0) {
 		if (errno == EAGAIN || errno == ENOBUFS || errno == ECONNREFUSED)
 			return;	/* tried again on the next turn */
 		die("loadgen: sendmmsg");
 	}
-	t = now();
 	for (i = 0; i < sent; i++) {
 		struct slot *s = &c->slots[(c->next_rid + i) % window];
 
@@ -238,7 +349,7 @@ static int reply_ok(const char *data, int n, int insert, struct worker *w)
 
 static void refused(struct worker *w, const char *data, int n)
 {
-	static char example[MAX_MSG];
+	static char example[128];
 
 	w->refused++;
 	if (!refusal_example) {
@@ -258,20 +369,20 @@ static void advance(struct client *c)
 
 static void receive(struct worker *w, struct client *c)
 {
-	static __thread char bufs[MAX_WINDOW][MAX_MSG * 4];
+	static __thread char bufs[MAX_WINDOW][MAX_REPLY];
 	struct mmsghdr msgs[MAX_WINDOW];
 	struct iovec iovs[MAX_WINDOW];
 	int got, i;
 	double t;
 
-	for (i = 0; i < window; i++) {
+	for (i = 0; i < window && i < MAX_WINDOW; i++) {
 		iovs[i].iov_base = bufs[i];
 		iovs[i].iov_len = sizeof(bufs[i]);
 		memset(&msgs[i], 0, sizeof(msgs[i]));
 		msgs[i].msg_hdr.msg_iov = &iovs[i];
 		msgs[i].msg_hdr.msg_iovlen = 1;
 	}
-	got = recvmmsg(c->fd, msgs, window, MSG_DONTWAIT, NULL);
+	got = recvmmsg(c->fd, msgs, window < MAX_WINDOW ? window : MAX_WINDOW, MSG_DONTWAIT, NULL);
 	if (got < 0) {
 		if (errno == EAGAIN || errno == ECONNREFUSED)
 			return;
@@ -333,6 +444,123 @@ static void expire(struct worker *w, struct client *c, double t)
 	}
 }
 
+/* Sends one request that was due at `due` on the thread's next client with room for it. */
+static void send_due(struct worker *w, double due)
+{
+	char buf[MAX_MSG];
+	unsigned int tries;
+
+	for (tries = 0; tries < w->n; tries++) {
+		struct client *c = &w->clients[w->turn++ % w->n];
+		int insert, n;
+		struct slot *s;
+
+		if (c->next_rid - c->oldest >= (uint32_t)window)
+			continue;
+		insert = pick_insert(c);
+		n = format_request(buf, c->next_rid, insert, pick_key(&c->rng), c->next_rid);
+		if (send(c->fd, buf, n, 0) != n) {
+			if (errno == EAGAIN || errno == ENOBUFS || errno == ECONNREFUSED)
+				break;	/* it did not leave: lost */
+			die("loadgen: send");
+		}
+		s = &c->slots[c->next_rid % window];
+		s->sent = due;
+		s->busy = 1;
+		s->insert = insert;
+		c->next_rid++;
+		w->sent++;
+		return;
+	}
+	w->lost++;
+}
+
+/* The gap to the next arrival of a Poisson process of this rate. */
+static double next_gap(struct worker *w)
+{
+	return -log(1 - uniform(&w->rng)) / w->rate;
+}
+
+static void watch(int ep, struct worker *w, unsigned int i)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = i };
+
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, w->clients[i].fd, &ev) < 0)
+		die("loadgen: epoll_ctl");
+}
+
+/* Waits for replies until `until` at the latest, and reads them. */
+static void wait_replies(int ep, struct worker *w, double until)
+{
+	struct epoll_event events[64];
+	double wait = until - now();
+	struct timespec timeout;
+	int ready, j;
+
+	if (wait < 0)
+		wait = 0;
+	if (wait > 0.1)
+		wait = 0.1;
+	timeout.tv_sec = 0;
+	timeout.tv_nsec = wait * 1e9;
+	ready = epoll_pwait2(ep, events, 64, &timeout, NULL);
+	if (ready < 0 && errno != EINTR)
+		die("loadgen: epoll_pwait2");
+	for (j = 0; j < ready; j++)
+		receive(w, &w->clients[events[j].data.u32]);
+}
+
+/* Writes off what expired, opening a new socket where expire() did. */
+static void expire_all(int ep, struct worker *w, double t)
+{
+	unsigned int i;
+
+	for (i = 0; i < w->n; i++) {
+		int fd = w->clients[i].fd;
+
+		expire(w, &w->clients[i], t);
+		if (w->clients[i].fd != fd)
+			watch(ep, w, i);
+	}
+}
+
+/* The open loop: requests leave on their schedule; replies are read in between. */
+static void open_loop(int ep, struct worker *w)
+{
+	double due = now() + next_gap(w);
+	unsigned int i;
+
+	for (;;) {
+		double t = now();
+		int sent = 0;
+
+		if (t >= deadline)
+			break;
+		expire_all(ep, w, t);
+		while (due <= t && due < deadline && sent++ < MAX_WINDOW) {
+			send_due(w, due);
+			due += next_gap(w);
+		}
+		wait_replies(ep, w, due);
+	}
+	/* Drain: what is still in flight gets LOST_AFTER seconds. */
+	for (;;) {
+		int waiting = 0;
+
+		for (i = 0; i < w->n; i++)
+			waiting |= w->clients[i].oldest != w->clients[i].next_rid;
+		if (!waiting || now() >= deadline + LOST_AFTER)
+			break;
+		wait_replies(ep, w, now() + 0.01);
+	}
+	for (i = 0; i < w->n; i++) {
+		struct client *c = &w->clients[i];
+
+		for (; c->oldest != c->next_rid; c->oldest++)
+			w->lost += c->slots[c->oldest % window].busy;
+	}
+}
+
 static void *work(void *arg)
 {
 	struct worker *w = arg;
@@ -342,11 +570,12 @@ static void *work(void *arg)
 
 	if (ep < 0)
 		die("loadgen: epoll_create1");
-	for (i = 0; i < w->n; i++) {
-		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = i };
-
-		if (epoll_ctl(ep, EPOLL_CTL_ADD, w->clients[i].fd, &ev) < 0)
-			die("loadgen: epoll_ctl");
+	for (i = 0; i < w->n; i++)
+		watch(ep, w, i);
+	if (rate > 0) {
+		open_loop(ep, w);
+		close(ep);
+		return NULL;
 	}
 	for (;;) {
 		double t = now();
@@ -473,6 +702,49 @@ static void print_cpu(double gen, struct cpu a, struct cpu b)
 	       total - (b.idle - a.idle), total, b.server - a.server);
 }
 
+/*
+ * The WORKLOAD options after the subcommand (-k KEYS, -z THETA, -v MIN-MAX);
+ * returns the index of the first positional argument.
+ */
+static int parse_workload(int argc, char **argv)
+{
+	unsigned int i;
+	int opt;
+
+	optind = 2;
+	while ((opt = getopt(argc, argv, "+k:z:v:r:")) != -1) {
+		switch (opt) {
+		case 'r':
+			rate = atof(optarg);
+			break;
+		case 'k':
+			keys = strtoul(optarg, NULL, 10);
+			break;
+		case 'z':
+			theta = atof(optarg);
+			break;
+		case 'v':
+			if (sscanf(optarg, "%u-%u", &value_min, &value_max) != 2)
+				value_max = 0;
+			break;
+		default:
+			exit(2);
+		}
+	}
+	if (!keys || keys > 100000000 || theta < 0 || rate < 0 ||
+	    (value_max && (value_min < 1 || value_min > value_max || value_max > MAX_VALUE))) {
+		fprintf(stderr, "loadgen: bad workload (-k 1..1e8, -z >= 0, -v MIN-MAX within 1-%d)\n", MAX_VALUE);
+		exit(2);
+	}
+	for (key_width = 5; key_width < 9 && keys - 1 >= (unsigned int)pow(10, key_width); key_width++)
+		;
+	for (i = 0; i < sizeof(value_pattern); i++)
+		value_pattern[i] = 'a' + i % 26;
+	if (theta > 0)
+		zipf_setup();
+	return optind;
+}
+
 static int parse_proto(const char *s)
 {
 	if (!strcmp(s, "text"))
@@ -485,26 +757,41 @@ static int parse_proto(const char *s)
 	exit(2);
 }
 
-/* Inserts every key once, one request at a time, so that lookups hit. */
+/*
+ * Inserts every key once, so that lookups hit: PRELOAD_BATCH requests at a
+ * time, the batch sent again until as many replies came back (an insert
+ * done twice does no harm).
+ */
+#define PRELOAD_BATCH 32
 static int preload(int argc, char **argv)
 {
-	char req[MAX_MSG], reply[MAX_MSG * 4];
-	unsigned int key;
-	int fd;
+	char req[MAX_MSG], reply[MAX_REPLY];
+	unsigned int first;
+	int fd, arg = parse_workload(argc, argv);
 
-	if (argc != 4) {
-		fprintf(stderr, "usage: loadgen preload PORT PROTO\n");
+	if (argc - arg != 2) {
+		fprintf(stderr, "usage: loadgen preload [WORKLOAD] PORT PROTO\n");
 		return 2;
 	}
-	port = atoi(argv[2]);
-	proto = parse_proto(argv[3]);
+	port = atoi(argv[arg]);
+	proto = parse_proto(argv[arg + 1]);
 	fd = open_socket();
-	for (key = 0; key < KEYS; key++) {
-		int n = format_request(req, key, 1, key, key);
+	for (first = 0; first < keys; first += PRELOAD_BATCH) {
+		unsigned int key, count = keys - first < PRELOAD_BATCH ? keys - first : PRELOAD_BATCH;
 		int tries;
 
 		for (tries = 0; tries < 20; tries++) {
-			if (send(fd, req, n, 0) == n && recv(fd, reply, sizeof(reply), 0) > 0)
+			unsigned int got = 0;
+
+			for (key = first; key < first + count; key++) {
+				int n = format_request(req, key, 1, key, key);
+
+				if (send(fd, req, n, 0) != n)
+					break;
+			}
+			while (got < count && recv(fd, reply, sizeof(reply), 0) > 0)
+				got++;
+			if (got == count)
 				break;
 		}
 		if (tries == 20) {
@@ -526,19 +813,28 @@ static int run(int argc, char **argv)
 	struct cpu cpu0, cpu1;
 	uint32_t *hist;
 	long nproc = sysconf(_SC_NPROCESSORS_ONLN);
+	int arg = parse_workload(argc, argv);
 
-	if (argc < 8) {
-		fprintf(stderr, "usage: loadgen run PORT PROTO MIX CLIENTS WINDOW SECONDS [THREADS]\n");
+	if (argc - arg < 6) {
+		fprintf(stderr, "usage: loadgen run [WORKLOAD] PORT PROTO MIX CLIENTS WINDOW SECONDS [THREADS]\n");
 		return 2;
 	}
+	argv += arg - 2;
+	argc -= arg - 2;
 	port = atoi(argv[2]);
 	proto = parse_proto(argv[3]);
 	mix = !strcmp(argv[4], "r") ? READ : !strcmp(argv[4], "w") ? WRITE : RW;
+	if (argv[4][0] == 'r' && isdigit((unsigned char)argv[4][1])) {
+		read_percent = atoi(argv[4] + 1);
+		mix = read_percent >= 100 ? READ : RW;
+	}
 	clients = atoi(argv[5]);
 	window = atoi(argv[6]);
 	seconds = atof(argv[7]);
 	threads = argc > 8 ? (unsigned int)atoi(argv[8]) : (clients < nproc ? clients : nproc);
-	if (!clients || window < 1 || window > MAX_WINDOW || seconds <= 0 || !threads || threads > clients) {
+	if (rate > 0 && window >= 1)
+		window = MAX_SLOTS;	/* the open loop: every slot of the ring */
+	if (!clients || window < 1 || (window > MAX_WINDOW && !rate) || seconds <= 0 || !threads || threads > clients) {
 		fprintf(stderr, "loadgen: bad arguments (WINDOW is 1 to %d, THREADS 1 to CLIENTS)\n", MAX_WINDOW);
 		return 2;
 	}
@@ -560,7 +856,11 @@ static int run(int argc, char **argv)
 			w->clients[j].id = c;
 			w->clients[j].rng = 0x9e3779b97f4a7c15ULL * (c + 1) + getpid();
 		}
+		w->rate = rate / threads;
+		w->rng = 0xd1b54a32d192ed03ULL * (i + 1) + getpid();
 	}
+	/* The open loop's timed waits: wake when asked, not up to 50 us later. */
+	prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
 	cpu0 = guest_cpu();
 	gen0 = rusage_seconds(RUSAGE_SELF);
 	started = now();
@@ -571,6 +871,8 @@ static int run(int argc, char **argv)
 	for (i = 0; i < threads; i++)
 		pthread_join(workers[i].thread, NULL);
 	elapsed = now() - started;
+	if (rate > 0)
+		elapsed = seconds;	/* the open loop sent for SECONDS; the drain after it sends nothing */
 	cpu1 = guest_cpu();
 	gen0 = rusage_seconds(RUSAGE_SELF) - gen0;
 	for (i = 0; i < threads; i++) {
@@ -599,7 +901,8 @@ static int run(int argc, char **argv)
 	if (refusal_example)
 		fprintf(stderr, "loadgen: %llu replies were refusals, e.g. \"%s\"\n", (unsigned long long)refusals,
 			refusal_example);
-	printf("{\"answered\":%llu,\"sent\":%llu,\"lost\":%llu,\"refused\":%llu,\"misses\":%llu,\"seconds\":%.3f,",
+	printf("{\"offered\":%.1f,", rate);
+	printf("\"answered\":%llu,\"sent\":%llu,\"lost\":%llu,\"refused\":%llu,\"misses\":%llu,\"seconds\":%.3f,",
 	       (unsigned long long)answered, (unsigned long long)sent, (unsigned long long)lost,
 	       (unsigned long long)refusals, (unsigned long long)misses, elapsed);
 	printf("\"mean_us\":%.1f,\"p50_us\":%llu,\"p99_us\":%llu,\"p999_us\":%llu,", answered ? sum / answered * 1e6 : 0,
@@ -611,7 +914,7 @@ static int run(int argc, char **argv)
 /* Sends one request every 100 ms until one is answered. */
 static int probe(int argc, char **argv)
 {
-	char req[MAX_MSG], reply[MAX_MSG * 4];
+	char req[MAX_MSG], reply[MAX_REPLY];
 	double end;
 	int fd;
 
@@ -632,6 +935,37 @@ static int probe(int argc, char **argv)
 	}
 	fprintf(stderr, "loadgen: nothing answers on 127.0.0.1:%d\n", port);
 	return 1;
+}
+
+/* How often Zipf(THETA) draws each of the 10 hottest of KEYS keys, out of DRAWS: the tests check the sampler. */
+static int zipf_counts(int argc, char **argv)
+{
+	unsigned long long counts[10] = { 0 }, draws, i;
+	uint64_t rng = 0x9e3779b97f4a7c15ULL;
+
+	if (argc != 5) {
+		fprintf(stderr, "usage: loadgen zipf KEYS THETA DRAWS\n");
+		return 2;
+	}
+	keys = strtoul(argv[2], NULL, 10);
+	theta = atof(argv[3]);
+	draws = strtoull(argv[4], NULL, 10);
+	if (!keys || theta <= 0) {
+		fprintf(stderr, "loadgen: KEYS above 0, THETA above 0\n");
+		return 2;
+	}
+	zipf_setup();
+	for (i = 0; i < draws; i++) {
+		unsigned int key = pick_key(&rng);
+
+		if (key < 10)
+			counts[key]++;
+	}
+	printf("{\"keys\":%u,\"theta\":%g,\"draws\":%llu,\"counts\":[", keys, theta, draws);
+	for (i = 0; i < 10; i++)
+		printf("%s%llu", i ? "," : "", counts[i]);
+	printf("]}\n");
+	return 0;
 }
 
 /* Runs a command (another generator) and measures it as run measures itself. */
@@ -678,6 +1012,8 @@ int main(int argc, char **argv)
 		return probe(argc, argv);
 	if (argc > 1 && !strcmp(argv[1], "exec"))
 		return exec_command(argc, argv);
+	if (argc > 1 && !strcmp(argv[1], "zipf"))
+		return zipf_counts(argc, argv);
 	fprintf(stderr, "usage: loadgen run|probe|exec ... (see the comment at the top of bench/loadgen.c)\n");
 	return 2;
 }

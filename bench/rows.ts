@@ -1,7 +1,8 @@
 /**
  * What a benchmark run measures: a row per server, protocol, threads and
- * clients (throughput, latency, CPU), the latency points of the closed-loop
- * table, and the arithmetic on them that the run and the report share.
+ * clients and repetition (throughput, latency, CPU), the latency points of
+ * the closed-loop table, and the arithmetic on them that the run and the
+ * report share.
  */
 
 /** What loadgen run (or loadgen exec around memaslap) prints. */
@@ -21,16 +22,59 @@ export interface Measured {
 	server_cpu_s: number;
 }
 
+/**
+ * What the clients ask for. `mixed`: today's, 50/50 insert/lookup of 1 000
+ * keys drawn uniformly, 9-byte values. `get-heavy`: 90/10 lookup/insert,
+ * keys drawn by Zipf(0.99) rank, each key's value 32-1 000 bytes long
+ * (always the same for one key).
+ */
+export interface Workload {
+	name: 'mixed' | 'get-heavy';
+	keys: number;
+	/** Zipf's exponent; 0: uniform. */
+	theta: number;
+	/** Shortest and longest value; none: 9-byte values. */
+	values?: [number, number];
+	/** Percent of requests that are lookups (get). */
+	readPercent: number;
+}
+
+/** loadgen's WORKLOAD options (bench/loadgen.c). */
+export function workloadArgs(workload: Workload): string[] {
+	return [
+		'-k',
+		String(workload.keys),
+		'-z',
+		String(workload.theta),
+		...(workload.values ? ['-v', `${workload.values[0]}-${workload.values[1]}`] : []),
+	];
+}
+
+/** loadgen's MIX for a workload. */
+export function workloadMix(workload: Workload): string {
+	return workload.readPercent === 50 ? 'rw' : `r${workload.readPercent}`;
+}
+
+/** One line that says what a workload is. */
+export function describeWorkload(workload: Workload): string {
+	const keys = workload.keys.toLocaleString('en-US').replace(/,/g, ' ');
+	const draw = workload.theta ? `drawn by Zipf(${workload.theta}) rank` : 'drawn uniformly';
+	const values = workload.values ? `values of ${workload.values[0]}–${workload.values[1]} bytes (fixed per key)` : '9-byte values';
+	return `${workload.readPercent}/${100 - workload.readPercent} lookup/insert (get/set) of ${keys} keys ${draw}, ${values}, all inserted before the clock starts`;
+}
+
+/** One repetition of one row. */
 export interface Row extends Measured {
+	workload: Workload['name'];
 	server: string;
 	protocol: 'text' | 'memcached';
 	threads: number;
 	clients: number;
 	generator: 'loadgen' | 'memaslap';
+	/** Requests each client keeps in flight (memaslap: 1). */
+	window: number;
 	/** memaslap: p99 is only known as the upper edge of its log2 bucket. */
 	p99Bound?: boolean;
-	/** The lowest and highest req/s of the repetitions. */
-	spread?: [number, number];
 	/**
 	 * Answered in the receive softirq (udp_server softirq=1): that work runs
 	 * in whichever task is on the CPU, mostly the generator, so no CPU figure
@@ -43,8 +87,16 @@ export interface LatencyPoint {
 	server: string;
 	mix: 'read' | 'write' | 'read/write';
 	processes: number;
-	mean_us: number;
+	/** The mean latency of each repetition. */
+	means_us: number[];
 	lost: number;
+}
+
+/** A figure over the repetitions: the median and the lowest and highest value. */
+export interface Spread {
+	median: number;
+	min: number;
+	max: number;
 }
 
 export function median(values: number[]): number {
@@ -53,10 +105,11 @@ export function median(values: number[]): number {
 	return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
-/** The repetition with the median throughput, with the range of all of them. */
-export function medianRow(reps: Row[]): Row {
-	const sorted = [...reps].sort((a, b) => perSecond(a) - perSecond(b));
-	return { ...sorted[Math.floor((sorted.length - 1) / 2)]!, spread: [perSecond(sorted[0]!), perSecond(sorted.at(-1)!)] };
+/** The median and range of some numbers (NaN for none). */
+export function spread(values: number[]): Spread {
+	const known = values.filter(value => !Number.isNaN(value));
+	if (!known.length) return { median: Number.NaN, min: Number.NaN, max: Number.NaN };
+	return { median: median(known), min: Math.min(...known), max: Math.max(...known) };
 }
 
 export function perSecond(row: Measured): number {
@@ -71,4 +124,82 @@ export function cpuPerRequest(row: Measured): number {
 /** CPU microseconds of the server's own threads per request served. */
 export function serverCpuPerRequest(row: Measured): number {
 	return (row.server_cpu_s / row.answered) * 1e6;
+}
+
+/**
+ * Little's law: throughput × mean latency is the mean number of requests in
+ * flight. For a closed loop that is clients × window, so a latency clock that
+ * starts late or stops early shows up as a product well below it.
+ */
+export function inFlight(row: Measured): number {
+	return perSecond(row) * (row.mean_us / 1e6);
+}
+
+/** What names a row: every repetition of it has the same key. */
+export function rowKey(row: Row): string {
+	return [row.workload, row.generator, row.server, row.protocol, row.threads, row.clients].join('\u0000');
+}
+
+/** The repetitions of one row, in the order the rows were first measured. */
+export function groupRows(rows: Row[]): Row[][] {
+	const groups = new Map<string, Row[]>();
+	for (const row of rows) {
+		const key = rowKey(row);
+		groups.set(key, [...(groups.get(key) ?? []), row]);
+	}
+	return [...groups.values()];
+}
+
+/**
+ * The baseline of a row: of the memcached rows with the same workload,
+ * generator and clients (any thread count), the one with the highest median req/s in this
+ * run. memcached's UDP workers share one socket, so more threads can be
+ * slower; comparing with the same thread count would flatter us.
+ */
+export function bestMemcached(groups: Row[][], row: Row): Row[] | undefined {
+	let best: Row[] | undefined;
+	let bestRate = -1;
+	for (const reps of groups) {
+		const other = reps[0]!;
+		if (
+			other.server !== 'memcached' ||
+			other.workload !== row.workload ||
+			other.generator !== row.generator ||
+			other.clients !== row.clients
+		)
+			continue;
+		const rate = median(reps.map(perSecond));
+		if (rate > bestRate) {
+			best = reps;
+			bestRate = rate;
+		}
+	}
+	return best;
+}
+
+/** One repetition of one open-loop point: loadgen -r, Poisson arrivals at an offered rate. */
+export interface OpenPoint extends Measured {
+	workload: Workload['name'];
+	server: string;
+	protocol: 'text' | 'memcached';
+	threads: number;
+	/** Requests a second loadgen was asked to send. */
+	offered: number;
+	/** `offered` as a share of memcached's closed-loop saturation. */
+	fraction: number;
+}
+
+/**
+ * memcached's closed-loop saturation in a workload: the highest median
+ * req/s of any of its loadgen rows (any threads, any clients).
+ */
+export function memcachedSaturation(rows: Row[], workload: Workload['name']): { perSecond: number; threads: number } | undefined {
+	let best: { perSecond: number; threads: number } | undefined;
+	for (const reps of groupRows(rows)) {
+		const row = reps[0]!;
+		if (row.server !== 'memcached' || row.generator !== 'loadgen' || row.workload !== workload) continue;
+		const rate = median(reps.map(perSecond));
+		if (!best || rate > best.perSecond) best = { perSecond: rate, threads: row.threads };
+	}
+	return best;
 }

@@ -190,6 +190,7 @@ ${RUN_EXIT_CODES_HELP}`,
 		.description('udp_server against memcached, Node and a bare kernel UDP echo, load generated inside a lab of its own (BENCHMARKS.md)')
 		.option('--quick', 'a smoke test: every row, a fraction of a second each')
 		.option('--seconds <n>', 'seconds per row and repetition (default 2)', Number)
+		.option('--reps <n>', 'repetitions of every row (default 5)', Number)
 		.option('--keep', 'leave the lab running afterwards')
 		.addOption(new Option('--lab <name>', 'which lab guest to use').default('bench'))
 		.action(async options => {

@@ -11,6 +11,7 @@
  * | KUDP_LAB         | which lab guest: its state is in .lab/NAME (also --lab)   | default                          |
  * | KUDP_LAB_KERNEL  | the lab's kernel: an installed release, or "debug"        | the distribution's cloud kernel  |
  * | KUDP_LAB_CPUS    | the lab guest's vCPUs when it boots                       | 2                                |
+ * | KUDP_LAB_MEMORY  | the lab guest's memory in MB when it boots                | 256                              |
  * | KUDP_LOG_LEVEL   | the log level (a pino level, or silent); -v wins          | info                             |
  * | KUDP_LOG_JSON    | 1: logs as JSON lines (also --log-json)                   | human-readable lines             |
  * | KUDP_CACHE_DIR   | where built debug kernels are kept, for every checkout    | see cacheDir below               |
@@ -32,6 +33,7 @@ export const ENV = {
 	lab: 'KUDP_LAB',
 	labKernel: 'KUDP_LAB_KERNEL',
 	labCpus: 'KUDP_LAB_CPUS',
+	labMemory: 'KUDP_LAB_MEMORY',
 	logLevel: 'KUDP_LOG_LEVEL',
 	logJson: 'KUDP_LOG_JSON',
 	cacheDir: 'KUDP_CACHE_DIR',
@@ -63,6 +65,10 @@ export const settings = {
 	/** KUDP_LAB_CPUS: a number; anything else (or 0) is the default, 2. */
 	get labCpus(): number {
 		return Number(read('labCpus')) || 2;
+	},
+	/** KUDP_LAB_MEMORY: megabytes; anything else (or 0) is the default, 256. */
+	get labMemory(): number {
+		return Number(read('labMemory')) || 256;
 	},
 	/** KUDP_LOG_LEVEL: empty or unset is info; an unknown level is warned about by log.ts. */
 	get logLevel(): string {

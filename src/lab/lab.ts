@@ -78,7 +78,7 @@ export class Lab {
 		}
 		this.options = {
 			root: options.root,
-			memoryMb: options.memoryMb ?? 256,
+			memoryMb: options.memoryMb ?? settings.labMemory,
 			cpus: options.cpus ?? settings.labCpus,
 			bootTimeoutMs: options.bootTimeoutMs ?? 180_000,
 			buildStamp: options.buildStamp ?? path.join(options.root, 'dist', '.build-stamp'),

@@ -1,0 +1,87 @@
+/**
+ * The arithmetic of the benchmark's tables (bench/rows.ts): medians and
+ * ranges over repetitions, Little's law, rows grouped by what names them.
+ */
+import test from 'ava';
+import { bestMemcached, groupRows, inFlight, median, memcachedSaturation, type Row, spread } from '../../bench/rows.js';
+
+function row(server: string, clients: number, answered: number, mean_us = 100): Row {
+	return {
+		answered,
+		lost: 0,
+		refused: 0,
+		seconds: 1,
+		mean_us,
+		gen_cpu_s: 0.5,
+		guest_busy_s: 1.5,
+		guest_total_s: 2,
+		server_cpu_s: 0.4,
+		workload: 'mixed',
+		server,
+		protocol: 'text',
+		threads: 1,
+		clients,
+		generator: 'loadgen',
+		window: 16,
+	};
+}
+
+test('median: the middle value, or the mean of the two middle ones', t => {
+	t.is(median([5, 1, 3]), 3);
+	t.is(median([4, 1, 3, 2]), 2.5);
+	t.is(median([7]), 7);
+});
+
+test('spread: the median with the lowest and highest value, NaN left out', t => {
+	t.deepEqual(spread([30, 10, 20, 50, 40]), { median: 30, min: 10, max: 50 });
+	t.deepEqual(spread([2, Number.NaN, 4]), { median: 3, min: 2, max: 4 });
+	t.true(Number.isNaN(spread([]).median));
+});
+
+test("inFlight: Little's law, req/s × mean latency", t => {
+	// 10 000 req/s at 1.6 ms: 16 requests in flight.
+	t.is(Math.round(inFlight(row('s', 1, 10_000, 1600)) * 1000) / 1000, 16);
+});
+
+test('groupRows: the repetitions of each row together, in the order the rows first came', t => {
+	const reps = [row('a', 1, 1), row('b', 1, 2), row('a', 4, 3), row('a', 1, 4), row('b', 1, 5)];
+	t.deepEqual(
+		groupRows(reps).map(group => group.map(one => one.answered)),
+		[[1, 4], [2, 5], [3]],
+	);
+});
+
+test('bestMemcached: the memcached setting with the higher median req/s at those clients, whatever its threads', t => {
+	const mc = (threads: number, clients: number, answered: number[]) =>
+		answered.map(count => ({ ...row('memcached', clients, count), protocol: 'memcached' as const, threads }));
+	const rows = [
+		...mc(1, 8, [20_000, 21_000, 19_000]),
+		...mc(2, 8, [11_000, 30_000, 12_000]),
+		...mc(1, 1, [5_000]),
+		...mc(2, 1, [6_000]),
+		{ ...row('udp_server', 8, 40_000), threads: 2 },
+	];
+	const groups = groupRows(rows);
+	const ours = groups.at(-1)![0]!;
+	// -t 2 had the fastest single repetition, but -t 1 the higher median.
+	t.is(bestMemcached(groups, ours)?.[0]?.threads, 1);
+	t.is(bestMemcached(groups, { ...ours, clients: 1 })?.[0]?.threads, 2);
+	t.is(bestMemcached(groups, { ...ours, clients: 4 }), undefined);
+	t.is(bestMemcached(groups, { ...ours, generator: 'memaslap' }), undefined);
+	t.is(bestMemcached(groups, { ...ours, workload: 'get-heavy' }), undefined);
+});
+
+test("memcachedSaturation: memcached's highest median closed-loop req/s in that workload, and its threads", t => {
+	const mc = (threads: number, clients: number, answered: number[], workload: Row['workload'] = 'get-heavy') =>
+		answered.map(count => ({ ...row('memcached', clients, count), protocol: 'memcached' as const, threads, workload }));
+	const rows = [
+		...mc(1, 1, [9000, 9500, 9100]),
+		...mc(1, 8, [15_000, 16_000, 14_000]),
+		...mc(2, 8, [12_000, 40_000, 11_000]),
+		...mc(2, 8, [90_000], 'mixed'),
+		{ ...row('udp_server', 8, 50_000), workload: 'get-heavy' as const },
+	];
+	t.deepEqual(memcachedSaturation(rows, 'get-heavy'), { perSecond: 15_000, threads: 1 });
+	t.deepEqual(memcachedSaturation(rows, 'mixed'), { perSecond: 90_000, threads: 2 });
+	t.is(memcachedSaturation([], 'mixed'), undefined);
+});
