@@ -11,7 +11,7 @@
  * .lab/ for --quick); rows.ts says what a row is; render.ts draws the
  * tables and plots from the results alone.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { copyFile, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -306,8 +306,23 @@ export function compileLoadgen(): Promise<string> {
 	return compileBenchProgram('loadgen');
 }
 
-/** Compiles bench/NAME.c on this machine (the guest runs it over the shared root); returns the binary's path. */
-export async function compileBenchProgram(name: string): Promise<string> {
+const compiling = new Map<string, Promise<string>>();
+
+/**
+ * Compiles bench/NAME.c on this machine (the guest runs it over the shared
+ * root); returns the binary's path. Callers in one process share one build.
+ */
+export function compileBenchProgram(name: string): Promise<string> {
+	let pending = compiling.get(name);
+	if (!pending) {
+		pending = buildBenchProgram(name);
+		compiling.set(name, pending);
+		pending.catch(() => compiling.delete(name));
+	}
+	return pending;
+}
+
+async function buildBenchProgram(name: string): Promise<string> {
 	const source = path.join(PROJECT_ROOT, `bench/${name}.c`);
 	const hash = createHash('sha256')
 		.update(await readFile(source))
@@ -319,7 +334,8 @@ export async function compileBenchProgram(name: string): Promise<string> {
 	// "Stale file handle" running it.
 	if (await stat(binary).then(() => true, ifMissing(false))) return binary;
 	await mkdir(CACHE, { recursive: true });
-	const building = `${binary}.${process.pid}.tmp`;
+	// Unique per build: two processes (or two Node versions' test runs) may build at once.
+	const building = `${binary}.${process.pid}.${randomUUID()}.tmp`;
 	await runProgram('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-pthread', '-o', building, source, '-lm']);
 	await rename(building, binary);
 	return binary;
