@@ -2,17 +2,26 @@
 /*
  * softirq=1: answering reads where the datagram arrives, without a thread.
  *
- * Without it every datagram takes the socket path (main.c): the softirq
+ * Without it every datagram takes the socket path (socket.c): the softirq
  * that delivers it queues it on the socket and wakes a worker thread, which
- * copies it out, answers and sends. With softirq=1 the text protocol's
- * sockets get a UDP encapsulation receive hook (encap_rcv, the way vxlan and
- * wireguard receive), which the UDP layer calls in the delivering softirq,
- * after the checksum and before the queue. The hook answers every request
- * that cannot change the table (lookup, HELLO, stats, and any malformed
- * request) on the spot: a lookup needs only RCU, and the reply is built as
- * an skb and handed to ip_local_out(). Inserts and deletes may sleep (the
+ * copies it out, answers and sends. With softirq=1 the sockets of both
+ * protocols get a UDP encapsulation receive hook (encap_rcv, the way vxlan
+ * and wireguard receive), which the UDP layer calls in the delivering
+ * softirq, after the checksum and before the queue. The hook parses the
+ * datagram once (protocol.h) and answers every request that cannot change
+ * the table (lookups, HELLO, stats, version, and any malformed request) on
+ * the spot: a lookup needs only RCU. Inserts and deletes may sleep (the
  * key's stripe lock, allocations, durable=1), so the hook queues them on
  * the socket for the worker thread, as the UDP layer would have.
+ *
+ * The reply allocates nothing: the request's own skb is turned around
+ * (addresses and ports swapped, the payload rewritten in place, a new IP
+ * header over the old one) and handed to ip_local_out() with the route the
+ * FIB keeps cached per CPU. Only an skb that others may see (cloned, shared),
+ * that is in pieces, that carries IP options, or that lacks the room for
+ * the reply gets a reply skb of its own, as does every datagram after the
+ * first of a long memcached reply. The udp_server:send tracepoint says
+ * which way each reply went.
  *
  * Order: a sender's requests are answered in the order they arrive, as on
  * the threads' path. A read must not overtake that sender's change still
@@ -32,6 +41,7 @@
 
 #include <linux/filter.h>
 #include <linux/hash.h>
+#include <linux/if_vlan.h>
 #include <linux/ip.h>
 #include <linux/mm.h>
 #include <linux/percpu.h>
@@ -43,54 +53,42 @@
 #include <net/udp_tunnel.h>
 
 #include "kudp_protocol.h"
+#include "trace_transport.h"
 #include "transport.h"
 
 /* Any value but 0 makes the UDP layer call encap_rcv; tunnels use 1. */
 #define KUDP_ENCAP_TYPE		1
 
 struct fast_buffers {
-	char *request;	/* kudp_len bytes */
-	char *reply;	/* kudp_len + 1 bytes */
+	char *request;	/* the longest request of any port */
+	char *reply;	/* the longest reply of any port, + 1 */
 };
 
 static struct fast_buffers __percpu *fast_buffers;
 
-/*
- * Sends @size bytes of @data from the address and port @in was sent to,
- * back to its sender. Context: softirq.
- */
-static void fast_reply(struct sock *sk, const struct sk_buff *in,
-		       const void *data, size_t size)
+/* The route back to the sender of @in, or an ERR_PTR(). */
+static struct rtable *route_back(struct sock *sk, const struct sk_buff *in,
+				 struct flowi4 *fl4)
 {
-	const struct iphdr *rx_iph = ip_hdr(in);
-	const struct udphdr *rx_uh = udp_hdr(in);
+	return ip_route_output_ports(sock_net(sk), fl4, sk, ip_hdr(in)->saddr,
+				     ip_hdr(in)->daddr, udp_hdr(in)->source,
+				     udp_hdr(in)->dest, IPPROTO_UDP, 0, 0);
+}
+
+/*
+ * Fills in the UDP and IP headers in front of @skb's payload (@skb->data:
+ * the UDP header's room), sets its route @rt and sends it. Context: softirq.
+ */
+static void send_skb(struct sock *sk, struct sk_buff *skb, struct rtable *rt,
+		     const struct flowi4 *fl4, __be16 sport, __be16 dport)
+{
 	struct net *net = sock_net(sk);
-	struct sk_buff *skb;
-	struct udphdr *uh;
+	struct udphdr *uh = udp_hdr(skb);
 	struct iphdr *iph;
-	struct flowi4 fl4;
-	struct rtable *rt;
-	int headroom;
 	int err;
 
-	rt = ip_route_output_ports(net, &fl4, sk, rx_iph->saddr, rx_iph->daddr,
-				   rx_uh->source, rx_uh->dest, IPPROTO_UDP, 0,
-				   0);
-	if (IS_ERR(rt))
-		goto drop;
-	headroom = LL_RESERVED_SPACE(rt->dst.dev) + sizeof(*iph) + sizeof(*uh);
-	skb = alloc_skb(headroom + size, GFP_ATOMIC);
-	if (!skb) {
-		ip_rt_put(rt);
-		goto drop;
-	}
-	skb_reserve(skb, headroom);
-	skb_put_data(skb, data, size);
-
-	uh = skb_push(skb, sizeof(*uh));
-	skb_reset_transport_header(skb);
-	uh->source = rx_uh->dest;
-	uh->dest = rx_uh->source;
+	uh->source = sport;
+	uh->dest = dport;
 	uh->len = htons(skb->len);
 	uh->check = 0;
 
@@ -103,11 +101,12 @@ static void fast_reply(struct sock *sk, const struct sk_buff *in,
 	iph->frag_off = 0;
 	iph->ttl = ip4_dst_hoplimit(&rt->dst);
 	iph->protocol = IPPROTO_UDP;
-	iph->saddr = fl4.saddr;
-	iph->daddr = fl4.daddr;
+	iph->saddr = fl4->saddr;
+	iph->daddr = fl4->daddr;
 	__ip_select_ident(net, iph, 1);
 
 	skb->protocol = htons(ETH_P_IP);
+	skb->ip_summed = CHECKSUM_NONE;
 	skb_dst_set(skb, &rt->dst);
 	/* After the route: offloads the checksum when the device can. */
 	udp_set_csum(false, skb, iph->saddr, iph->daddr, ntohs(uh->len));
@@ -115,11 +114,117 @@ static void fast_reply(struct sock *sk, const struct sk_buff *in,
 	err = ip_local_out(net, sk, skb);
 	/* Not in net_xmit_eval(): the macro evaluates its argument twice. */
 	if (net_xmit_eval(err))
+		kudp_drop(KUDP_DROP_SEND_FAILED);
+}
+
+/*
+ * Sends @size bytes of @data back to the sender of @in, in an skb of its
+ * own. Context: softirq.
+ */
+static void reply_new_skb(struct sock *sk, const struct sk_buff *in,
+			  const void *data, size_t size)
+{
+	struct sk_buff *skb;
+	struct flowi4 fl4;
+	struct rtable *rt;
+	int headroom;
+
+	rt = route_back(sk, in, &fl4);
+	if (IS_ERR(rt))
 		goto drop;
+	headroom = LL_RESERVED_SPACE(rt->dst.dev) + sizeof(struct iphdr) +
+		   sizeof(struct udphdr);
+	skb = alloc_skb(headroom + size, GFP_ATOMIC);
+	if (!skb) {
+		ip_rt_put(rt);
+		goto drop;
+	}
+	skb_reserve(skb, headroom);
+	skb_put_data(skb, data, size);
+	skb_push(skb, sizeof(struct udphdr));
+	skb_reset_transport_header(skb);
+	trace_send(size, KUDP_SEND_NEW_SKB);
+	send_skb(sk, skb, rt, &fl4, udp_hdr(in)->dest, udp_hdr(in)->source);
 	return;
 
 drop:
 	kudp_drop(KUDP_DROP_SEND_FAILED);
+}
+
+/*
+ * Whether the request @skb (@skb->data: its UDP header) can carry @size
+ * bytes of reply back: nobody else sees it, it is one linear buffer with a
+ * plain IP header just before the UDP header, and it has the room.
+ */
+static bool can_turn_around(const struct sk_buff *skb, size_t size,
+			    const struct rtable *rt)
+{
+	return !skb_shared(skb) && !skb_cloned(skb) &&
+	       !skb_is_nonlinear(skb) && !skb_is_gso(skb) &&
+	       ip_hdr(skb)->ihl == sizeof(struct iphdr) >> 2 &&
+	       skb_network_header(skb) + sizeof(struct iphdr) == skb->data &&
+	       skb_headroom(skb) >= sizeof(struct iphdr) +
+				    LL_RESERVED_SPACE(rt->dst.dev) &&
+	       size <= skb->len - sizeof(struct udphdr) + skb_tailroom(skb);
+}
+
+/*
+ * Sends @size bytes of @data back to the sender of the request @skb,
+ * consuming @skb: in @skb itself where it can (nothing allocated), else in
+ * an skb of its own. Context: softirq.
+ */
+static void fast_reply(struct sock *sk, struct sk_buff *skb,
+		       const void *data, size_t size)
+{
+	__be16 sport = udp_hdr(skb)->dest;
+	__be16 dport = udp_hdr(skb)->source;
+	struct flowi4 fl4;
+	struct rtable *rt;
+
+	rt = route_back(sk, skb, &fl4);
+	if (IS_ERR(rt)) {
+		kudp_drop(KUDP_DROP_SEND_FAILED);
+		consume_skb(skb);
+		return;
+	}
+	if (!can_turn_around(skb, size, rt)) {
+		ip_rt_put(rt);
+		reply_new_skb(sk, skb, data, size);
+		consume_skb(skb);
+		return;
+	}
+	/* What the stack noted of the request's way in goes. */
+	skb_orphan(skb);
+	skb_scrub_packet(skb, true);
+	skb_clear_hash(skb);
+	__vlan_hwaccel_clear_tag(skb);
+	skb->priority = 0;
+	memset(IPCB(skb), 0, sizeof(*IPCB(skb)));
+	/* The payload: the reply after the UDP header. */
+	__skb_trim(skb, sizeof(struct udphdr));
+	skb_put_data(skb, data, size);
+	trace_send(size, KUDP_SEND_REUSED_SKB);
+	send_skb(sk, skb, rt, &fl4, sport, dport);
+}
+
+/*
+ * Sends the reply @reply to the request @skb, consuming it: one datagram,
+ * or memcached's several, each already laid out with its frame header.
+ */
+static void fast_reply_with(struct sock *sk, struct sk_buff *skb,
+			    const struct kudp_reply *reply)
+{
+	size_t start, n;
+
+	if (!reply->datagram || reply->size <= reply->datagram) {
+		fast_reply(sk, skb, reply->buf, reply->size);
+		return;
+	}
+	for (start = 0; start < reply->size; start += n) {
+		n = min_t(size_t, reply->datagram, reply->size - start);
+		reply_new_skb(sk, skb, reply->buf + start, n);
+	}
+	consume_skb(skb);
 }
 
 /* The count of datagrams queued for the thread from senders like @from. */
@@ -208,7 +313,6 @@ static int fast_rcv(struct sock *sk, struct sk_buff *skb)
 	struct kudp_request parsed;
 	const char *req = NULL;
 	unsigned int size;
-	bool log;
 
 	if (sk_filter_trim_cap(sk, skb, sizeof(struct udphdr))) {
 		drop_datagram(sk, skb, 0, KUDP_DROP_FILTERED);
@@ -220,7 +324,7 @@ static int fast_rcv(struct sock *sk, struct sk_buff *skb)
 	 * request is still with the thread or its reply waiting for the disk
 	 * (durable=1): the threads' way.
 	 */
-	if (skb->pkt_type == PACKET_HOST && size <= kudp_len &&
+	if (skb->pkt_type == PACKET_HOST && size <= w->request_max &&
 	    !atomic_read(pending) &&
 	    !(kudp_durable && kudp_sender_parked(&peer.addr)))
 		req = skb_header_pointer(skb, sizeof(struct udphdr), size,
@@ -237,34 +341,42 @@ static int fast_rcv(struct sock *sk, struct sk_buff *skb)
 		return 0;
 	}
 	/* Parsed once: what may sleep goes to the thread, the rest is answered here. */
-	kudp_text_parse(req, size, &parsed);
+	w->protocol->parse(req, size, &parsed);
 	if (kudp_op_may_sleep(parsed.op)) {
 		queue_for_thread(sk, skb, pending);
 		return 0;
 	}
 
-	log = kudp_text_answer(&parsed, size, &peer, &reply);
-	if (!kudp_reply_allowed(&peer, reply.size, reply.malformed)) {
+	w->protocol->answer(req, size, &parsed, &peer, &reply);
+	if (!reply.size) {
+		consume_skb(skb);
+	} else if (!kudp_reply_allowed(&peer, reply.size, reply.malformed)) {
 		kudp_drop(KUDP_DROP_LIMITED);
+		consume_skb(skb);
 	} else {
-		fast_reply(sk, skb, reply.buf, reply.size);
-		if (log)
+		/* @req may point into @skb, which becomes the reply. */
+		fast_reply_with(sk, skb, &reply);
+		if (reply.log_sent)
 			pr_info("sent " KUDP_GOT_IT " to %pI4:%u\n",
 				&peer.addr.sin_addr,
 				ntohs(peer.addr.sin_port));
 	}
-	consume_skb(skb);
 	return 0;
 }
 
 /**
  * kudp_fast_attach() - answer reads on a worker's socket in softirq context
- * @w: a worker of the text protocol whose socket is not bound yet
+ * @w: a worker whose socket is not bound yet
+ * @protocol: what the socket speaks
+ * @request_max: its longest request; a longer one goes to the thread
  */
-void kudp_fast_attach(struct kudp_worker *w)
+void kudp_fast_attach(struct kudp_worker *w,
+		      const struct kudp_protocol *protocol, size_t request_max)
 {
 	struct sock *sk = w->sock->sk;
 
+	w->protocol = protocol;
+	w->request_max = request_max;
 	rcu_assign_sk_user_data(sk, w);
 	WRITE_ONCE(udp_sk(sk)->encap_type, KUDP_ENCAP_TYPE);
 	WRITE_ONCE(udp_sk(sk)->encap_rcv, fast_rcv);
@@ -308,8 +420,14 @@ static void free_buffers(void)
 	fast_buffers = NULL;
 }
 
-/* The buffers of every CPU: 2 * len bytes each. */
-int kudp_fast_init(void)
+/**
+ * kudp_fast_init() - the buffers of every CPU
+ * @request_max: the longest request of any port
+ * @reply_max: the longest reply of any port
+ *
+ * Return: 0 or -ENOMEM.
+ */
+int kudp_fast_init(size_t request_max, size_t reply_max)
 {
 	int cpu;
 
@@ -319,9 +437,9 @@ int kudp_fast_init(void)
 	for_each_possible_cpu(cpu) {
 		struct fast_buffers *buf = per_cpu_ptr(fast_buffers, cpu);
 
-		buf->request = kvmalloc_node(kudp_len, GFP_KERNEL_ACCOUNT,
+		buf->request = kvmalloc_node(request_max, GFP_KERNEL_ACCOUNT,
 					     cpu_to_node(cpu));
-		buf->reply = kvmalloc_node(kudp_len + 1, GFP_KERNEL_ACCOUNT,
+		buf->reply = kvmalloc_node(reply_max + 1, GFP_KERNEL_ACCOUNT,
 					   cpu_to_node(cpu));
 		if (!buf->request || !buf->reply) {
 			free_buffers();

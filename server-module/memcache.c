@@ -51,6 +51,14 @@
 
 #define MC_BAD_LINE		"CLIENT_ERROR bad command line format"
 
+/*
+ * Errors of the frame rather than the command: malformed, though their
+ * wording is memcached's SERVER_ERROR (mc_is_malformed()).
+ */
+static const char mc_multi_packet[] =
+	"SERVER_ERROR multi-packet request not supported";
+static const char mc_too_large[] = "SERVER_ERROR object too large for cache";
+
 /* The frame header's fields are big-endian 16-bit numbers. */
 static u16 mc_get16(const char *p)
 {
@@ -225,8 +233,6 @@ static const char *parse(struct kudp_span line, struct kudp_span data,
 {
 	struct kudp_span command = kudp_next_word(&line);
 
-	memset(req, 0, sizeof(*req));
-	req->proto = KUDP_PROTO_MEMCACHED;
 	if (kudp_span_is(&command, "get"))
 		return parse_get(line, req);
 	if (kudp_span_is(&command, "gets")) {
@@ -308,32 +314,37 @@ static void answer_change(const struct kudp_request *req, struct mc_reply *r)
 	}
 }
 
-/* A command line and what follows it, parsed once and run. */
-static void answer(struct kudp_span line, struct kudp_span data,
-		   struct mc_reply *r)
+/*
+ * A request that is not a well-formed command, rate-limited as such: any
+ * error but the SERVER_ERROR of a well-formed store the table cannot take.
+ */
+static bool mc_is_malformed(const char *error)
 {
-	struct kudp_request req;
-	const char *error = parse(line, data, &req);
+	return strncmp(error, "SERVER_ERROR", 12) || error == mc_multi_packet ||
+	       error == mc_too_large;
+}
+
+/* Runs a parsed request and writes its reply's text. */
+static void answer(const struct kudp_request *req, struct mc_reply *r)
+{
 	struct kudp_result res;
 
-	if (error) {
-		req.op = KUDP_OP_INVALID;
-		kudp_run(&req, NULL, 0, &res);	/* traced, nothing else */
-		/* Malformed, unless the table cannot take a well-formed store. */
-		if (strncmp(error, "SERVER_ERROR", 12))
-			mc_malformed(r, error);
+	if (req->op == KUDP_OP_INVALID) {
+		kudp_run(req, NULL, 0, &res);	/* traced, nothing else */
+		if (mc_is_malformed(req->error))
+			mc_malformed(r, req->error);
 		else
-			mc_error(r, error);
+			mc_error(r, req->error);
 		return;
 	}
-	r->quiet = req.noreply;
-	if (req.op == KUDP_OP_LOOKUP) {
-		answer_get(&req, r);
-	} else if (req.op == KUDP_OP_VERSION) {
-		kudp_run(&req, NULL, 0, &res);	/* traced, nothing else */
+	r->quiet = req->noreply;
+	if (req->op == KUDP_OP_LOOKUP) {
+		answer_get(req, r);
+	} else if (req->op == KUDP_OP_VERSION) {
+		kudp_run(req, NULL, 0, &res);	/* traced, nothing else */
 		mc_line(r, "VERSION kernel-udp");
 	} else {
-		answer_change(&req, r);
+		answer_change(req, r);
 	}
 }
 
@@ -391,51 +402,77 @@ static void mc_frame(struct kudp_reply *reply, u16 id, const struct mc_reply *r)
 }
 
 /**
- * kudp_mc_answer() - answer one memcached datagram
+ * mc_parse() - turn one memcached datagram into a request value
  * @p: the datagram: its first min(@size, KUDP_MC_REQUEST_MAX + 1) bytes
  * @size: its full length, which may be more than was received
- * @peer: the sender
- * @reply: gets the reply datagrams, laid out in @reply->buf (room for
- *         KUDP_MC_REPLY_MAX bytes); a size of 0 when there is none
- *
- * Datagrams too short for a header are dropped, as memcached drops them.
+ * @req: gets the request: an operation, or KUDP_OP_INVALID and the error
+ *       line to answer; no error line for a datagram too short for a
+ *       frame header, which gets no answer (memcached drops it too)
  */
-void kudp_mc_answer(const char *p, size_t size, const struct kudp_peer *peer,
-		    struct kudp_reply *reply)
+static void mc_parse(const char *p, size_t size, struct kudp_request *req)
 {
-	struct mc_reply r = { .buf = reply->buf + MC_HEADER, .room = MC_ROOM };
 	struct kudp_span line, data;
+	const char *error;
 	const char *end;
 
-	reply->size = 0;
-	reply->datagram = 0;
-	reply->status = 0;
-	reply->greeting = false;
-	reply->malformed = false;
-	reply->seq = 0;
-	kudp_count(requests);
+	memset(req, 0, sizeof(*req));
+	req->proto = KUDP_PROTO_MEMCACHED;
 	if (size < MC_HEADER) {
-		kudp_drop(KUDP_DROP_SHORT);
+		req->op = KUDP_OP_INVALID;
 		return;
 	}
 	if (mc_get16(p + 2) != 0 || mc_get16(p + 4) != 1) {
-		mc_malformed(&r, "SERVER_ERROR multi-packet request not supported");
+		error = mc_multi_packet;
 	} else if (size > KUDP_MC_REQUEST_MAX) {
-		mc_malformed(&r, "SERVER_ERROR object too large for cache");
+		error = mc_too_large;
 	} else {
 		line.p = p + MC_HEADER;
 		end = memchr(line.p, '\n', size - MC_HEADER);
 		if (!end) {
-			mc_malformed(&r, "CLIENT_ERROR line without an end");
+			error = "CLIENT_ERROR line without an end";
 		} else {
 			line.n = end - line.p;
 			if (line.n && line.p[line.n - 1] == '\r')
 				line.n--;
 			data.p = end + 1;
 			data.n = p + size - data.p;
-			answer(line, data, &r);
+			error = parse(line, data, req);
 		}
 	}
+	if (error) {
+		req->op = KUDP_OP_INVALID;
+		req->error = error;
+	}
+}
+
+/**
+ * mc_answer() - answer one parsed memcached datagram
+ * @p: the datagram (its frame header gives the reply's request ID)
+ * @size: its full length
+ * @req: from mc_parse()
+ * @peer: the sender
+ * @reply: gets the reply datagrams, laid out in @reply->buf (room for
+ *         KUDP_MC_REPLY_MAX bytes); a size of 0 when there is none
+ */
+static void mc_answer(const char *p, size_t size,
+		      const struct kudp_request *req,
+		      const struct kudp_peer *peer, struct kudp_reply *reply)
+{
+	struct mc_reply r = { .buf = reply->buf + MC_HEADER, .room = MC_ROOM };
+
+	reply->size = 0;
+	reply->datagram = 0;
+	reply->status = 0;
+	reply->greeting = false;
+	reply->malformed = false;
+	reply->log_sent = false;
+	reply->seq = 0;
+	kudp_count(requests);
+	if (req->op == KUDP_OP_INVALID && !req->error) {
+		kudp_drop(KUDP_DROP_SHORT);
+		return;
+	}
+	answer(req, &r);
 	if (r.overflow) {
 		r.len = 0;
 		r.overflow = false;
@@ -446,3 +483,9 @@ void kudp_mc_answer(const char *p, size_t size, const struct kudp_peer *peer,
 	if (!r.quiet)
 		mc_frame(reply, mc_get16(p), &r);
 }
+
+const struct kudp_protocol kudp_mc_protocol = {
+	.proto = KUDP_PROTO_MEMCACHED,
+	.parse = mc_parse,
+	.answer = mc_answer,
+};

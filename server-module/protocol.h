@@ -40,6 +40,8 @@ struct kudp_peer {
  * @greeting: the request was HELLO, answered with GOT IT
  * @malformed: the request was not a well-formed command, and the reply says
  *             so (rate-limited to senders not on this host, ratelimit.c)
+ * @log_sent: the transport logs the reply it sends (a greeting whose
+ *            arrival was logged; rate-limited)
  * @seq: the number of the change the request made (journal.c), or 0
  */
 struct kudp_reply {
@@ -49,13 +51,35 @@ struct kudp_reply {
 	int status;
 	bool greeting;
 	bool malformed;
+	bool log_sent;
 	u64 seq;
 };
 
+/**
+ * struct kudp_protocol - what a port speaks: a datagram in, a reply out
+ * @proto: which protocol it is
+ * @parse: turns a datagram into one request value, once. @p holds its
+ *         first min(@size, longest request + 1) bytes; @size is its full
+ *         length. Whether the request may run in softirq context is a
+ *         property of the parsed operation: kudp_op_may_sleep().
+ * @answer: runs the parsed request and writes the reply into @reply
+ *          (@reply->size 0: no reply at all)
+ *
+ * Context: both run in a worker thread, or in the receive softirq for a
+ * request that cannot sleep (fastpath.c).
+ */
+struct kudp_protocol {
+	enum kudp_proto proto;
+	void (*parse)(const char *p, size_t size, struct kudp_request *req);
+	void (*answer)(const char *p, size_t size,
+		       const struct kudp_request *req,
+		       const struct kudp_peer *peer, struct kudp_reply *reply);
+};
+
+extern const struct kudp_protocol kudp_text_protocol;
+extern const struct kudp_protocol kudp_mc_protocol;
+
 /* text.c */
-void kudp_text_parse(const char *p, size_t size, struct kudp_request *req);
-bool kudp_text_answer(const struct kudp_request *req, size_t size,
-		      const struct kudp_peer *peer, struct kudp_reply *reply);
 void kudp_text_execute(const char *p, size_t size, struct kudp_reply *reply);
 void kudp_text_init(void);
 void kudp_text_exit(void);
@@ -67,7 +91,5 @@ void kudp_text_exit(void);
 #define KUDP_MC_REQUEST_MAX	8192
 #define KUDP_MC_REPLY_MAX	(256 * 1024)
 #define KUDP_MC_DATAGRAM	1400
-void kudp_mc_answer(const char *p, size_t size, const struct kudp_peer *peer,
-		    struct kudp_reply *reply);
 
 #endif /* KUDP_PROTOCOL_LAYER_H */

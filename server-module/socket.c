@@ -40,25 +40,22 @@
 #include "kudp_protocol.h"
 #include "transport.h"
 
+#define CREATE_TRACE_POINTS
+#include "trace_transport.h"
+
 /* What a port speaks, and the buffers its workers need. */
 struct kudp_service {
 	const char *name;
 	unsigned int port;
 	size_t request_max;	/* longer datagrams are refused whole */
 	size_t reply_max;
-	void (*serve)(struct kudp_worker *w, const struct kudp_peer *peer,
-		      size_t size);
+	const struct kudp_protocol *protocol;
 };
 
-static void serve_text(struct kudp_worker *w, const struct kudp_peer *peer,
-		       size_t size);
-static void serve_mc(struct kudp_worker *w, const struct kudp_peer *peer,
-		     size_t size);
-
 static struct kudp_service services[] = {
-	{ .name = KBUILD_MODNAME, .serve = serve_text },
+	{ .name = KBUILD_MODNAME, .protocol = &kudp_text_protocol },
 	{ .name = KBUILD_MODNAME "_mc", .request_max = KUDP_MC_REQUEST_MAX,
-	  .reply_max = KUDP_MC_REPLY_MAX, .serve = serve_mc },
+	  .reply_max = KUDP_MC_REPLY_MAX, .protocol = &kudp_mc_protocol },
 };
 
 static struct kudp_worker *workers;
@@ -86,6 +83,7 @@ static void send_datagram(struct socket *sock, struct sockaddr_in *to,
 	};
 	int ret;
 
+	trace_send(size, KUDP_SEND_THREAD);
 	ret = kernel_sendmsg(sock, &msg, &iov, 1, size);
 	if (ret < 0) {
 		kudp_drop(KUDP_DROP_SEND_FAILED);
@@ -299,31 +297,6 @@ static void drop_parked_replies(void)
 }
 
 /* Answers one datagram of the text protocol, received in w->request. */
-static void serve_text(struct kudp_worker *w, const struct kudp_peer *peer,
-		       size_t size)
-{
-	struct kudp_reply reply = { .buf = w->reply };
-	struct kudp_request req;
-	bool log;
-
-	kudp_text_parse(w->request, size, &req);
-	log = kudp_text_answer(&req, size, peer, &reply);
-	if (reply_with(w, peer, &reply) && log)
-		pr_info("sent " KUDP_GOT_IT " to %pI4:%u\n",
-			&peer->addr.sin_addr, ntohs(peer->addr.sin_port));
-}
-
-/* Answers one memcached datagram, received in w->request. */
-static void serve_mc(struct kudp_worker *w, const struct kudp_peer *peer,
-		     size_t size)
-{
-	struct kudp_reply reply = { .buf = w->reply };
-
-	kudp_mc_answer(w->request, size, peer, &reply);
-	if (reply.size)
-		reply_with(w, peer, &reply);
-}
-
 /*
  * Hands a datagram to its protocol, unless it must get no answer at all:
  * it is itself a reply of either protocol, or comes from port 0.
@@ -331,14 +304,21 @@ static void serve_mc(struct kudp_worker *w, const struct kudp_peer *peer,
 static void serve(struct kudp_worker *w, const struct kudp_peer *peer,
 		  size_t size)
 {
+	const struct kudp_protocol *protocol = w->service->protocol;
 	size_t received = min_t(size_t, size, w->service->request_max + 1);
+	struct kudp_reply reply = { .buf = w->reply };
+	struct kudp_request req;
 
 	if (!peer->addr.sin_port || kudp_is_reply(w->request, received)) {
 		kudp_count(requests);
 		kudp_drop(KUDP_DROP_LOOP);
 		return;
 	}
-	w->service->serve(w, peer, size);
+	protocol->parse(w->request, size, &req);
+	protocol->answer(w->request, size, &req, peer, &reply);
+	if (reply.size && reply_with(w, peer, &reply) && reply.log_sent)
+		pr_info("sent " KUDP_GOT_IT " to %pI4:%u\n",
+			&peer->addr.sin_addr, ntohs(peer->addr.sin_port));
 }
 
 /* Set by module_exit's kernel_sock_shutdown(): time to stop serving. */
@@ -469,8 +449,9 @@ static int open_socket(struct kudp_worker *w, bool shared,
 	/* Where each datagram came in: from_loopback(). */
 	ip_sock_set_pktinfo(w->sock->sk);
 	/* Before the bind, so that the hook sees every datagram. */
-	if (listen->softirq && w->service->serve == serve_text)
-		kudp_fast_attach(w);
+	if (listen->softirq)
+		kudp_fast_attach(w, w->service->protocol,
+				 w->service->request_max);
 	addr.sin_port = htons(w->service->port);
 	ret = kernel_bind(w->sock, (struct sockaddr *)&addr, sizeof(addr));
 	if (ret) {
@@ -596,6 +577,21 @@ out_stop:
 	return ret;
 }
 
+/* The longest request and reply among the services that have a port. */
+static void largest_service(size_t *request, size_t *reply)
+{
+	unsigned int s;
+
+	*request = 0;
+	*reply = 0;
+	for (s = 0; s < ARRAY_SIZE(services); s++) {
+		if (!services[s].port)
+			continue;
+		*request = max(*request, services[s].request_max);
+		*reply = max(*reply, services[s].reply_max);
+	}
+}
+
 /**
  * kudp_socket_start() - open every socket and start its thread
  * @listen: where and how (main.c's parameters)
@@ -605,6 +601,7 @@ out_stop:
  */
 int kudp_socket_start(const struct kudp_listen *listen)
 {
+	size_t request_max, reply_max;
 	int ret;
 
 	services[0].port = listen->port;
@@ -613,7 +610,8 @@ int kudp_socket_start(const struct kudp_listen *listen)
 	services[1].port = listen->memcached_port;
 	fast_path = listen->softirq;
 	if (fast_path) {
-		ret = kudp_fast_init();
+		largest_service(&request_max, &reply_max);
+		ret = kudp_fast_init(request_max, reply_max);
 		if (ret)
 			return ret;
 	}

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * The text protocol of udp_server (PROTOCOL.md): a datagram, or a write to
- * /proc/ht, is parsed once into a request (kudp_text_parse()), run by the
- * executor (request.c), and answered with one line (kudp_text_answer()).
+ * /proc/ht, is parsed once into a request (text_parse()), run by the
+ * executor (request.c), and answered with one line (text_answer()).
  *
  * It never writes more than len bytes of reply, less to a sender not on
  * this host (bound_reflection()), and it never reads past the request:
@@ -291,14 +291,14 @@ static const char *parse(struct kudp_span rest, struct kudp_request *req)
 }
 
 /**
- * kudp_text_parse() - turn one text request into a request value
+ * text_parse() - turn one text request into a request value
  * @p: the request, not NUL-terminated; may be NULL when @size > len
  * @size: the request's full length; one longer than len is refused whole
  *        and never read
  * @req: gets the request: an operation, or KUDP_OP_INVALID and the reason
  *       for its "ERR" reply
  */
-void kudp_text_parse(const char *p, size_t size, struct kudp_request *req)
+static void text_parse(const char *p, size_t size, struct kudp_request *req)
 {
 	struct kudp_span rest = { .p = p, .n = size };
 
@@ -324,6 +324,7 @@ static void answer(const struct kudp_request *req, struct kudp_reply *reply)
 		kudp_run(req, NULL, 0, &res);
 	reply->greeting = false;
 	reply->malformed = false;
+	reply->log_sent = false;
 	reply->datagram = 0;
 	reply->seq = 0;
 	switch (req->op) {
@@ -350,35 +351,38 @@ static void answer(const struct kudp_request *req, struct kudp_reply *reply)
 }
 
 /**
- * kudp_text_answer() - run a parsed datagram and bound its reply
- * @req: from kudp_text_parse()
- * @size: the datagram's full length
+ * text_answer() - run a parsed datagram and bound its reply
+ * @p: the datagram (already parsed into @req)
+ * @size: its full length
+ * @req: from text_parse()
  * @peer: its sender
  * @reply: gets the reply; @reply->buf has room for len + 1 bytes
  *
- * Only the greeting is logged at info level, and not always.
- *
- * Context: a worker thread, or softirq for a request that cannot sleep
- * (kudp_op_may_sleep(), fastpath.c).
- * Return: whether the greeting was logged; the caller logs the reply sent.
+ * Only the greeting is logged at info level, and not always; when it is,
+ * so is the reply sent (@reply->log_sent).
  */
-bool kudp_text_answer(const struct kudp_request *req, size_t size,
-		      const struct kudp_peer *peer, struct kudp_reply *reply)
+static void text_answer(const char *p, size_t size,
+			const struct kudp_request *req,
+			const struct kudp_peer *peer, struct kudp_reply *reply)
 {
 	const struct sockaddr_in *from = &peer->addr;
-	bool log;
 
 	answer(req, reply);
 	bound_reflection(peer, size, reply);
-	log = reply->greeting && log_greeting();
-	if (log)
+	reply->log_sent = reply->greeting && log_greeting();
+	if (reply->log_sent)
 		pr_info("received " KUDP_HELLO " from %pI4:%u\n",
 			&from->sin_addr, ntohs(from->sin_port));
 	else
 		pr_debug("%zu-byte request from %pI4:%u: status %d\n", size,
 			 &from->sin_addr, ntohs(from->sin_port), reply->status);
-	return log;
 }
+
+const struct kudp_protocol kudp_text_protocol = {
+	.proto = KUDP_PROTO_TEXT,
+	.parse = text_parse,
+	.answer = text_answer,
+};
 
 /**
  * kudp_text_execute() - run one command written to /proc/ht
@@ -391,7 +395,7 @@ void kudp_text_execute(const char *p, size_t size, struct kudp_reply *reply)
 {
 	struct kudp_request req;
 
-	kudp_text_parse(p, size, &req);
+	text_parse(p, size, &req);
 	req.proto = KUDP_PROTO_PROC;
 	answer(&req, reply);
 }

@@ -5,7 +5,8 @@
  *
  *   socket.c     the sockets, one kthread each, and sending: replies that
  *                wait for the disk with durable=1
- *   fastpath.c   softirq=1: reads answered in the receive softirq
+ *   fastpath.c   softirq=1: reads answered in the receive softirq, in the
+ *                request's own skb where it has the room
  *   ratelimit.c  what a sender not on this host can make the server send
  */
 #ifndef KUDP_TRANSPORT_H
@@ -47,17 +48,28 @@ struct kudp_worker {
 	const struct kudp_service *service;
 	char *request;	/* the service's longest request + 1 bytes */
 	char *reply;	/* its longest reply + 1 bytes */
-	/* softirq=1 (fastpath.c): datagrams queued, per bucket of senders */
+	/* softirq=1 (fastpath.c): what the socket speaks, its longest request */
 	bool fast;
+	const struct kudp_protocol *protocol;
+	size_t request_max;
+	/* datagrams queued for the thread, per bucket of senders */
 	atomic_t pending[1 << KUDP_FAST_BUCKET_BITS];
+};
+
+/* How a reply datagram was sent (the udp_server:send tracepoint). */
+enum kudp_send {
+	KUDP_SEND_THREAD,
+	KUDP_SEND_NEW_SKB,
+	KUDP_SEND_REUSED_SKB,
 };
 
 u64 kudp_sender_parked(const struct sockaddr_in *from);
 
 /* fastpath.c: softirq=1 */
-int kudp_fast_init(void);
+int kudp_fast_init(size_t request_max, size_t reply_max);
 void kudp_fast_exit(void);
-void kudp_fast_attach(struct kudp_worker *w);
+void kudp_fast_attach(struct kudp_worker *w,
+		      const struct kudp_protocol *protocol, size_t request_max);
 void kudp_fast_done(struct kudp_worker *w, const struct sockaddr_in *from);
 void kudp_fast_detach(struct kudp_worker *w);
 

@@ -178,3 +178,75 @@ labTest('softirq=1: datagrams dropped on a full queue are counted in the UDP MIB
 	t.true(drops >= rcvbuf, 'the server counts them in its drops too');
 	await guest(t, 'rmmod udp_server');
 });
+
+/** `perf stat -x,` output → the count of each event, in the order the events were given. */
+function perfCounts(csv: string): number[] {
+	return csv
+		.split('\n')
+		.filter(line => line.split(',')[2]?.startsWith('udp_server:'))
+		.map(line => Number(line.split(',')[0]));
+}
+
+/** Reply payload → how many times it came, from udp_tool.py's `ask`. */
+function replies(out: string): Map<string, number> {
+	return new Map(
+		out
+			.trim()
+			.split('\n')
+			.map(line => line.split(' '))
+			.map(([hex, n]) => [hex === '-' ? '' : Buffer.from(hex!, 'hex').toString('latin1'), Number(n)]),
+	);
+}
+
+labTest(
+	"softirq=1: reads on both protocols are answered byte-exact in the request's own skb; one that lacks the room gets an skb of its own",
+	async t => {
+		await loadServer(t, ['port=3000', 'memcached_port=11311', 'softirq=1', 'threads=2', 'len=2048']);
+		const long = 'w'.repeat(1000);
+		await guest(t, `printf 'insert dog baileys' | nc -u -w1 127.0.0.1 3000; printf 'insert long ${long}' | nc -u -w1 127.0.0.1 3000`);
+		const tool = path.join(PROJECT_ROOT, 'test/fixtures/udp_tool.py');
+		const hex = (text: string) => Buffer.from(text, 'latin1').toString('hex');
+		const mcGet = '\x00\x07\x00\x00\x00\x01\x00\x00get dog\r\n';
+		const ask = [
+			`python3 ${tool} ask 127.0.0.1 3000 ${hex('lookup dog')} 200`,
+			`python3 ${tool} ask 127.0.0.1 11311 ${hex(mcGet)} 200`,
+			`python3 ${tool} ask 127.0.0.1 3000 ${hex('lookup long')} 50`,
+		].join('; ');
+		// The same event three times: every reply datagram, those built in the request's skb (how=2), those in new ones (how=1).
+		const perf = await t.context.target.exec(
+			[
+				'perf',
+				'stat',
+				'-x,',
+				'-a',
+				'-e',
+				'udp_server:send',
+				'-e',
+				'udp_server:send',
+				'--filter',
+				'how == 2',
+				'-e',
+				'udp_server:send',
+				'--filter',
+				'how == 1',
+				'--',
+				'sh',
+				'-c',
+				ask,
+			],
+			{ timeoutMs: 180_000 },
+		);
+		t.is(perf.exitCode, 0, perf.stderr);
+		const [all, reused, fresh] = perfCounts(perf.stderr);
+		t.log(`reply datagrams: ${all}; in the request's own skb: ${reused}; in a new skb: ${fresh}`);
+		const got = replies(perf.stdout.split('\n').slice(0, 1).join('\n'));
+		t.deepEqual([...got], [['OK baileys\n', 200]]);
+		const mc = replies(perf.stdout.split('\n').slice(1, 2).join('\n'));
+		t.deepEqual([...mc], [['\x00\x07\x00\x00\x00\x01\x00\x00VALUE dog 0 7\r\nbaileys\r\nEND\r\n', 200]]);
+		const longReplies = replies(perf.stdout.split('\n').slice(2, 3).join('\n'));
+		t.deepEqual([...longReplies], [[`OK ${long}\n`, 50]]);
+		t.is(all, 450, 'one reply datagram per request, none from the threads');
+		t.is(reused, 400, 'every short read answered in its own skb: nothing allocated');
+		t.is(fresh, 50, 'a reply longer than the room of the request gets an skb of its own');
+	},
+);
