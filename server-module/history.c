@@ -2,7 +2,9 @@
 /*
  * The history of udp_server: the last `history` commands that changed the
  * table, for /proc/ht to show (proc.c). The executor (request.c) adds a
- * line with each change, under the key's stripe lock.
+ * line with each change, under the key's stripe lock. A line keeps the
+ * change's key and value as they came; it is formatted as a command only
+ * when /proc/ht is read, so a change costs a copy, not a printf.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
@@ -12,14 +14,21 @@
 #include <linux/mm.h>
 #include <linux/overflow.h>
 #include <linux/slab.h>
+#include <linux/string.h>
 #include <linux/spinlock.h>
 
 #include "store.h"
 
-/* One line of the history, and the bytes it is charged against max_bytes. */
+/*
+ * One line of the history, and the bytes it is charged against max_bytes:
+ * "insert KEY VALUE" (@vlen > 0) or "delete KEY" (@vlen 0), the key and the
+ * value in @data.
+ */
 struct kudp_line {
 	size_t cost;
-	char text[];
+	u32 klen;
+	u32 vlen;
+	char data[];
 };
 
 /*
@@ -44,8 +53,11 @@ static struct kudp_line **ring_slot(u64 n)
 }
 
 /**
- * kudp_line_new() - format a line for the history
- * @fmt: printf-style format of the normalised command, without "\n"
+ * kudp_line_new() - a line for the history
+ * @key: the key changed
+ * @klen: its length
+ * @value: the value stored, or NULL for a delete
+ * @vlen: its length (0 for a delete)
  *
  * The line is not charged yet: the caller charges kudp_line_cost() with the
  * change it records, then hands the line to kudp_history_add(), or kfree()s
@@ -54,23 +66,21 @@ static struct kudp_line **ring_slot(u64 n)
  * Return: the line, or NULL when there is no memory for it (the history is
  * best effort; the table is not).
  */
-struct kudp_line *kudp_line_new(const char *fmt, ...)
+struct kudp_line *kudp_line_new(const char *key, size_t klen,
+				const char *value, size_t vlen)
 {
+	size_t size = struct_size_t(struct kudp_line, data, klen + vlen);
 	struct kudp_line *line;
-	va_list args;
-	int n;
 
-	va_start(args, fmt);
-	n = vsnprintf(NULL, 0, fmt, args);
-	va_end(args);
-
-	line = kmalloc(struct_size(line, text, n + 1), KUDP_GFP);
+	line = kmalloc(size, KUDP_GFP);
 	if (!line)
 		return NULL;
-	line->cost = kudp_mem_cost(struct_size(line, text, n + 1));
-	va_start(args, fmt);
-	vsnprintf(line->text, n + 1, fmt, args);
-	va_end(args);
+	line->cost = kudp_mem_cost(size);
+	line->klen = klen;
+	line->vlen = vlen;
+	memcpy(line->data, key, klen);
+	if (vlen)
+		memcpy(line->data + klen, value, vlen);
 	return line;
 }
 
@@ -136,7 +146,11 @@ static int history_show(struct seq_file *m, void *v)
 {
 	const struct kudp_line *line = v;
 
-	seq_printf(m, "%s\n", line->text);
+	if (line->vlen)
+		seq_printf(m, "insert %.*s %.*s\n", (int)line->klen,
+			   line->data, (int)line->vlen, line->data + line->klen);
+	else
+		seq_printf(m, "delete %.*s\n", (int)line->klen, line->data);
 	return 0;
 }
 

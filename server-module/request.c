@@ -86,8 +86,7 @@ static int store_locked(const char *key, size_t klen, const char *value,
 	struct kudp_line *line;
 	int ret;
 
-	line = kudp_line_new("insert %.*s %.*s", (int)klen, key, (int)vlen,
-			     value);
+	line = kudp_line_new(key, klen, value, vlen);
 	mutex_lock(lock);
 	ret = kudp_kv_store(key, klen, value, vlen, meta, mode,
 			    kudp_line_cost(line));
@@ -164,7 +163,7 @@ static int delete_key(const char *key, size_t klen, u64 *seq)
 	mutex_lock(lock);
 	ret = kudp_kv_delete(key, klen);
 	if (!ret) {
-		line = kudp_line_new("delete %.*s", (int)klen, key);
+		line = kudp_line_new(key, klen, NULL, 0);
 		if (line && !kudp_mem_reserve(kudp_line_cost(line)))
 			kudp_history_add(line);
 		else

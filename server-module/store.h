@@ -100,7 +100,8 @@ struct kudp_line;
 
 int kudp_history_init(void);
 void kudp_history_exit(void);
-struct kudp_line *kudp_line_new(const char *fmt, ...) __printf(1, 2);
+struct kudp_line *kudp_line_new(const char *key, size_t klen,
+				const char *value, size_t vlen);
 size_t kudp_line_cost(const struct kudp_line *line);
 void kudp_history_add(struct kudp_line *line);
 extern const struct seq_operations kudp_history_seq_ops;
