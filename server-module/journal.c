@@ -5,7 +5,6 @@
  *
  *   /proc/kvjournal  0600  read: the changes since the last read, one line
  *                          each; write: "N", the changes up to N are on disk
- *   /proc/kvrestore  0200  write: "KEY VALUE" lines, put back into the table
  *
  * Every change to the table gets a sequence number, given under the queue's
  * lock while the change's key is still locked (request.c), so the numbers of a
@@ -37,10 +36,7 @@
  * number at least theirs: one fsync of the daemon answers all the changes it
  * read in one go (group commit).
  *
- * Restoring a backup is not a stream of commands: /proc/kvrestore inserts
- * "KEY VALUE" lines (keys and values as in the protocol, whatever len is now)
- * without history, journal or len, and reports how far it got, so that the
- * daemon can keep aside a line the table's limits refuse.
+ * The daemon puts a backup back through /proc/kvrestore (restore.c).
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
@@ -70,8 +66,6 @@
 
 /* Most bytes of lines the queue holds before it gives way to a snapshot. */
 #define KUDP_JOURNAL_MAX	SZ_4M
-/* The largest /proc/kvrestore write taken at once. */
-#define KUDP_RESTORE_MAX	SZ_1M
 
 /* How long an unload waits for the daemon to save the last changes. */
 #define KUDP_DRAIN_TIMEOUT	(5 * HZ)
@@ -442,77 +436,6 @@ static const struct proc_ops journal_ops = {
 };
 
 /*
- * One "KEY VALUE" line (no line end): a key of 1..KUDP_MAX_KEY bytes without
- * spaces, one space, then a value of 1..KUDP_MAX_VALUE bytes; neither holds
- * "\r" or NUL (memcache.c's rule: entries stored there come back too).
- */
-static int restore_line(const char *p, size_t n)
-{
-	const char *space = memchr(p, ' ', n);
-	struct mutex *lock;	/* the key's stripe (kv.c) */
-	size_t klen;
-	int ret;
-
-	if (!space || memchr(p, '\r', n) || memchr(p, '\0', n))
-		return -EINVAL;
-	klen = space - p;
-	if (!klen || klen > KUDP_MAX_KEY || n - klen - 1 < 1 ||
-	    n - klen - 1 > KUDP_MAX_VALUE)
-		return -EINVAL;
-	lock = kudp_kv_key_lock(p, klen);
-	mutex_lock(lock);
-	ret = kudp_kv_insert(p, klen, space + 1, n - klen - 1, 0);
-	mutex_unlock(lock);
-	return ret;
-}
-
-/**
- * restore_write() - put "KEY VALUE\n" lines back into the table
- * @file: unused
- * @ubuf: whole lines, each ending in "\n"
- * @count: their length
- * @ppos: unused
- *
- * Return: the bytes of the lines put back, up to the first that could not
- * be (the next write starts there); for that first line itself, the reason:
- * -EINVAL (not a valid KEY VALUE line), -ENOSPC (max_entries or max_bytes),
- * -EBUSY or -ENOMEM.
- */
-static ssize_t restore_write(struct file *file, const char __user *ubuf,
-			     size_t count, loff_t *ppos)
-{
-	struct mem_cgroup *memcg;
-	size_t done = 0;
-	char *buf, *end;
-	int ret = 0;
-
-	count = min_t(size_t, count, KUDP_RESTORE_MAX);
-	buf = vmemdup_user(ubuf, count);
-	if (IS_ERR(buf))
-		return PTR_ERR(buf);
-	memcg = kudp_memcg_enter();
-	while (done < count) {
-		end = memchr(buf + done, '\n', count - done);
-		if (!end) {
-			ret = done ? 0 : -EINVAL;
-			break;
-		}
-		ret = restore_line(buf + done, end - (buf + done));
-		if (ret)
-			break;
-		done = end - buf + 1;
-	}
-	kudp_memcg_leave(memcg);
-	kvfree(buf);
-	return done ? done : ret;
-}
-
-static const struct proc_ops restore_ops = {
-	.proc_write = restore_write,
-	.proc_lseek = noop_llseek,
-};
-
-/*
  * The registered backup daemon, kvd. Holding its struct pid (not the number)
  * makes PID reuse harmless: a new process with the same number has a
  * different struct pid, which nobody registered. kvd_mutex orders the
@@ -647,17 +570,11 @@ bool kudp_backup_ready(void)
 
 int kudp_journal_init(void)
 {
-	if (!proc_create("kvjournal", 0600, NULL, &journal_ops))
-		goto out_exists;
-	if (!proc_create("kvrestore", 0200, NULL, &restore_ops))
-		goto out_remove_journal;
+	if (!proc_create("kvjournal", 0600, NULL, &journal_ops)) {
+		pr_err("cannot create /proc/kvjournal (another udp_server loaded?)\n");
+		return -EEXIST;
+	}
 	return 0;
-
-out_remove_journal:
-	remove_proc_entry("kvjournal", NULL);
-out_exists:
-	pr_err("cannot create the journal's /proc files (another udp_server loaded?)\n");
-	return -EEXIST;
 }
 
 /**
@@ -719,7 +636,6 @@ void kudp_journal_exit(void)
 	journal_drop_locked(&dropped);
 	spin_unlock(&journal_lock);
 	wake_up_interruptible_all(&journal_wait);
-	remove_proc_entry("kvrestore", NULL);
 	remove_proc_entry("kvjournal", NULL);
 	journal_free(&dropped);
 	/* Nobody can reach the daemon's files: it is no longer ours. */

@@ -150,9 +150,12 @@ static int __init udp_server_init(void)
 	ret = kudp_journal_init();
 	if (ret)
 		goto out_history_exit;
-	ret = kudp_proc_init();
+	ret = kudp_restore_init();
 	if (ret)
 		goto out_journal_exit;
+	ret = kudp_proc_init();
+	if (ret)
+		goto out_restore_exit;
 	ret = kudp_socket_start(&listen);
 	if (ret)
 		goto out_proc_exit;
@@ -167,6 +170,8 @@ static int __init udp_server_init(void)
 
 out_proc_exit:
 	kudp_proc_exit();
+out_restore_exit:
+	kudp_restore_exit();
 out_journal_exit:
 	kudp_journal_exit();
 out_history_exit:
@@ -195,6 +200,7 @@ static void __exit udp_server_exit(void)
 	kudp_journal_drain();
 	kudp_journal_close_writers();
 	kudp_proc_exit();
+	kudp_restore_exit();
 	kudp_journal_exit();
 	kudp_socket_free();
 	kudp_history_exit();

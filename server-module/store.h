@@ -6,8 +6,9 @@
  *              budget max_bytes that the table and the history share, and
  *              the memory cgroup allocations are charged to
  *   history.c  the ring of the last changing commands (/proc/ht reads it)
- *   journal.c  the change journal the backup daemon kvd follows, the
- *              daemon's registration and its two files in /proc
+ *   journal.c  the change journal the backup daemon kvd follows
+ *              (/proc/kvjournal) and the daemon's registration
+ *   restore.c  /proc/kvrestore: the daemon puts a backup back
  *
  * Nothing here calls a layer above (request.h, protocol.h, transport.h,
  * procfs.h); the one thing the transport must hear of, a change on disk,
@@ -115,6 +116,10 @@ bool kudp_journal_synced(u64 seq);
 int kudp_journal_wait(u64 seq);
 void kudp_journal_drain(void);
 void kudp_journal_close_writers(void);
+
+/* restore.c: /proc/kvrestore */
+int kudp_restore_init(void);
+void kudp_restore_exit(void);
 
 int kudp_daemon_register(int nr);
 int kudp_daemon_shown(void);

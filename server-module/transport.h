@@ -3,8 +3,8 @@
  * How datagrams reach udp_server and its replies leave, one
  * of its two entry points beside /proc (procfs.h).
  *
- *   socket.c     the sockets, one kthread each, and sending: replies that
- *                wait for the disk with durable=1
+ *   socket.c     the sockets, one kthread each, and sending
+ *   parked.c     durable=1: replies that wait until their change is on disk
  *   fastpath.c   softirq=1: reads answered in the receive softirq, in the
  *                request's own skb where it has the room
  *   ratelimit.c  what a sender not on this host can make the server send
@@ -63,7 +63,16 @@ enum kudp_send {
 	KUDP_SEND_REUSED_SKB,
 };
 
+/* socket.c: a reply datagram from a worker's socket, never blocking. */
+void kudp_send_datagram(struct socket *sock, struct sockaddr_in *to,
+			const void *data, size_t size);
+
+/* parked.c: durable=1, replies that wait until their change is on disk. */
 u64 kudp_sender_parked(const struct sockaddr_in *from);
+void kudp_park_reply(struct socket *sock, struct sockaddr_in *to,
+		     const void *data, size_t size, u64 seq);
+void kudp_release_replies(u64 synced);
+void kudp_drop_parked_replies(void);
 
 /* fastpath.c: softirq=1 */
 int kudp_fast_init(size_t request_max, size_t reply_max);
