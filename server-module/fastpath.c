@@ -8,11 +8,14 @@
  * protocols get a UDP encapsulation receive hook (encap_rcv, the way vxlan
  * and wireguard receive), which the UDP layer calls in the delivering
  * softirq, after the checksum and before the queue. The hook parses the
- * datagram once (protocol.h) and answers every request that cannot change
- * the table (lookups, HELLO, stats, version, and any malformed request) on
- * the spot: a lookup needs only RCU. Inserts and deletes may sleep (the
- * key's stripe lock, allocations, durable=1), so the hook queues them on
- * the socket for the worker thread, as the UDP layer would have.
+ * datagram once (protocol.h) and answers it on the spot: a lookup needs
+ * only RCU, and a change takes its key's stripe spinlock, allocating
+ * without sleeping (kudp_gfp()) and charging the memory cgroup of the
+ * module's loader as the threads do. Only what may sleep goes to the
+ * worker thread, queued on the socket as the UDP layer would have: with
+ * durable=1, a change (it waits for the backup daemon); and a datagram too
+ * long, not addressed to this host alone, or from a sender whose earlier
+ * request is still with the thread.
  *
  * The reply allocates nothing: the request's own skb is turned around
  * (addresses and ports swapped, the payload rewritten in place, a new IP
@@ -24,11 +27,11 @@
  * which way each reply went.
  *
  * Order: a sender's requests are answered in the order they arrive, as on
- * the threads' path. A read must not overtake that sender's change still
+ * the threads' path. A request must not overtake that sender's change still
  * waiting for the thread (a pipelining client would read its own write
  * undone), so the hook counts, per bucket of senders, the datagrams it
- * queued that the thread has not finished (kudp_fast_done()); a read from a
- * sender whose bucket is not empty is queued behind them. The hook queues
+ * queued that the thread has not finished (kudp_fast_done()); a request
+ * from a sender whose bucket is not empty is queued behind them. The hook queues
  * every datagram it does not answer itself, so the count is exact: the
  * socket gets the hook before it is bound.
  *
@@ -311,6 +314,7 @@ static int fast_rcv(struct sock *sk, struct sk_buff *skb)
 	atomic_t *pending = sender_pending(w, peer.addr.sin_addr.s_addr,
 					   peer.addr.sin_port);
 	struct kudp_request parsed;
+	struct mem_cgroup *memcg;
 	const char *req = NULL;
 	unsigned int size;
 
@@ -347,7 +351,9 @@ static int fast_rcv(struct sock *sk, struct sk_buff *skb)
 		return 0;
 	}
 
+	memcg = kudp_memcg_enter();
 	w->protocol->answer(req, size, &parsed, &peer, &reply);
+	kudp_memcg_leave(memcg);
 	if (!reply.size) {
 		consume_skb(skb);
 	} else if (!kudp_reply_allowed(&peer, reply.size, reply.malformed)) {

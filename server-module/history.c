@@ -72,7 +72,7 @@ struct kudp_line *kudp_line_new(const char *key, size_t klen,
 	size_t size = struct_size_t(struct kudp_line, data, klen + vlen);
 	struct kudp_line *line;
 
-	line = kmalloc(size, KUDP_GFP);
+	line = kmalloc(size, kudp_gfp());
 	if (!line)
 		return NULL;
 	line->cost = kudp_mem_cost(size);
@@ -95,18 +95,19 @@ size_t kudp_line_cost(const struct kudp_line *line)
  *
  * The oldest line makes room when the ring is full; its charge goes back.
  *
- * Context: process context.
+ * Context: any; the ring's lock is taken with bottom halves off, as a
+ * change may be made in the receive softirq.
  */
 void kudp_history_add(struct kudp_line *line)
 {
 	struct kudp_line **slot, *old;
 
-	spin_lock(&ring_lock);
+	spin_lock_bh(&ring_lock);
 	slot = ring_slot(ring_added);
 	old = *slot;
 	*slot = line;
 	ring_added++;
-	spin_unlock(&ring_lock);
+	spin_unlock_bh(&ring_lock);
 	if (old) {
 		kudp_mem_release(old->cost);
 		kfree(old);
@@ -123,7 +124,7 @@ static void *history_start(struct seq_file *m, loff_t *pos)
 {
 	u64 oldest;
 
-	spin_lock(&ring_lock);
+	spin_lock_bh(&ring_lock);
 	oldest = ring_added > kudp_history ? ring_added - kudp_history : 0;
 	if (*pos < oldest)
 		*pos = oldest;
@@ -139,7 +140,7 @@ static void *history_next(struct seq_file *m, void *v, loff_t *pos)
 static void history_stop(struct seq_file *m, void *v)
 	__releases(&ring_lock)
 {
-	spin_unlock(&ring_lock);
+	spin_unlock_bh(&ring_lock);
 }
 
 static int history_show(struct seq_file *m, void *v)

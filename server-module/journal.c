@@ -53,6 +53,7 @@
 #include <linux/string.h>
 #include <linux/uaccess.h>
 #include <linux/wait.h>
+#include <linux/workqueue.h>
 
 #include <linux/pid.h>
 #include <linux/sched.h>
@@ -74,7 +75,7 @@
 #define JOURNAL_PREFIX		21
 
 /* One line: text[start..start + len), its number written in front last. */
-struct journal_line {
+struct kudp_journal_line {
 	struct list_head node;
 	size_t start;
 	size_t len;
@@ -133,7 +134,7 @@ static void journal_drop_locked(struct list_head *dropped)
 
 static void journal_free(struct list_head *lines)
 {
-	struct journal_line *line, *next;
+	struct kudp_journal_line *line, *next;
 
 	list_for_each_entry_safe(line, next, lines, node)
 		kfree(line);
@@ -160,11 +161,11 @@ static void journal_start(bool on)
 {
 	LIST_HEAD(dropped);
 
-	spin_lock(&journal_lock);
+	spin_lock_bh(&journal_lock);
 	journal_on = on;
 	if (on)
 		journal_ask_snapshot_locked(journal_seq, &dropped);
-	spin_unlock(&journal_lock);
+	spin_unlock_bh(&journal_lock);
 	journal_free(&dropped);
 	wake_up_interruptible(&journal_wait);
 }
@@ -179,50 +180,67 @@ static void journal_drop(void)
 {
 	LIST_HEAD(dropped);
 
-	spin_lock(&journal_lock);
+	spin_lock_bh(&journal_lock);
 	if (!journal_on) {
 		journal_drop_locked(&dropped);
 		journal_snapshot_due = false;
 	}
-	spin_unlock(&journal_lock);
+	spin_unlock_bh(&journal_lock);
 	journal_free(&dropped);
 }
 
 /**
- * kudp_journal_add() - number a change, and queue it for the daemon
+ * kudp_journal_line_new() - the journal line of a change about to be made
  * @fmt: printf-style format of the change, without "N " and "\n"
  *
- * Context: the caller holds the key's stripe lock and has just made the
- * change.
+ * Made before the key's stripe is taken (the allocation may sleep where
+ * the caller may), and handed to kudp_journal_add() with the change.
+ *
+ * Return: the line; NULL when no daemon follows the journal, or there is
+ * no memory for it (the daemon then saves the whole table instead).
+ */
+struct kudp_journal_line *kudp_journal_line_new(const char *fmt, ...)
+{
+	struct kudp_journal_line *line;
+	va_list args;
+	int n;
+
+	if (!READ_ONCE(journal_on))
+		return NULL;
+	va_start(args, fmt);
+	n = vsnprintf(NULL, 0, fmt, args);
+	va_end(args);
+	/* The number, the change, "\n" and vscnprintf()'s NUL. */
+	line = kmalloc(struct_size(line, text, JOURNAL_PREFIX + n + 2),
+		       kudp_gfp());
+	if (!line)
+		return NULL;
+	va_start(args, fmt);
+	line->len = vscnprintf(line->text + JOURNAL_PREFIX, n + 1, fmt, args);
+	va_end(args);
+	line->text[JOURNAL_PREFIX + line->len++] = '\n';
+	return line;
+}
+
+/**
+ * kudp_journal_add() - number a change, and queue it for the daemon
+ * @line: from kudp_journal_line_new(), or NULL; queued, or freed
+ *
+ * Whether to queue is decided here, under the journal's lock: a daemon
+ * that registered since the line was (not) made gets a snapshot instead.
+ *
+ * Context: any; the caller holds the key's stripe lock and has just made
+ * the change.
  * Return: the change's number.
  */
-u64 kudp_journal_add(const char *fmt, ...)
+u64 kudp_journal_add(struct kudp_journal_line *line)
 {
-	struct journal_line *line = NULL;
 	char number[JOURNAL_PREFIX + 1];
 	LIST_HEAD(dropped);
-	va_list args;
 	u64 seq;
 	int n;
 
-	/* Format outside the lock; whether to queue is decided under it. */
-	if (READ_ONCE(journal_on)) {
-		va_start(args, fmt);
-		n = vsnprintf(NULL, 0, fmt, args);
-		va_end(args);
-		/* The number, the change, "\n" and vscnprintf()'s NUL. */
-		line = kmalloc(struct_size(line, text, JOURNAL_PREFIX + n + 2),
-			       KUDP_GFP);
-	}
-	if (line) {
-		va_start(args, fmt);
-		line->len = vscnprintf(line->text + JOURNAL_PREFIX, n + 1, fmt,
-				       args);
-		va_end(args);
-		line->text[JOURNAL_PREFIX + line->len++] = '\n';
-	}
-
-	spin_lock(&journal_lock);
+	spin_lock_bh(&journal_lock);
 	seq = ++journal_seq;
 	if (!journal_on) {
 		/* Nobody to queue for. */
@@ -239,7 +257,7 @@ u64 kudp_journal_add(const char *fmt, ...)
 		/* No memory or no room: the daemon saves the whole table. */
 		journal_ask_snapshot_locked(seq, &dropped);
 	}
-	spin_unlock(&journal_lock);
+	spin_unlock_bh(&journal_lock);
 	kfree(line);
 	journal_free(&dropped);
 	wake_up_interruptible(&journal_wait);
@@ -290,10 +308,10 @@ static bool journal_readable(void)
 {
 	bool readable;
 
-	spin_lock(&journal_lock);
+	spin_lock_bh(&journal_lock);
 	readable = journal_closing || journal_snapshot_due ||
 		   !list_empty(&journal) || !journal_on;
-	spin_unlock(&journal_lock);
+	spin_unlock_bh(&journal_lock);
 	return readable;
 }
 
@@ -304,10 +322,10 @@ static bool journal_readable(void)
 static ssize_t journal_take(struct list_head *taken, bool *snapshot,
 			    u64 *seq, size_t room)
 {
-	struct journal_line *line, *next;
+	struct kudp_journal_line *line, *next;
 	size_t size = 0;
 
-	spin_lock(&journal_lock);
+	spin_lock_bh(&journal_lock);
 	*snapshot = journal_snapshot_due;
 	*seq = journal_snapshot;
 	journal_snapshot_due = false;
@@ -321,17 +339,17 @@ static ssize_t journal_take(struct list_head *taken, bool *snapshot,
 		size += line->len;
 	}
 	if (!size && !list_empty(&journal)) {
-		spin_unlock(&journal_lock);
+		spin_unlock_bh(&journal_lock);
 		return -EINVAL;
 	}
-	spin_unlock(&journal_lock);
+	spin_unlock_bh(&journal_lock);
 	return size;
 }
 
 static ssize_t journal_read(struct file *file, char __user *ubuf,
 			    size_t count, loff_t *ppos)
 {
-	struct journal_line *line;
+	struct kudp_journal_line *line;
 	char snapshot_line[40];
 	LIST_HEAD(dropped);
 	LIST_HEAD(taken);
@@ -375,9 +393,9 @@ static ssize_t journal_read(struct file *file, char __user *ubuf,
 fault:
 	/* What was taken is lost to the daemon: it must save everything. */
 	journal_free(&taken);
-	spin_lock(&journal_lock);
+	spin_lock_bh(&journal_lock);
 	journal_ask_snapshot_locked(journal_seq, &dropped);
-	spin_unlock(&journal_lock);
+	spin_unlock_bh(&journal_lock);
 	journal_free(&dropped);
 	return -EFAULT;
 }
@@ -401,9 +419,9 @@ static ssize_t journal_write(struct file *file, const char __user *ubuf,
 	ret = kstrtou64_from_user(ubuf, count, 10, &seq);
 	if (ret)
 		return ret;
-	spin_lock(&journal_lock);
+	spin_lock_bh(&journal_lock);
 	ret = seq > journal_seq ? -EINVAL : 0;
-	spin_unlock(&journal_lock);
+	spin_unlock_bh(&journal_lock);
 	if (ret)
 		return ret;
 	synced = atomic64_read(&journal_synced);
@@ -454,10 +472,10 @@ static void kvd_set(struct pid *pid)
 	struct pid *old;
 
 	lockdep_assert_held(&kvd_mutex);
-	spin_lock(&kvd_lock);
+	spin_lock_bh(&kvd_lock);
 	old = kvd_pid;
 	kvd_pid = pid;
-	spin_unlock(&kvd_lock);
+	spin_unlock_bh(&kvd_lock);
 	put_pid(old);
 	journal_start(pid);
 }
@@ -467,9 +485,9 @@ static struct pid *kvd_get(void)
 {
 	struct pid *pid;
 
-	spin_lock(&kvd_lock);
+	spin_lock_bh(&kvd_lock);
 	pid = get_pid(kvd_pid);
-	spin_unlock(&kvd_lock);
+	spin_unlock_bh(&kvd_lock);
 	return pid;
 }
 
@@ -545,14 +563,24 @@ bool kudp_daemon_registered(void)
 	return alive;
 }
 
+/* A check of the daemon that softirq context cannot make (kvd_mutex). */
+static void kvd_check_work(struct work_struct *work)
+{
+	kudp_daemon_registered();
+}
+
+static DECLARE_WORK(kvd_check, kvd_check_work);
+
 /**
  * kudp_backup_ready() - whether a change may be made now
  *
  * With durable=1 only while the daemon is there. Otherwise always; a
  * daemon that died is still noticed here, at most every tenth of a
- * second, so that its journal lines stop being made for nobody.
+ * second (from a worker when this runs in softirq context), so that its
+ * journal lines stop being made for nobody.
  *
- * Context: process context, no stripe held.
+ * Context: any, no stripe held; with durable=1, process context
+ * (kudp_op_may_sleep()).
  */
 bool kudp_backup_ready(void)
 {
@@ -563,8 +591,12 @@ bool kudp_backup_ready(void)
 		return kudp_daemon_registered();
 	if (time_after_eq(jiffies, due) &&
 	    cmpxchg(&next_check, due, jiffies + HZ / 10) == due &&
-	    READ_ONCE(kvd_pid))
-		kudp_daemon_registered();
+	    READ_ONCE(kvd_pid)) {
+		if (in_task())
+			kudp_daemon_registered();
+		else
+			schedule_work(&kvd_check);
+	}
 	return true;
 }
 
@@ -592,9 +624,9 @@ void kudp_journal_drain(void)
 	unsigned long deadline = jiffies + KUDP_DRAIN_TIMEOUT;
 	u64 last;
 
-	spin_lock(&journal_lock);
+	spin_lock_bh(&journal_lock);
 	last = journal_seq;
-	spin_unlock(&journal_lock);
+	spin_unlock_bh(&journal_lock);
 	while (!kudp_journal_synced(last) && READ_ONCE(journal_on) &&
 	       kudp_daemon_registered()) {
 		if (time_after(jiffies, deadline)) {
@@ -631,10 +663,11 @@ void kudp_journal_exit(void)
 {
 	LIST_HEAD(dropped);
 
-	spin_lock(&journal_lock);
+	cancel_work_sync(&kvd_check);
+	spin_lock_bh(&journal_lock);
 	journal_closing = true;
 	journal_drop_locked(&dropped);
-	spin_unlock(&journal_lock);
+	spin_unlock_bh(&journal_lock);
 	wake_up_interruptible_all(&journal_wait);
 	remove_proc_entry("kvjournal", NULL);
 	journal_free(&dropped);

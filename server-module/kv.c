@@ -6,12 +6,15 @@
  * An rhashtable: it grows and shrinks with the number of entries, so there
  * is no bucket count to guess. Lookups run under RCU only and copy the value
  * out without allocating. Changes to one key are serialized by one of
- * KV_STRIPES mutexes, picked by the key's hash (kudp_kv_key_lock()), which request.c
- * holds across a change and its history and journal lines so that they
- * follow the order of the changes; changes to keys of other stripes run at
- * the same time, each thread on its own CPU, and the rhashtable's bucket
- * locks keep them apart. Replaced and deleted entries are freed after an RCU
- * grace period.
+ * KV_STRIPES spinlocks, picked by the key's hash (kudp_kv_key_lock()), which
+ * request.c holds across a change and its history and journal lines so
+ * that they follow the order of the changes; changes to keys of other
+ * stripes run at the same time, each on its own CPU, and the rhashtable's
+ * bucket locks keep them apart. A change may be made in the receive softirq
+ * (fastpath.c), so the stripes are taken with bottom halves off, and
+ * nothing under them sleeps: the new entry is allocated before its stripe
+ * is taken (kudp_kv_entry_new()). Replaced and deleted entries are freed
+ * after an RCU grace period.
  *
  * Keys are 1..KUDP_MAX_KEY bytes and values 1..KUDP_MAX_VALUE bytes, stored
  * back to back in one allocation per entry.
@@ -32,6 +35,7 @@
 #include <linux/memcontrol.h>
 #include <linux/sched/mm.h>
 #include <linux/mutex.h>
+#include <linux/preempt.h>
 #include <linux/overflow.h>
 #include <linux/random.h>
 #include <linux/rcupdate.h>
@@ -46,7 +50,7 @@
 #include "store.h"
 
 /* 40 bytes before the key on 64-bit: what PROTOCOL.md calls the header. */
-struct kv_entry {
+struct kudp_entry {
 	struct rhash_head node;
 	struct rcu_head rcu;
 	u32 flags;	/* memcached's client flags, stored and returned */
@@ -74,7 +78,7 @@ struct kv_key {
 /* Enough stripes that writers on a few CPUs rarely meet on one. */
 #define KV_STRIPES		256
 
-static struct mutex kv_stripes[KV_STRIPES];
+static spinlock_t kv_stripes[KV_STRIPES];
 static u32 kv_stripe_seed;
 static struct rhashtable kv_table;
 static atomic_long_t kv_count;
@@ -106,7 +110,7 @@ u32 kudp_kv_now(void)
 	return ktime_get_boottime_seconds();
 }
 
-static bool kv_expired(const struct kv_entry *entry)
+static bool kv_expired(const struct kudp_entry *entry)
 {
 	return entry->expires && !time_before32(kudp_kv_now(), entry->expires);
 }
@@ -120,7 +124,7 @@ static u32 kv_key_hash(const void *data, u32 unused, u32 seed)
 
 static u32 kv_entry_hash(const void *data, u32 unused, u32 seed)
 {
-	const struct kv_entry *entry = data;
+	const struct kudp_entry *entry = data;
 
 	return jhash(entry->data, entry->klen, seed);
 }
@@ -128,13 +132,13 @@ static u32 kv_entry_hash(const void *data, u32 unused, u32 seed)
 static int kv_compare(struct rhashtable_compare_arg *arg, const void *obj)
 {
 	const struct kv_key *key = arg->key;
-	const struct kv_entry *entry = obj;
+	const struct kudp_entry *entry = obj;
 
 	return entry->klen != key->len || memcmp(entry->data, key->data, key->len);
 }
 
 static const struct rhashtable_params kv_params = {
-	.head_offset = offsetof(struct kv_entry, node),
+	.head_offset = offsetof(struct kudp_entry, node),
 	.hashfn = kv_key_hash,
 	.obj_hashfn = kv_entry_hash,
 	.obj_cmpfn = kv_compare,
@@ -189,7 +193,7 @@ unsigned long kudp_mem_charged(void)
 
 static size_t kv_entry_cost(size_t klen, size_t vlen)
 {
-	struct kv_entry *entry;
+	struct kudp_entry *entry;
 
 	return kudp_mem_cost(struct_size(entry, data, klen + vlen)) +
 	       KV_BUCKET_COST;
@@ -220,7 +224,7 @@ int kudp_kv_init(void)
 	int ret;
 
 	for (i = 0; i < KV_STRIPES; i++)
-		mutex_init(&kv_stripes[i]);
+		spin_lock_init(&kv_stripes[i]);
 	kv_stripe_seed = get_random_u32();
 	kudp_memcg = get_mem_cgroup_from_mm(current->mm);
 	ret = rhashtable_init(&kv_table, &kv_params);
@@ -230,21 +234,23 @@ int kudp_kv_init(void)
 }
 
 /**
- * kudp_kv_key_lock() - the mutex that serializes the changes to a key
+ * kudp_kv_key_lock() - the spinlock that serializes the changes to a key
  * @key: the key, @klen bytes
  * @klen: its length
+ *
+ * Take it with spin_lock_bh(): changes are made in the receive softirq too.
  *
  * Return: one of the stripes; the seed keeps a sender from choosing keys
  * that all land on one.
  */
-struct mutex *kudp_kv_key_lock(const char *key, size_t klen)
+spinlock_t *kudp_kv_key_lock(const char *key, size_t klen)
 {
 	return &kv_stripes[jhash(key, klen, kv_stripe_seed) % KV_STRIPES];
 }
 
 static void kv_free_entry(void *ptr, void *arg)
 {
-	struct kv_entry *entry = ptr;
+	struct kudp_entry *entry = ptr;
 
 	kudp_mem_release(kv_entry_cost(entry->klen, entry->vlen));
 	kfree(entry);
@@ -252,14 +258,14 @@ static void kv_free_entry(void *ptr, void *arg)
 
 static void kv_free_entry_rcu(struct rcu_head *head)
 {
-	struct kv_entry *entry = container_of(head, struct kv_entry, rcu);
+	struct kudp_entry *entry = container_of(head, struct kudp_entry, rcu);
 
 	atomic_long_sub(kv_entry_cost(entry->klen, entry->vlen), &kv_pending);
 	kv_free_entry(entry, NULL);
 }
 
 /* Frees an entry taken out of the table once no RCU reader can see it. */
-static void kv_retire(struct kv_entry *entry)
+static void kv_retire(struct kudp_entry *entry)
 {
 	atomic_long_add(kv_entry_cost(entry->klen, entry->vlen), &kv_pending);
 	call_rcu(&entry->rcu, kv_free_entry_rcu);
@@ -285,7 +291,7 @@ unsigned long kudp_kv_entries(void)
 }
 
 /* The key's stripe is held: no other writer can free what this returns. */
-static struct kv_entry *kv_find_locked(const char *key, size_t klen)
+static struct kudp_entry *kv_find_locked(const char *key, size_t klen)
 {
 	struct kv_key k = { .data = key, .len = klen };
 
@@ -293,63 +299,81 @@ static struct kv_entry *kv_find_locked(const char *key, size_t klen)
 }
 
 /**
- * kudp_kv_store() - store a value under a key, as memcached's set, add or replace
+ * kudp_kv_entry_new() - a new entry, not in the table yet
  * @key: the key, @klen bytes
  * @klen: 1..KUDP_MAX_KEY
  * @value: the value, @vlen bytes
  * @vlen: 1..KUDP_MAX_VALUE
  * @meta: flags and expiry time to keep with it (NULL: none)
+ *
+ * Made before the key's stripe is taken, so that the allocation may sleep
+ * where the caller may (kudp_gfp()); kudp_kv_store() stores or frees it.
+ *
+ * Return: the entry, or NULL when there is no memory for it.
+ */
+struct kudp_entry *kudp_kv_entry_new(const char *key, size_t klen,
+				     const char *value, size_t vlen,
+				     const struct kudp_meta *meta)
+{
+	struct kudp_entry *entry;
+
+	entry = kmalloc(struct_size(entry, data, klen + vlen), kudp_gfp());
+	if (!entry)
+		return NULL;
+	entry->flags = meta ? meta->flags : 0;
+	entry->expires = meta ? meta->expires : 0;
+	entry->klen = klen;
+	entry->vlen = vlen;
+	memcpy(entry->data, key, klen);
+	memcpy(entry->data + klen, value, vlen);
+	return entry;
+}
+
+/**
+ * kudp_kv_store() - store an entry, as memcached's set, add or replace
+ * @entry: from kudp_kv_entry_new(); stored, or freed
  * @mode: KUDP_SET stores in any case, KUDP_ADD only a new key, KUDP_REPLACE only
  *        an existing one (an expired entry counts as none)
  * @extra: bytes to charge with the entry (its history line); the caller
  *         releases them when it frees what they stand for
  *
- * Context: the caller holds kudp_kv_key_lock(@key).
+ * Context: any; the caller holds kudp_kv_key_lock() of the entry's key.
  * Return: 0; -EEXIST (KUDP_ADD) or -ENOENT (KUDP_REPLACE) when the key is there
  * or not; -ENOSPC when max_entries or max_bytes would be passed; -EBUSY
  * when memory is held only by entries waiting for a grace period, or the
  * table is busy resizing; -ENOMEM when the kernel is out of memory.
  */
-int kudp_kv_store(const char *key, size_t klen, const char *value,
-		  size_t vlen, const struct kudp_meta *meta,
-		  enum kudp_mode mode, size_t extra)
+int kudp_kv_store(struct kudp_entry *entry, enum kudp_mode mode, size_t extra)
 {
-	size_t cost = kv_entry_cost(klen, vlen);
-	struct kv_entry *old, *entry;
+	size_t cost = kv_entry_cost(entry->klen, entry->vlen);
+	struct kudp_entry *old;
 	int ret;
 
-	old = kv_find_locked(key, klen);
-	if (mode == KUDP_ADD && old && !kv_expired(old))
-		return -EEXIST;
-	if (mode == KUDP_REPLACE && (!old || kv_expired(old)))
-		return -ENOENT;
+	old = kv_find_locked(entry->data, entry->klen);
+	if (mode == KUDP_ADD && old && !kv_expired(old)) {
+		ret = -EEXIST;
+		goto out_free_entry;
+	}
+	if (mode == KUDP_REPLACE && (!old || kv_expired(old))) {
+		ret = -ENOENT;
+		goto out_free_entry;
+	}
 	/* A new entry counts at once, so writers of other keys see it. */
 	if (!old && atomic_long_inc_return(&kv_count) > kudp_max_entries) {
 		atomic_long_dec(&kv_count);
-		return -ENOSPC;
+		ret = -ENOSPC;
+		goto out_free_entry;
 	}
 	ret = kudp_mem_reserve(cost + extra);
 	if (ret)
 		goto out_uncount;
 
-	entry = kmalloc(struct_size(entry, data, klen + vlen), KUDP_GFP);
-	if (!entry) {
-		ret = -ENOMEM;
-		goto out_release;
-	}
-	entry->flags = meta ? meta->flags : 0;
-	entry->expires = meta ? meta->expires : 0;
 	entry->cas = atomic_inc_return(&kv_cas);
-	entry->klen = klen;
-	entry->vlen = vlen;
-	memcpy(entry->data, key, klen);
-	memcpy(entry->data + klen, value, vlen);
-
 	if (old) {
 		ret = rhashtable_replace_fast(&kv_table, &old->node,
 					      &entry->node, kv_params);
 		if (ret)
-			goto out_free_entry;
+			goto out_release;
 		if (old->expires)
 			atomic_long_dec(&kv_volatile);
 		kv_retire(old);
@@ -357,7 +381,7 @@ int kudp_kv_store(const char *key, size_t klen, const char *value,
 		ret = rhashtable_insert_fast(&kv_table, &entry->node,
 					     kv_params);
 		if (ret)
-			goto out_free_entry;
+			goto out_release;
 	}
 	if (entry->expires) {
 		atomic_long_inc(&kv_volatile);
@@ -365,21 +389,14 @@ int kudp_kv_store(const char *key, size_t klen, const char *value,
 	}
 	return 0;
 
-out_free_entry:
-	kfree(entry);
 out_release:
 	kudp_mem_release(cost + extra);
 out_uncount:
 	if (!old)
 		atomic_long_dec(&kv_count);
+out_free_entry:
+	kfree(entry);
 	return ret;
-}
-
-/* Stores a value with no flags and no expiry, whether or not the key is there. */
-int kudp_kv_insert(const char *key, size_t klen, const char *value,
-		   size_t vlen, size_t extra)
-{
-	return kudp_kv_store(key, klen, value, vlen, NULL, KUDP_SET, extra);
 }
 
 /**
@@ -387,13 +404,13 @@ int kudp_kv_insert(const char *key, size_t klen, const char *value,
  * @key: the key, @klen bytes
  * @klen: its length
  *
- * Context: the caller holds kudp_kv_key_lock(@key).
+ * Context: any; the caller holds kudp_kv_key_lock(@key).
  * Return: 0, or -ENOENT when the key is not in the table (an expired entry
  * goes, but was not there).
  */
 int kudp_kv_delete(const char *key, size_t klen)
 {
-	struct kv_entry *entry;
+	struct kudp_entry *entry;
 	int ret;
 
 	entry = kv_find_locked(key, klen);
@@ -413,11 +430,11 @@ int kudp_kv_delete(const char *key, size_t klen)
 /* Removes @key if it has expired; the caller holds no stripe. */
 static unsigned long kv_reap_key(const char *key, size_t klen)
 {
-	struct mutex *lock = kudp_kv_key_lock(key, klen);
-	struct kv_entry *entry;
+	spinlock_t *lock = kudp_kv_key_lock(key, klen);
+	struct kudp_entry *entry;
 	unsigned long reaped = 0;
 
-	mutex_lock(lock);
+	spin_lock_bh(lock);
 	entry = kv_find_locked(key, klen);
 	if (entry && kv_expired(entry) &&
 	    !rhashtable_remove_fast(&kv_table, &entry->node, kv_params)) {
@@ -426,7 +443,7 @@ static unsigned long kv_reap_key(const char *key, size_t klen)
 		kv_retire(entry);
 		reaped = 1;
 	}
-	mutex_unlock(lock);
+	spin_unlock_bh(lock);
 	return reaped;
 }
 
@@ -450,7 +467,7 @@ unsigned long kudp_kv_reap_expired(void)
 	struct rhashtable_iter iter;
 	unsigned long reaped = 0;
 	u16 lens[KV_REAP_BATCH];
-	struct kv_entry *entry;
+	struct kudp_entry *entry;
 	unsigned int n, i;
 	bool done = false;
 	char *keys;
@@ -489,6 +506,23 @@ unsigned long kudp_kv_reap_expired(void)
 	return reaped;
 }
 
+/**
+ * kudp_kv_reap_soon() - reap the expired entries now, from a worker
+ *
+ * For a change made in softirq context that found the table full: the
+ * reaper takes the expired entries out in process context, and a retry
+ * finds their room.
+ *
+ * Return: whether there are entries that may have expired.
+ */
+bool kudp_kv_reap_soon(void)
+{
+	if (!atomic_long_read(&kv_volatile))
+		return false;
+	mod_delayed_work(system_wq, &kv_reaper, 0);
+	return true;
+}
+
 /* Once a second while entries with an expiry time are in the table. */
 static void kv_reap_work(struct work_struct *work)
 {
@@ -515,7 +549,7 @@ int kudp_kv_get(const char *key, size_t klen, char *out, size_t out_size,
 		struct kudp_meta *meta)
 {
 	struct kv_key k = { .data = key, .len = klen };
-	struct kv_entry *entry;
+	struct kudp_entry *entry;
 	int ret = -ENOENT;
 
 	rcu_read_lock();
@@ -575,7 +609,7 @@ static void kv_seq_stop(struct seq_file *m, void *v)
 	rhashtable_walk_stop(m->private);
 }
 
-static void kv_seq_line(struct seq_file *m, const struct kv_entry *entry)
+static void kv_seq_line(struct seq_file *m, const struct kudp_entry *entry)
 {
 	seq_write(m, entry->data, entry->klen);
 	seq_putc(m, ' ');
@@ -586,7 +620,7 @@ static void kv_seq_line(struct seq_file *m, const struct kv_entry *entry)
 /* /proc/hashtable: every entry that has not expired. */
 static int kv_seq_show(struct seq_file *m, void *v)
 {
-	const struct kv_entry *entry = v;
+	const struct kudp_entry *entry = v;
 
 	if (!kv_expired(entry))
 		kv_seq_line(m, entry);
@@ -596,7 +630,7 @@ static int kv_seq_show(struct seq_file *m, void *v)
 /* /proc/kvsnapshot: what the backup keeps, the entries without an expiry. */
 static int kv_seq_show_lasting(struct seq_file *m, void *v)
 {
-	const struct kv_entry *entry = v;
+	const struct kudp_entry *entry = v;
 
 	if (!entry->expires)
 		kv_seq_line(m, entry);

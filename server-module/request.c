@@ -74,7 +74,8 @@ struct kudp_span kudp_next_word(struct kudp_span *rest)
 
 /*
  * The change itself, under the key's stripe: the table, the history line
- * and the journal line. An entry with an expiry time is a cache entry,
+ * and the journal line, each allocated before the stripe is taken. An
+ * entry with an expiry time is a cache entry,
  * which the backup does not keep: its journal line deletes the key from
  * the backup, so that no older value of it comes back after a reload.
  */
@@ -82,24 +83,34 @@ static int store_locked(const char *key, size_t klen, const char *value,
 			size_t vlen, const struct kudp_meta *meta,
 			enum kudp_mode mode, u64 *seq)
 {
-	struct mutex *lock = kudp_kv_key_lock(key, klen);
+	spinlock_t *lock = kudp_kv_key_lock(key, klen);
+	struct kudp_journal_line *journal;
+	struct kudp_entry *entry;
 	struct kudp_line *line;
 	int ret;
 
+	/* Everything allocated first: nothing sleeps under the stripe. */
+	entry = kudp_kv_entry_new(key, klen, value, vlen, meta);
+	if (!entry)
+		return -ENOMEM;
 	line = kudp_line_new(key, klen, value, vlen);
-	mutex_lock(lock);
-	ret = kudp_kv_store(key, klen, value, vlen, meta, mode,
-			    kudp_line_cost(line));
-	if (!ret && line)
-		kudp_history_add(line);
+	if (meta->expires)
+		journal = kudp_journal_line_new("delete %.*s", (int)klen, key);
 	else
+		journal = kudp_journal_line_new("insert %.*s %.*s", (int)klen,
+						key, (int)vlen, value);
+	spin_lock_bh(lock);
+	ret = kudp_kv_store(entry, mode, kudp_line_cost(line));
+	if (!ret) {
+		if (line)
+			kudp_history_add(line);
+		*seq = kudp_journal_add(journal);
+	}
+	spin_unlock_bh(lock);
+	if (ret) {
 		kfree(line);
-	if (!ret && meta->expires)
-		*seq = kudp_journal_add("delete %.*s", (int)klen, key);
-	else if (!ret)
-		*seq = kudp_journal_add("insert %.*s %.*s", (int)klen, key,
-					(int)vlen, value);
-	mutex_unlock(lock);
+		kfree(journal);
+	}
 	return ret;
 }
 
@@ -118,10 +129,13 @@ static int store_locked(const char *key, size_t klen, const char *value,
  * changes to a key in the order they were made. The history line is charged
  * with the entry, so that the two together stay within max_bytes; a line
  * that cannot be allocated is left out. A full table first gives up its
- * expired entries, and their memory. With durable=1 a change is only made
- * while the backup daemon is there to save it.
+ * expired entries, and their memory (in the receive softirq, where that
+ * cannot be waited for, a worker reaps them and the answer is -EBUSY). With
+ * durable=1 a change is only made while the backup daemon is there to save
+ * it.
  *
- * Return: 0, -ENOLINK (durable=1 and no daemon), or kudp_kv_store()'s error.
+ * Return: 0, -ENOLINK (durable=1 and no daemon), -ENOMEM, or
+ * kudp_kv_store()'s error.
  */
 static int store_value(const char *key, size_t klen, const char *value,
 		       size_t vlen, const struct kudp_meta *meta,
@@ -132,7 +146,11 @@ static int store_value(const char *key, size_t klen, const char *value,
 	if (!kudp_backup_ready())
 		return -ENOLINK;
 	ret = store_locked(key, klen, value, vlen, meta, mode, seq);
-	if (ret == -ENOSPC && kudp_kv_reap_expired()) {
+	if (ret != -ENOSPC)
+		return ret;
+	if (!in_task())	/* the receive softirq: a worker reaps, the client retries */
+		return kudp_kv_reap_soon() ? -EBUSY : ret;
+	if (kudp_kv_reap_expired()) {
 		rcu_barrier();	/* their memory, after its grace period */
 		ret = store_locked(key, klen, value, vlen, meta, mode, seq);
 	}
@@ -154,23 +172,34 @@ static int store_value(const char *key, size_t klen, const char *value,
  */
 static int delete_key(const char *key, size_t klen, u64 *seq)
 {
-	struct mutex *lock = kudp_kv_key_lock(key, klen);
+	spinlock_t *lock = kudp_kv_key_lock(key, klen);
+	struct kudp_journal_line *journal;
 	struct kudp_line *line;
 	int ret;
 
 	if (!kudp_backup_ready())
 		return -ENOLINK;
-	mutex_lock(lock);
+	/* Everything allocated first: nothing sleeps under the stripe. */
+	line = kudp_line_new(key, klen, NULL, 0);
+	if (line && kudp_mem_reserve(kudp_line_cost(line))) {
+		kfree(line);
+		line = NULL;
+	}
+	journal = kudp_journal_line_new("delete %.*s", (int)klen, key);
+	spin_lock_bh(lock);
 	ret = kudp_kv_delete(key, klen);
 	if (!ret) {
-		line = kudp_line_new(key, klen, NULL, 0);
-		if (line && !kudp_mem_reserve(kudp_line_cost(line)))
+		if (line)
 			kudp_history_add(line);
-		else
-			kfree(line);
-		*seq = kudp_journal_add("delete %.*s", (int)klen, key);
+		*seq = kudp_journal_add(journal);
 	}
-	mutex_unlock(lock);
+	spin_unlock_bh(lock);
+	if (ret) {
+		if (line)
+			kudp_mem_release(kudp_line_cost(line));
+		kfree(line);
+		kfree(journal);
+	}
 	return ret;
 }
 
@@ -188,8 +217,9 @@ static int delete_key(const char *key, size_t klen, u64 *seq)
  * The udp_server:request tracepoint sees each request with its outcome and
  * the time taken here; the clock is read only while it is enabled.
  *
- * Context: LOOKUP in any context (RCU only, no allocation); STORE and
- * DELETE in process context (kudp_op_may_sleep()).
+ * Context: any: a worker thread or /proc/ht, or the receive softirq for a
+ * request that cannot sleep (kudp_op_may_sleep(): not a change with
+ * durable=1). LOOKUP takes RCU only and allocates nothing.
  */
 void kudp_run(const struct kudp_request *req, char *out, size_t room,
 	      struct kudp_result *res)

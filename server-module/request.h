@@ -80,19 +80,26 @@ struct kudp_request {
 };
 
 /*
- * Stores and deletes take the key's stripe mutex and allocate (and, with
- * durable=1, ask whether the daemon is there): they may sleep. Everything
- * else is RCU lookups and counters, fit for softirq context.
+ * With durable=1, a change waits for the backup daemon (asks whether it is
+ * there, and its reply is parked until the change is on disk): it may
+ * sleep. Everything else fits softirq context: lookups take RCU only, and
+ * other changes take the key's stripe spinlock and allocate before it
+ * without sleeping there (kv.c, kudp_gfp()).
  */
-static inline bool kudp_op_may_sleep(enum kudp_op op)
+static inline bool kudp_op_is_change(enum kudp_op op)
 {
 	return op == KUDP_OP_STORE || op == KUDP_OP_DELETE;
+}
+
+static inline bool kudp_op_may_sleep(enum kudp_op op)
+{
+	return kudp_durable && kudp_op_is_change(op);
 }
 
 /* Lookups, stores and deletes: the operations that touch the table. */
 static inline bool kudp_op_touches_table(enum kudp_op op)
 {
-	return op == KUDP_OP_LOOKUP || kudp_op_may_sleep(op);
+	return op == KUDP_OP_LOOKUP || kudp_op_is_change(op);
 }
 
 /**

@@ -15,7 +15,7 @@
 
 #include <linux/kernel.h>
 #include <linux/mm.h>
-#include <linux/mutex.h>
+#include <linux/spinlock.h>
 #include <linux/proc_fs.h>
 #include <linux/sizes.h>
 #include <linux/string.h>
@@ -34,7 +34,8 @@
 static int restore_line(const char *p, size_t n)
 {
 	const char *space = memchr(p, ' ', n);
-	struct mutex *lock;	/* the key's stripe (kv.c) */
+	struct kudp_entry *entry;
+	spinlock_t *lock;	/* the key's stripe (kv.c) */
 	size_t klen;
 	int ret;
 
@@ -44,10 +45,13 @@ static int restore_line(const char *p, size_t n)
 	if (!klen || klen > KUDP_MAX_KEY || n - klen - 1 < 1 ||
 	    n - klen - 1 > KUDP_MAX_VALUE)
 		return -EINVAL;
+	entry = kudp_kv_entry_new(p, klen, space + 1, n - klen - 1, NULL);
+	if (!entry)
+		return -ENOMEM;
 	lock = kudp_kv_key_lock(p, klen);
-	mutex_lock(lock);
-	ret = kudp_kv_insert(p, klen, space + 1, n - klen - 1, 0);
-	mutex_unlock(lock);
+	spin_lock_bh(lock);
+	ret = kudp_kv_store(entry, KUDP_SET, 0);
+	spin_unlock_bh(lock);
 	return ret;
 }
 

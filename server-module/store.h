@@ -21,7 +21,9 @@
 #include <linux/gfp.h>
 #include <linux/mutex.h>
 #include <linux/percpu.h>
+#include <linux/preempt.h>
 #include <linux/seq_file.h>
+#include <linux/spinlock.h>
 #include <linux/types.h>
 
 /*
@@ -47,6 +49,17 @@ extern bool kudp_durable;
  * never worth hard reclaim or the OOM killer (__GFP_NORETRY).
  */
 #define KUDP_GFP	(GFP_KERNEL_ACCOUNT | __GFP_NORETRY | __GFP_NOWARN)
+/* The same in the receive softirq (fastpath.c): no sleep, no reserves. */
+#define KUDP_GFP_ATOMIC	(GFP_NOWAIT | __GFP_ACCOUNT | __GFP_NOWARN)
+
+/*
+ * A change is made by a worker thread or /proc/ht (process context), or in
+ * the receive softirq (softirq=1): what its allocations may do.
+ */
+static inline gfp_t kudp_gfp(void)
+{
+	return in_task() ? KUDP_GFP : KUDP_GFP_ATOMIC;
+}
 
 struct mem_cgroup *kudp_memcg_enter(void);
 void kudp_memcg_leave(struct mem_cgroup *old);
@@ -73,19 +86,25 @@ struct kudp_meta {
 
 enum kudp_mode { KUDP_SET, KUDP_ADD, KUDP_REPLACE };
 
-/* kv.c: changes to a key need kudp_kv_key_lock(key); lookups need only RCU. */
+/*
+ * kv.c: changes to a key need kudp_kv_key_lock(key), taken with
+ * spin_lock_bh(); lookups need only RCU.
+ */
+struct kudp_entry;
+
 int kudp_kv_init(void);
 void kudp_kv_destroy(void);
-struct mutex *kudp_kv_key_lock(const char *key, size_t klen);
-int kudp_kv_insert(const char *key, size_t klen, const char *value,
-		   size_t vlen, size_t extra);
-int kudp_kv_store(const char *key, size_t klen, const char *value,
-		  size_t vlen, const struct kudp_meta *meta,
-		  enum kudp_mode mode, size_t extra);
+spinlock_t *kudp_kv_key_lock(const char *key, size_t klen);
+struct kudp_entry *kudp_kv_entry_new(const char *key, size_t klen,
+				     const char *value, size_t vlen,
+				     const struct kudp_meta *meta);
+int kudp_kv_store(struct kudp_entry *entry, enum kudp_mode mode,
+		  size_t extra);
 int kudp_kv_delete(const char *key, size_t klen);
 int kudp_kv_get(const char *key, size_t klen, char *out, size_t out_size,
 		struct kudp_meta *meta);
 unsigned long kudp_kv_reap_expired(void);
+bool kudp_kv_reap_soon(void);
 u32 kudp_kv_now(void);
 unsigned long kudp_kv_entries(void);
 int kudp_kv_seq_open(struct file *file, bool lasting);
@@ -111,7 +130,10 @@ extern const struct seq_operations kudp_history_seq_ops;
 int kudp_journal_init(void);
 void kudp_journal_exit(void);
 void kudp_journal_watch(void (*synced)(u64 seq));
-u64 kudp_journal_add(const char *fmt, ...) __printf(1, 2);
+struct kudp_journal_line;
+struct kudp_journal_line *kudp_journal_line_new(const char *fmt, ...)
+	__printf(1, 2);
+u64 kudp_journal_add(struct kudp_journal_line *line);
 bool kudp_journal_synced(u64 seq);
 int kudp_journal_wait(u64 seq);
 void kudp_journal_drain(void);

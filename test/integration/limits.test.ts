@@ -5,6 +5,8 @@
  * insert can fail.
  */
 import type { ExecutionContext } from 'ava';
+import path from 'node:path';
+import { PROJECT_ROOT } from '../../src/modules.js';
 import { request } from '../../user-client/client.js';
 import { guest, labTest, loadServer, useLab, waitForLog, type LabContext } from '../helpers/lab.js';
 import { reflectBound } from '../helpers/protocol-model.js';
@@ -12,6 +14,8 @@ import { reflectBound } from '../helpers/protocol-model.js';
 useLab(import.meta.url);
 
 type T = ExecutionContext<LabContext>;
+
+const TOOL = path.join(PROJECT_ROOT, 'test/fixtures/udp_tool.py');
 
 const send = async (port: number, message: string) =>
 	(await request(message, { host: '127.0.0.1', port, timeoutMs: 3000, retries: 3 })).toString('latin1');
@@ -96,13 +100,59 @@ labTest('the table is charged to the memory cgroup of whoever loaded the module;
 });
 
 /** insmod from a shell inside `cgroup`, with a UDP forward; returns the host port. */
-async function loadServerInCgroup(t: T, cgroup: string): Promise<number> {
+async function loadServerInCgroup(t: T, cgroup: string, params: string[] = []): Promise<number> {
 	// loadServer stages the module and sets up the forward; reload it from inside the cgroup.
-	const server = await loadServer(t, []);
+	const server = await loadServer(t, params);
 	const ko = await t.context.target.stage(t.context.server.ko);
-	await guest(t, `rmmod udp_server && sh -c 'echo $$ > ${cgroup}/cgroup.procs && exec insmod ${ko} bind=0.0.0.0'`);
+	await guest(t, `rmmod udp_server && sh -c 'echo $$ > ${cgroup}/cgroup.procs && exec insmod ${ko} bind=0.0.0.0 ${params.join(' ')}'`);
 	return server.port;
 }
+
+labTest("softirq=1: changes made in the receive softirq stop exactly at max_bytes, charged to the loader's memory cgroup", async t => {
+	const cgroup = '/sys/fs/cgroup/kudp-softirq';
+	const maxBytes = 1024 * 1024;
+	await guest(
+		t,
+		'mountpoint -q /sys/fs/cgroup || mount -t cgroup2 none /sys/fs/cgroup; ' +
+			`echo +memory > /sys/fs/cgroup/cgroup.subtree_control; mkdir -p ${cgroup}; echo 64M > ${cgroup}/memory.max`,
+	);
+	try {
+		await loadServerInCgroup(t, cgroup, [
+			'port=3000',
+			'softirq=1',
+			'threads=2',
+			`max_bytes=${maxBytes}`,
+			'max_entries=4194304',
+			'history=64',
+		]);
+		const wakeups = async () =>
+			Number(
+				await guest(
+					t,
+					"for p in $(pgrep '^udp_server/'); do grep '^voluntary_ctxt_switches' /proc/$p/status; done | awk '{ s += $2 } END { print s }'",
+				),
+			);
+		const before = await wakeups();
+		const out = await guest(t, `python3 ${TOOL} fill 127.0.0.1 3000 key 100000`, 600_000);
+		const [, stored, reply] = /^stored (\d+) reply (\S+)$/m.exec(out) ?? [];
+		const woke = (await wakeups()) - before;
+		const charged = Number(/bytes=(\d+)/.exec(await guest(t, 'echo stats | nc -u -w1 127.0.0.1 3000'))?.[1]);
+		const slabBytes = Number(/^slab_unreclaimable (\d+)$/m.exec(await guest(t, `cat ${cgroup}/memory.stat`))?.[1]);
+		t.log(
+			`${stored} inserts over UDP until ${Buffer.from(reply ?? '', 'hex')
+				.toString()
+				.trim()}; the threads woke ${woke} times; stats bytes=${charged}; the cgroup's unreclaimable slab: ${slabBytes} bytes`,
+		);
+		t.is(Buffer.from(reply ?? '', 'hex').toString(), 'ERR full\n');
+		t.true(woke < 100, `the threads woke ${woke} times for ${stored} inserts: the softirq made them`);
+		t.true(charged <= maxBytes, `stats says ${charged} bytes are charged`);
+		t.true(charged > maxBytes - 4096, 'full means full: less than one page of the budget is left');
+		t.true(slabBytes >= Number(stored) * 64, `the entries' slab objects are in the cgroup (${slabBytes} bytes)`);
+		t.is(await guest(t, 'grep -c . /proc/hashtable').then(Number), Number(stored));
+	} finally {
+		await guest(t, `rmmod udp_server 2>/dev/null; sleep 0.5; rmdir ${cgroup} 2>/dev/null; true`);
+	}
+});
 
 labTest(
 	'reflection: a reply to another host is at most 3× its request or 32 bytes; this host gets every reply whole over 127.0.0.1',
