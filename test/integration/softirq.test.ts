@@ -65,6 +65,23 @@ labTest('softirq=1 answers lookups, inserts and deletes without waking a thread'
 	t.is((await guest(t, 'tail -n 2 /proc/ht')).trim(), 'insert k99 v99\ndelete dog', 'in the order they were made');
 });
 
+labTest('softirq=1 with kvd: changes made in softirq reach the backup in their order', async t => {
+	const backup = '/var/tmp/softirq-kvd.txt';
+	const server = await loadServer(t, ['softirq=1', 'threads=2'], { daemon: true, backup });
+	for (let i = 0; i < 50; i++) t.is(await send(server.port, `insert s${i} v${i}`), 'OK\n');
+	t.is(await send(server.port, 'insert s7 again'), 'OK\n');
+	t.is(await send(server.port, 'delete s8'), 'OK\n');
+	// kvd appends each group commit to BACKUP.log ("+ KEY VALUE", "- KEY"), in the order of the changes.
+	let saved = '';
+	for (let tries = 0; tries < 50 && !saved.includes('- s8'); tries++) {
+		await new Promise(resolve => setTimeout(resolve, 200));
+		saved = await guest(t, `cat ${backup}.log 2>/dev/null || true`);
+	}
+	const changes = saved.split('\n').filter(line => /^[+-] s\d+/.test(line));
+	t.is(changes.length, 52, saved);
+	t.deepEqual(changes.slice(-2), ['+ s7 again', '- s8']);
+});
+
 labTest('softirq=1 durable=1: changes wait for kvd, so the threads make them; reads stay in softirq', async t => {
 	const server = await loadServer(t, ['softirq=1', 'threads=2', 'durable=1'], { daemon: true, backup: '/var/tmp/softirq-durable.txt' });
 	const before = await threadRuntime(t);
