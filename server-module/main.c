@@ -100,7 +100,7 @@ MODULE_PARM_DESC(err_rate, "Replies to malformed requests a second to each sende
 /* fastpath.c: lookups answered where they arrive, without waking a thread. */
 static bool softirq;
 module_param(softirq, bool, 0444);
-MODULE_PARM_DESC(softirq, "Answer reads (both protocols) in the receive softirq (default off)");
+MODULE_PARM_DESC(softirq, "Answer requests (both protocols) in the receive softirq; durable=1 changes still go to the threads (default off)");
 
 /* The address to listen on, from the bind parameter. */
 static struct sockaddr_in listen_addr = { .sin_family = AF_INET };
