@@ -52,29 +52,34 @@ def show(name, value):
     print(name + '\\t' + repr(value))
 `;
 
-labTest('memaslap, a real memcached UDP client, reads back exactly what it wrote', async t => {
-	await loadServer(t, [`memcached_port=${MC_PORT}`]);
-	const out = await guest(t, `timeout 300 memcaslap -s 127.0.0.1:${MC_PORT} -U -x 20000 -T 1 -c 8 --verify=0.2 2>&1`, 320_000);
-	const stat = (name: string) => Number(new RegExp(`^${name}: (\\d+)$`, 'm').exec(out)?.[1]);
-	t.log(
-		out
-			.split('\n')
-			.filter(line => /^(cmd_get|cmd_set|get_misses|verify_failed|udp_timeout|Run time)/.test(line))
-			.join('; '),
-	);
-	t.is(stat('cmd_get') + stat('cmd_set'), 20_000, out);
-	t.true(stat('cmd_get') > 10_000);
-	t.is(stat('verify_failed'), 0);
-	t.is(stat('verify_misses'), 0);
-	t.is(stat('get_misses'), 0);
-	t.true(stat('udp_timeout') <= 20, `${stat('udp_timeout')} UDP timeouts`);
-});
+for (const softirq of [false, true]) {
+	labTest(`memaslap, a real memcached UDP client, reads back exactly what it wrote${softirq ? ' (softirq=1)' : ''}`, async t => {
+		await loadServer(t, [`memcached_port=${MC_PORT}`, ...(softirq ? ['softirq=1', 'threads=2'] : [])]);
+		const out = await guest(t, `timeout 300 memcaslap -s 127.0.0.1:${MC_PORT} -U -x 20000 -T 1 -c 8 --verify=0.2 2>&1`, 320_000);
+		const stat = (name: string) => Number(new RegExp(`^${name}: (\\d+)$`, 'm').exec(out)?.[1]);
+		t.log(
+			out
+				.split('\n')
+				.filter(line => /^(cmd_get|cmd_set|get_misses|verify_failed|udp_timeout|Run time)/.test(line))
+				.join('; '),
+		);
+		t.is(stat('cmd_get') + stat('cmd_set'), 20_000, out);
+		t.true(stat('cmd_get') > 10_000);
+		t.is(stat('verify_failed'), 0);
+		t.is(stat('verify_misses'), 0);
+		t.is(stat('get_misses'), 0);
+		t.true(stat('udp_timeout') <= 20, `${stat('udp_timeout')} UDP timeouts`);
+	});
+}
 
-labTest('memcached commands and replies as protocol.txt says, on the same table as the text protocol', async t => {
-	const server = await loadServer(t, [`memcached_port=${MC_PORT}`, 'len=1024']);
-	const out = await python(
-		t,
-		`${CLIENT}
+for (const softirq of [false, true]) {
+	labTest(
+		`memcached commands and replies as protocol.txt says, on the same table as the text protocol${softirq ? ' (softirq=1)' : ''}`,
+		async t => {
+			const server = await loadServer(t, [`memcached_port=${MC_PORT}`, 'len=1024', ...(softirq ? ['softirq=1'] : [])]);
+			const out = await python(
+				t,
+				`${CLIENT}
 show('set', ask(b'set dog 42 0 7\\r\\nbaileys\\r\\n'))
 show('get', ask(b'get dog\\r\\n'))
 show('gets', ask(b'gets dog cat\\r\\n'))
@@ -103,45 +108,47 @@ for i in range(40):
 big = ask(b'get ' + b' '.join(b'big%d' % i for i in range(40)) + b'\\r\\n')
 show('multi-datagram get', (len(big), big.count(b'VALUE '), big.endswith(b'END\\r\\n')))
 `,
-	);
-	const shown = new Map(
-		out
-			.trim()
-			.split('\n')
-			.map(line => line.split('\t') as [string, string]),
-	);
-	const expected: Record<string, string> = {
-		set: "b'STORED\\r\\n'",
-		get: "b'VALUE dog 42 7\\r\\nbaileys\\r\\nEND\\r\\n'",
-		'add existing': "b'NOT_STORED\\r\\n'",
-		'add new': "b'STORED\\r\\n'",
-		'replace missing': "b'NOT_STORED\\r\\n'",
-		replace: "b'STORED\\r\\n'",
-		'get two': "b'VALUE cat 2 5\\r\\nfelix\\r\\nVALUE dog 42 7\\r\\nbaileys\\r\\nEND\\r\\n'",
-		delete: "b'DELETED\\r\\n'",
-		'delete again': "b'NOT_FOUND\\r\\n'",
-		noreply: 'None',
-		'after noreply': "b'VALUE quiet 0 1\\r\\nq\\r\\nEND\\r\\n'",
-		'bad chunk': "b'CLIENT_ERROR bad data chunk\\r\\n'",
-		'bad line': "b'CLIENT_ERROR bad command line format\\r\\n'",
-		'too large': "b'SERVER_ERROR object too large for cache\\r\\n'",
-		unknown: "b'ERROR\\r\\n'",
-		'multi-packet': "b'SERVER_ERROR multi-packet request not supported\\r\\n'",
-		version: "b'VERSION kernel-udp\\r\\n'",
-		expiring: "b'STORED\\r\\n'",
-		'expired already': "b'STORED\\r\\n'",
-		'get gone': "b'END\\r\\n'",
-		'get soon later': "b'END\\r\\n'",
-		'multi-datagram get': '(40875, 40, True)',
-	};
-	for (const [name, reply] of Object.entries(expected)) t.is(shown.get(name), reply, name);
-	t.regex(shown.get('gets') ?? '', /^b'VALUE dog 42 7 \d+\\r\\nbaileys\\r\\nEND\\r\\n'$/);
+			);
+			const shown = new Map(
+				out
+					.trim()
+					.split('\n')
+					.map(line => line.split('\t') as [string, string]),
+			);
+			const expected: Record<string, string> = {
+				set: "b'STORED\\r\\n'",
+				get: "b'VALUE dog 42 7\\r\\nbaileys\\r\\nEND\\r\\n'",
+				'add existing': "b'NOT_STORED\\r\\n'",
+				'add new': "b'STORED\\r\\n'",
+				'replace missing': "b'NOT_STORED\\r\\n'",
+				replace: "b'STORED\\r\\n'",
+				'get two': "b'VALUE cat 2 5\\r\\nfelix\\r\\nVALUE dog 42 7\\r\\nbaileys\\r\\nEND\\r\\n'",
+				delete: "b'DELETED\\r\\n'",
+				'delete again': "b'NOT_FOUND\\r\\n'",
+				noreply: 'None',
+				'after noreply': "b'VALUE quiet 0 1\\r\\nq\\r\\nEND\\r\\n'",
+				'bad chunk': "b'CLIENT_ERROR bad data chunk\\r\\n'",
+				'bad line': "b'CLIENT_ERROR bad command line format\\r\\n'",
+				'too large': "b'SERVER_ERROR object too large for cache\\r\\n'",
+				unknown: "b'ERROR\\r\\n'",
+				'multi-packet': "b'SERVER_ERROR multi-packet request not supported\\r\\n'",
+				version: "b'VERSION kernel-udp\\r\\n'",
+				expiring: "b'STORED\\r\\n'",
+				'expired already': "b'STORED\\r\\n'",
+				'get gone': "b'END\\r\\n'",
+				'get soon later': "b'END\\r\\n'",
+				'multi-datagram get': '(40875, 40, True)',
+			};
+			for (const [name, reply] of Object.entries(expected)) t.is(shown.get(name), reply, name);
+			t.regex(shown.get('gets') ?? '', /^b'VALUE dog 42 7 \d+\\r\\nbaileys\\r\\nEND\\r\\n'$/);
 
-	// One table: what memcached stored, the text protocol finds, and the other way round.
-	t.is((await request('lookup dog', { host: '127.0.0.1', port: server.port, timeoutMs: 2000 })).toString(), 'OK baileys\n');
-	await request('insert fox fred', { host: '127.0.0.1', port: server.port, timeoutMs: 2000 });
-	t.regex(await python(t, `${CLIENT}\nshow('fox', ask(b'get fox\\r\\n'))`), /^fox\tb'VALUE fox 0 4\\r\\nfred\\r\\nEND\\r\\n'$/m);
-});
+			// One table: what memcached stored, the text protocol finds, and the other way round.
+			t.is((await request('lookup dog', { host: '127.0.0.1', port: server.port, timeoutMs: 2000 })).toString(), 'OK baileys\n');
+			await request('insert fox fred', { host: '127.0.0.1', port: server.port, timeoutMs: 2000 });
+			t.regex(await python(t, `${CLIENT}\nshow('fox', ask(b'get fox\\r\\n'))`), /^fox\tb'VALUE fox 0 4\\r\\nfred\\r\\nEND\\r\\n'$/m);
+		},
+	);
+}
 
 labTest('four threads on one port: 8 concurrent writers match a model, and unload stays prompt under a flood', async t => {
 	const server = await loadServer(t, ['threads=4']);
