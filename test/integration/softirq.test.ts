@@ -196,9 +196,11 @@ labTest('softirq=1: datagrams dropped on a full queue are counted in the UDP MIB
 	const stats = async () => Number(/drops=(\d+)/.exec(await guest(t, 'echo stats | nc -u -w1 127.0.0.1 3000'))?.[1]);
 	const before = await snmp();
 	const dropsBefore = await stats();
-	// 20 000 inserts at once, faster than one thread takes them; the replies go to a closed port.
+	// 20 000 datagrams at once that the hook leaves to the thread (longer than len), faster than one
+	// thread takes them; the replies go to a closed port.
 	const tool = path.join(PROJECT_ROOT, 'test/fixtures/udp_tool.py');
-	await guest(t, `python3 ${tool} forge 127.0.0.1 9 127.0.0.1 3000 ${Buffer.from('insert k v').toString('hex')} 20000`, 120_000);
+	const tooLong = Buffer.from(`insert k ${'v'.repeat(200)}`).toString('hex');
+	await guest(t, `python3 ${tool} forge 127.0.0.1 9 127.0.0.1 3000 ${tooLong} 20000`, 120_000);
 	await new Promise(resolve => setTimeout(resolve, 2000));
 	const after = await snmp();
 	const drops = (await stats()) - dropsBefore;
