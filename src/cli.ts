@@ -172,18 +172,18 @@ ${RUN_EXIT_CODES_HELP}`,
 			'after',
 			`
 What it installs (./run uninstall removes all of it):
-  /usr/src/kernel-udp-VERSION/          both modules' source and dkms.conf; DKMS builds
-                                        and installs them for the running kernel
-                                        (/lib/modules/KERNEL/updates/dkms) and for
-                                        every kernel installed later
-  /etc/modprobe.d/kernel-udp.conf       the parameters given, as options lines
-  /etc/modules-load.d/kernel-udp.conf   udp_server, loaded at every boot; udp_client
-                                        is not (it sends HELLO as it loads): modprobe
-                                        udp_client loads it with its options
+  /usr/src/kernel-udp-VERSION/
+      both modules' source and dkms.conf: DKMS builds and installs them for
+      the running kernel (/lib/modules/KERNEL/updates/dkms) and for every
+      kernel installed later
+  /etc/modprobe.d/kernel-udp.conf
+      the parameters given, as options lines
+  /etc/modules-load.d/kernel-udp.conf
+      udp_server, loaded at every boot; not udp_client, which sends HELLO as
+      it loads (modprobe udp_client loads it with its options)
   /etc/systemd/system/kernel-udp-kvd.service
-                                        kvd, enabled, runs this checkout's
-                                        dist/daemon/kvd.js (keep the checkout, or
-                                        install again after moving it)
+      kvd, enabled; it runs this checkout's dist/daemon/kvd.js (keep the
+      checkout where it is, or install again after moving it)
 Parameters are checked against modinfo -p of the built modules first.
 Needs root and the Debian package dkms (./run setup installs it). Nothing is
 loaded now: modprobe udp_server (and systemctl start kernel-udp-kvd) does.
