@@ -159,6 +159,59 @@ ${RUN_EXIT_CODES_HELP}`,
 		});
 
 	program
+		.command('install')
+		.description(
+			'install both modules with DKMS on this machine: rebuilt for every new kernel, udp_server loaded at boot, kvd as a systemd unit',
+		)
+		.argument('[params...]', "udp_server's parameters as name=value, udp_client's as udp_client.name=value (see modinfo -p)")
+		.option('--no-daemon', 'no systemd unit for the backup daemon kvd')
+		.option('--backup <file>', "the backup file kvd keeps (the unit's --backup)", '/var/tmp/hashtable_backup.txt')
+		.addOption(targetOption())
+		.addOption(labOption())
+		.addHelpText(
+			'after',
+			`
+What it installs (./run uninstall removes all of it):
+  /usr/src/kernel-udp-VERSION/
+      both modules' source and dkms.conf: DKMS builds and installs them for
+      the running kernel (/lib/modules/KERNEL/updates/dkms) and for every
+      kernel installed later
+  /etc/modprobe.d/kernel-udp.conf
+      the parameters given, as options lines
+  /etc/modules-load.d/kernel-udp.conf
+      udp_server, loaded at every boot; not udp_client, which sends HELLO as
+      it loads (modprobe udp_client loads it with its options)
+  /etc/systemd/system/kernel-udp-kvd.service
+      kvd, enabled; it runs this checkout's dist/daemon/kvd.js (keep the
+      checkout where it is, or install again after moving it)
+Parameters are checked against modinfo -p of the built modules first.
+Needs root and the Debian package dkms (./run setup installs it). Nothing is
+loaded now: modprobe udp_server (and systemctl start kernel-udp-kvd) does.
+In the lab (--target lab, or where this kernel cannot load modules) it all
+goes into the guest's RAM and is gone at ./run down.
+
+Examples:
+  ./run install port=3000 durable=1
+  ./run install port=3000 udp_client.destip=10.0.9.2 udp_client.port=3000
+  ./run install --no-daemon
+  ./run uninstall`,
+		)
+		.action(async (params: string[], options) => {
+			const { installCommand } = await import('./commands/install.js');
+			await installCommand(params, options);
+		});
+
+	program
+		.command('uninstall')
+		.description('remove what ./run install installed: unload the modules, dkms remove --all, the conf files, the unit, the source')
+		.addOption(targetOption())
+		.addOption(labOption())
+		.action(async options => {
+			const { uninstallCommand } = await import('./commands/install.js');
+			await uninstallCommand(options);
+		});
+
+	program
 		.command('setup')
 		.description('install the Debian packages the project needs and put run and kvclient on PATH')
 		.action(async () => {

@@ -37,6 +37,8 @@ export interface Target {
 	readonly promptHost: string;
 	/** What to do about a module that rmmod cannot unload. */
 	readonly stuckModuleHint: string;
+	/** What `./run install` tells before it installs there: what becomes of it (undefined: it stays, as on any machine). */
+	readonly installNote: string | undefined;
 	/** Kernel headers the modules must be built against. */
 	headersDir(): Promise<string>;
 	kernelRelease(): Promise<string>;
@@ -122,6 +124,7 @@ class LocalTarget implements Target {
 	readonly isGuest = false;
 	readonly promptHost = '\\h';
 	readonly stuckModuleHint = 'a reboot may be needed; check the kernel log (./run logs)';
+	readonly installNote = undefined;
 	constructor(readonly reason: string) {}
 
 	async headersDir(): Promise<string> {
@@ -208,6 +211,8 @@ class LabTarget implements Target {
 	readonly isGuest = true;
 	readonly promptHost = 'kudp-lab';
 	readonly stuckModuleHint = 'the lab guest has to be restarted: ./run down (the next ./run boots a fresh one)';
+	readonly installNote =
+		'installing in the lab, which keeps its files in RAM: it is all gone at ./run down, and the lab boots with busybox, not systemd, so nothing there loads at boot (./run install is for a machine that loads modules itself; the lab is for trying it)';
 	readonly lab: Lab;
 
 	constructor(

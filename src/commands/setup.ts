@@ -29,6 +29,7 @@ export const SYSTEM_PACKAGES: Record<string, string> = {
 	lz4: 'uncompresses the 6.1 lab kernel once (an uncompressed kernel boots faster)',
 	zstd: 'uncompresses the 6.12 lab kernel once',
 	'qemu-guest-agent': 'qemu-ga: runs commands in the lab guest',
+	dkms: './run install: builds and installs the modules for the running kernel and every new one (the lab uses it too)',
 	'netcat-openbsd': 'nc -u: the interoperability tests and examples',
 	sparse: 'static analysis of the modules (make check)',
 	'linux-source-6.1': "scripts/checkpatch.pl for the style check, and the source of the lab's debug kernel",

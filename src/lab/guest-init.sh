@@ -89,6 +89,12 @@ stage2() {
 	# Pseudo-terminals, for an interactive ./run shell.
 	mkdir -p /dev/pts
 	mount -t devpts -o gid=5,mode=620 devpts /dev/pts
+	# The links udev or systemd make on a Debian machine: bash's <(...)
+	# needs /dev/fd (dkms uses it: ./run install in the lab).
+	ln -s /proc/self/fd /dev/fd
+	ln -s /proc/self/fd/0 /dev/stdin
+	ln -s /proc/self/fd/1 /dev/stdout
+	ln -s /proc/self/fd/2 /dev/stderr
 	# debugfs: the debug kernel's kmemleak is read there (test/helpers/lab.ts).
 	mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 	hostname kudp-lab

@@ -34,6 +34,10 @@ export class FakeTarget implements Target {
 		return this.kind === 'lab' ? 'kudp-lab' : '\\h';
 	}
 
+	get installNote(): string | undefined {
+		return this.kind === 'lab' ? 'the fake lab forgets what is installed' : undefined;
+	}
+
 	get stuckModuleHint(): string {
 		return this.kind === 'lab'
 			? 'the lab guest has to be restarted: ./run down (the next ./run boots a fresh one)'
