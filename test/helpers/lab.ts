@@ -34,7 +34,7 @@ export const test = anyTest as TestFn<LabContext>;
  * guest's kernel release the way a user would, with KUDP_LAB_KERNEL (each
  * test file runs in a process of its own).
  */
-export function useLab(testFile: string, options: { kernel?: () => Promise<string> } = {}): void {
+export function useLab(testFile: string, options: { kernel?: () => Promise<string>; cpus?: number } = {}): void {
 	const file = path.basename(testFile, '.test.js');
 	const name = `test-${file}-${process.pid}`;
 	const times = { started: 0, ready: 0 };
@@ -42,7 +42,8 @@ export function useLab(testFile: string, options: { kernel?: () => Promise<strin
 		times.started = Date.now();
 		// Two test files run at once on a 2-core machine: one emulated CPU each. The debug
 		// kernel's guests get two: kmemleak's scan holds one for ~20 s, and qemu-ga needs the other.
-		applySettings({ labCpus: settings.labKernel === DEBUG_KERNEL ? 2 : 1 }, { keep: true });
+		// A file that builds in its guest (DKMS) asks for two as well.
+		applySettings({ labCpus: options.cpus ?? (settings.labKernel === DEBUG_KERNEL ? 2 : 1) }, { keep: true });
 		if (options.kernel) {
 			applySettings({ labKernel: await options.kernel() });
 		}

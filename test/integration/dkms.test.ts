@@ -20,7 +20,8 @@ import { PROJECT_ROOT } from '../../src/modules.js';
 import { guest, labTest, useLab, type LabContext } from '../helpers/lab.js';
 import { inGuest, type Run } from '../helpers/local-in-guest.js';
 
-useLab(import.meta.url);
+// Two emulated CPUs: DKMS's make and openssl starve qemu-ga on one.
+useLab(import.meta.url, { cpus: 2 });
 
 /** What uninstall must leave as it found: every path under these, before install and after uninstall. */
 const WATCHED =
