@@ -81,6 +81,11 @@ static struct rtable *route_back(struct sock *sk, const struct sk_buff *in,
 /*
  * Fills in the UDP and IP headers in front of @skb's payload (@skb->data:
  * the UDP header's room), sets its route @rt and sends it. Context: softirq.
+ *
+ * What udp_tunnel_xmit_skb() does for wireguard and vxlan, without it: it
+ * lives in the udp_tunnel module, and its iptunnel_xmit() counts the packet
+ * in skb->dev's tunnel stats, which a plain device such as lo or eth0 does
+ * not have (the same union holds their own counters).
  */
 static void send_skb(struct sock *sk, struct sk_buff *skb, struct rtable *rt,
 		     const struct flowi4 *fl4, __be16 sport, __be16 dport)
