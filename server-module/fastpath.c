@@ -83,9 +83,10 @@ static struct rtable *route_back(struct sock *sk, const struct sk_buff *in,
  * the UDP header's room), sets its route @rt and sends it. Context: softirq.
  *
  * What udp_tunnel_xmit_skb() does for wireguard and vxlan, without it: it
- * lives in the udp_tunnel module, and its iptunnel_xmit() counts the packet
- * in skb->dev's tunnel stats, which a plain device such as lo or eth0 does
- * not have (the same union holds their own counters).
+ * lives in the udp_tunnel module (a dependency insmod would not load), and
+ * its iptunnel_xmit() counts the packet in skb->dev's tunnel stats, which a
+ * plain device such as lo or eth0 does not have (the same union holds its
+ * own counters), unless skb->dev is cleared first.
  */
 static void send_skb(struct sock *sk, struct sk_buff *skb, struct rtable *rt,
 		     const struct flowi4 *fl4, __be16 sport, __be16 dport)
