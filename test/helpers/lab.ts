@@ -34,7 +34,7 @@ export const test = anyTest as TestFn<LabContext>;
  * guest's kernel release the way a user would, with KUDP_LAB_KERNEL (each
  * test file runs in a process of its own).
  */
-export function useLab(testFile: string, options: { kernel?: () => Promise<string>; cpus?: number } = {}): void {
+export function useLab(testFile: string, options: { kernel?: () => Promise<string>; cpus?: number; memoryMb?: number } = {}): void {
 	const file = path.basename(testFile, '.test.js');
 	const name = `test-${file}-${process.pid}`;
 	const times = { started: 0, ready: 0 };
@@ -44,6 +44,7 @@ export function useLab(testFile: string, options: { kernel?: () => Promise<strin
 		// kernel's guests get two: kmemleak's scan holds one for ~20 s, and qemu-ga needs the other.
 		// A file that builds in its guest (DKMS) asks for two as well.
 		applySettings({ labCpus: options.cpus ?? (settings.labKernel === DEBUG_KERNEL ? 2 : 1) }, { keep: true });
+		if (options.memoryMb) applySettings({ labMemory: options.memoryMb }, { keep: true });
 		if (options.kernel) {
 			applySettings({ labKernel: await options.kernel() });
 		}

@@ -20,8 +20,9 @@ import { PROJECT_ROOT } from '../../src/modules.js';
 import { guest, labTest, useLab, type LabContext } from '../helpers/lab.js';
 import { inGuest, type Run } from '../helpers/local-in-guest.js';
 
-// Two emulated CPUs: DKMS's make and openssl starve qemu-ga on one.
-useLab(import.meta.url, { cpus: 2 });
+// Two emulated CPUs (DKMS's make and openssl starve qemu-ga on one) and 1 GB: gcc, dkms and
+// ./run's Node together do not fit in the default 256 MB.
+useLab(import.meta.url, { cpus: 2, memoryMb: 1024 });
 
 /** What uninstall must leave as it found: every path under these, before install and after uninstall. */
 const WATCHED =
