@@ -183,14 +183,14 @@ Each server is a lab of its own (pool1, pool2, ...) on the labs' network
 	const prefixOption = () => new Option('--prefix <name>', 'the labs are named PREFIX1..PREFIXN').default('pool');
 	pool
 		.command('up')
-		.description('start N labs, each with udp_server loaded (in parallel), and print the --servers list')
-		.argument('<n>', 'how many servers (1-32)', count)
+		.description('start COUNT labs, each with udp_server loaded (in parallel), and print the --servers list')
+		.argument('<count>', 'how many servers (1-32)', count)
 		.argument('[params...]', 'more udp_server parameters as name=value, for every server')
 		.option('--daemon', 'start the backup daemon kvd in each lab (off: a pool is a cache)')
 		.addOption(prefixOption())
-		.action(async (n: number, params: string[], options) => {
+		.action(async (servers: number, params: string[], options) => {
 			const { poolUpCommand } = await import('./commands/pool.js');
-			await poolUpCommand(n, params, options);
+			await poolUpCommand(servers, params, options);
 		});
 	pool
 		.command('status')
