@@ -128,6 +128,10 @@ test.before(async () => {
 test.after.always(async t => {
 	const down = await run(['pool', 'down', '--prefix', PREFIX], 300_000);
 	await rm(KEY_FILE, { force: true });
+	// Their directories too, once down: a lab's address on 10.0.9.0/24 is kept while its directory exists.
+	if (down.exitCode === 0) {
+		for (const name of labs.keys()) await rm(path.join(PROJECT_ROOT, '.lab', name), { recursive: true, force: true });
+	}
 	t.log(`./run pool down: ${down.stdout.trim()}`);
 	t.log(`wall times:\n  ${timings.join('\n  ')}`);
 });
