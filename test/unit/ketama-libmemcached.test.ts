@@ -16,7 +16,9 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from '../../src/lab/free-port.js';
 import { PROJECT_ROOT } from '../../src/modules.js';
+import { formatAddress } from '../../user-client/client.js';
 import { Continuum, type PoolServer } from '../../user-client/ketama.js';
+import { parseServers } from '../../user-client/pool.js';
 
 const REFERENCE = path.join(PROJECT_ROOT, 'test/fixtures/ketama_reference.py');
 const PYTHON = '/usr/bin/python3'; // Debian's, which has python3-pylibmc (not a pyenv one on PATH)
@@ -65,7 +67,7 @@ async function libmemcachedPlacement(
 	keyList: string[],
 	behaviors: Record<string, unknown>,
 ): Promise<Map<string, number>> {
-	const specs = servers.map(s => `${s.host}:${s.port}${s.weight === undefined ? '' : `:${s.weight}`}`);
+	const specs = servers.map(s => `${formatAddress(s.host, s.port)}${s.weight === undefined ? '' : `:${s.weight}`}`);
 	const result = await execa(PYTHON, [REFERENCE, JSON.stringify(behaviors), specs.join(',')], { input: `${keyList.join('\n')}\n` });
 	const held = JSON.parse(result.stdout) as Record<string, string[]>;
 	const placement = new Map<string, number>();
@@ -79,15 +81,15 @@ async function libmemcachedPlacement(
 	return placement;
 }
 
-/** Servers on 127.0.0.1, each on a free port, running. */
-async function loopbackPool(t: ExecutionContext, count: number, weights?: number[]): Promise<PoolServer[]> {
+/** Servers on `host` (127.0.0.1 or ::1), each on a free port, running. */
+async function loopbackPool(t: ExecutionContext, count: number, weights?: number[], host = '127.0.0.1'): Promise<PoolServer[]> {
 	const servers: PoolServer[] = [];
 	while (servers.length < count) {
 		const port = await freePort('tcp');
 		if (servers.some(s => s.port === port)) continue;
-		if (!(await startMemcached(t, '127.0.0.1', port))) continue;
+		if (!(await startMemcached(t, host, port))) continue;
 		const weight = weights?.[servers.length];
-		servers.push(weight === undefined ? { host: '127.0.0.1', port } : { host: '127.0.0.1', port, weight });
+		servers.push(weight === undefined ? { host, port } : { host, port, weight });
 	}
 	return servers;
 }
@@ -144,6 +146,14 @@ test.serial('weights 1, 2, 3 (HOST:PORT:WEIGHT in pylibmc): the same placement',
 	t.deepEqual(continuum.pointCounts, [80, 160, 240]);
 	const placement = await libmemcachedPlacement(t, servers, keys(2000), { ketama_weighted: true });
 	t.deepEqual(mismatches(continuum, placement).slice(0, 10), []);
+});
+
+test.serial('IPv6: [::1]:PORT in the list, ::1:PORT-N hashed, as libmemcached keeps the host without brackets', async t => {
+	const servers = await loopbackPool(t, 3, undefined, '::1');
+	const list = servers.map(s => formatAddress(s.host, s.port)).join(',');
+	t.deepEqual(parseServers(list), servers, 'kvclient reads the list the same way');
+	const placement = await libmemcachedPlacement(t, servers, keys(1000), { ketama_weighted: true });
+	t.deepEqual(mismatches(new Continuum(parseServers(list)), placement).slice(0, 10), []);
 });
 
 test.serial("plain 'ketama' (one-at-a-time hash, 100 points) is another placement, which this comparison tells apart", async t => {
