@@ -16,6 +16,14 @@ function portNumber(value: string): number {
 	return port;
 }
 
+function count(value: string): number {
+	const n = Number(value);
+	if (!/^\d+$/.test(value) || n < 1 || n > 32) {
+		throw new InvalidArgumentError('must be a whole number from 1 to 32.');
+	}
+	return n;
+}
+
 const targetOption = () =>
 	new Option('--target <target>', 'where modules run: local (this kernel), lab (a QEMU guest) or auto')
 		.choices(['auto', 'local', 'lab'])
@@ -156,6 +164,50 @@ ${RUN_EXIT_CODES_HELP}`,
 		.action(async options => {
 			const { downCommand } = await import('./commands/inspect.js');
 			await downCommand(options);
+		});
+
+	const pool = program
+		.command('pool')
+		.description('a pool of udp_servers, one per lab, for kvclient --servers and memcached clients (ketama)')
+		.addHelpText(
+			'after',
+			`
+Each server is a lab of its own (pool1, pool2, ...) on the labs' network
+10.0.9.0/24, serving the text protocol on port 3000 and memcached's on
+11211. Reach them from a lab guest, e.g.
+  ./run pool up 3
+  ./run shell --lab pool1 -- kvclient --servers 10.0.9.2:3000,10.0.9.3:3000,10.0.9.4:3000 insert dog baileys
+  ./run pool status
+  ./run pool down`,
+		);
+	const prefixOption = () => new Option('--prefix <name>', 'the labs are named PREFIX1..PREFIXN').default('pool');
+	pool
+		.command('up')
+		.description('start COUNT labs, each with udp_server loaded (in parallel), and print the --servers list')
+		.argument('<count>', 'how many servers (1-32)', count)
+		.argument('[params...]', 'more udp_server parameters as name=value, for every server')
+		.option('--daemon', 'start the backup daemon kvd in each lab (off: a pool is a cache)')
+		.addOption(prefixOption())
+		.action(async (servers: number, params: string[], options) => {
+			const { poolUpCommand } = await import('./commands/pool.js');
+			await poolUpCommand(servers, params, options);
+		});
+	pool
+		.command('status')
+		.description('show each lab of the pool, its address, and whether its server answers')
+		.option('--json', 'as JSON')
+		.addOption(prefixOption())
+		.action(async options => {
+			const { poolStatusCommand } = await import('./commands/pool.js');
+			await poolStatusCommand(options);
+		});
+	pool
+		.command('down')
+		.description('stop every lab of the pool')
+		.addOption(prefixOption())
+		.action(async options => {
+			const { poolDownCommand } = await import('./commands/pool.js');
+			await poolDownCommand(options);
 		});
 
 	program

@@ -6,12 +6,13 @@
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { pino, type Logger } from 'pino';
 import { prettyFactory } from 'pino-pretty';
 import {
-	KvClient,
+	type KvClient,
 	type KvError,
 	KvNetworkError,
 	KvProtocolError,
@@ -20,6 +21,8 @@ import {
 	request,
 	type RequestOptions,
 } from './client.js';
+import type { PoolServer } from './ketama.js';
+import { mapLimit, parseServers, Pool, ServerListError, serverName } from './pool.js';
 import { EXIT_INTERNAL, EXIT_OK, EXIT_USAGE } from '../src/errors.js';
 import { PROJECT_ROOT } from '../src/modules.js';
 import {
@@ -73,8 +76,13 @@ export interface GlobalOptions {
 	/** -w, as nc has it: the timeout in seconds (wins over --timeout). */
 	wait?: number;
 	retries: number;
+	/** --servers: a pool, each key on its ketama server (wins over --host and --port). */
+	servers?: PoolServer[];
 	verbose?: boolean;
 }
+
+/** Requests in flight to one server at a time, for commands of many keys. */
+const PER_SERVER_WINDOW = 8;
 
 /** The project's version (package.json), for --version. */
 function version(): string {
@@ -109,6 +117,33 @@ function key(value: string): string {
 	return value;
 }
 
+function serverList(value: string): PoolServer[] {
+	try {
+		return parseServers(value);
+	} catch (error) {
+		if (error instanceof ServerListError) throw new InvalidArgumentError(`${error.message}.`);
+		throw error;
+	}
+}
+
+/** The key a request line is placed by (insert, lookup, delete KEY), if it has one. */
+function keyOfRequest(line: string): string | undefined {
+	const [command, name] = line.trim().split(/ +/);
+	return name !== undefined && (command === CMD_INSERT || command === CMD_LOOKUP || command === CMD_DELETE) ? name : undefined;
+}
+
+/** The most serious of two exit codes: no answer (3), then ERR (2), then not found (1). */
+function worse(a: number, b: number): number {
+	const rank = (code: number) => [EXIT.ok, EXIT.notFound, EXIT.serverError, EXIT.network].indexOf(code as 0);
+	return rank(b) > rank(a) ? b : a;
+}
+
+function exitCodeOf(error: unknown): number {
+	if (error instanceof KvTimeoutError || error instanceof KvNetworkError) return EXIT.network;
+	if (error instanceof KvServerError || error instanceof KvProtocolError) return EXIT.serverError;
+	throw error;
+}
+
 const HELP_AFTER = `
 Exit codes:
   0  success (delete: also NOT FOUND after a try that got no reply, with a
@@ -120,8 +155,18 @@ Exit codes:
   64 a usage error (bad option, argument or key)
   70 an internal error (a bug; please report it)
 
+A pool (--servers HOST:PORT,HOST:PORT,...): each key goes to the server
+libmemcached's ketama gives it (MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED), so
+kvclient and a libmemcached client given the same list agree, as written:
+the hosts and ports are hashed. insert, lookup and delete go to the key's
+server; lookup of several keys and load ask each server in parallel; stats
+asks every server; send places a request by its key (HELLO and stats need
+--host). A server that does not answer fails its keys with an error that
+names it; the keys on the others are served.
+
 Environment:
   KVCLIENT_HOST, KVCLIENT_PORT   defaults for --host and --port
+  KVCLIENT_SERVERS               default for --servers
 
 Examples:
   kvclient send HELLO                      prints GOT IT
@@ -131,7 +176,10 @@ Examples:
   kvclient stats --json
   printf 'HELLO\\nlookup dog\\n' | kvclient send      one datagram per line, like nc -u
   kvclient --port 3001 --timeout 200 --retries 0 send lookup dog
-  kvclient -w 2 send HELLO                 wait up to 2 s per try, as nc -w 2`;
+  kvclient -w 2 send HELLO                 wait up to 2 s per try, as nc -w 2
+  kvclient --servers 10.0.9.2:3000,10.0.9.3:3000 insert dog baileys
+  kvclient --servers 10.0.9.2:3000,10.0.9.3:3000 load keys.txt   one KEY VALUE a line
+  kvclient --servers 10.0.9.2:3000,10.0.9.3:3000 lookup dog cat  prints KEY VALUE lines`;
 
 export function buildProgram(io: Io = defaultIo): Command {
 	const program = new Command('kvclient');
@@ -143,21 +191,51 @@ export function buildProgram(io: Io = defaultIo): Command {
 			{ write: (line: string) => io.stderr(prettify(line)) },
 		));
 
-	const connection = (): RequestOptions => {
-		const { host, port, timeout, wait, retries } = program.opts<GlobalOptions>();
+	/** The servers: --servers, or the one of --host and --port. */
+	const servers = (): PoolServer[] => {
+		const { host, port, servers: list } = program.opts<GlobalOptions>();
+		return list ?? [{ host, port }];
+	};
+	const connection = (server: PoolServer = servers()[0]!): RequestOptions => {
+		const { timeout, wait, retries } = program.opts<GlobalOptions>();
 		return {
-			host,
-			port,
+			host: server.host,
+			port: server.port,
 			timeoutMs: wait === undefined ? timeout : Math.round(wait * 1000),
 			retries,
-			onSend: (attempt, tries) => logger().debug({ to: `${host}:${port}`, attempt, tries }, 'send'),
+			onSend: (attempt, tries) => logger().debug({ to: serverName(server), attempt, tries }, 'send'),
 		};
 	};
-	const client = () => new KvClient(connection());
+	let pool: Pool | undefined;
+	const getPool = (): Pool => {
+		if (!pool) {
+			const { host: _host, port: _port, ...options } = connection();
+			pool = new Pool(servers(), {
+				...options,
+				onSend: (server, attempt, tries) => logger().debug({ to: serverName(server), attempt, tries }, 'send'),
+			});
+		}
+		return pool;
+	};
+	/** The client of the server that holds `name`, wrapped so that a silent server is named. */
+	const forKey = <T>(name: string, call: (client: KvClient) => Promise<T>) => getPool().forKey(name, call);
 	const send = async (message: string) => {
-		logger().debug({ message }, 'request');
+		// A request goes to its key's server; one without a key only to a single server.
+		const list = servers();
+		const placedBy = keyOfRequest(message);
+		if (placedBy === undefined && list.length > 1) {
+			throw new InvalidRequestError(
+				`"${message.split(' ')[0]}" has no key to place it by among the ${list.length} --servers; send it to one of them with --host and --port`,
+			);
+		}
+		const index = placedBy === undefined ? 0 : getPool().indexFor(placedBy);
+		logger().debug({ message, to: serverName(list[index]!) }, 'request');
 		const started = performance.now();
-		const reply = await request(message, connection());
+		const reply = await getPool().onServer(
+			index,
+			client => request(message, client.options),
+			`${placedBy === undefined ? 'server' : `key ${placedBy} is on`}`,
+		);
 		logger().debug({ reply: reply.toString(), ms: Math.round(performance.now() - started) }, 'reply');
 		return reply;
 	};
@@ -171,6 +249,11 @@ export function buildProgram(io: Io = defaultIo): Command {
 				.env('KVCLIENT_PORT')
 				.argParser(integer('port', 1, 65535)),
 		)
+		.addOption(
+			new Option('--servers <list>', 'a pool: HOST:PORT,HOST:PORT,... each key on its ketama server (instead of --host/--port)')
+				.env('KVCLIENT_SERVERS')
+				.argParser(serverList),
+		)
 		.addOption(new Option('--timeout <ms>', 'how long to wait for each reply').default(1000).argParser(integer('timeout', 1, 600_000)))
 		.addOption(new Option('-w, --wait <seconds>', 'the same in seconds, as nc -w (wins over --timeout)').argParser(seconds))
 		.addOption(
@@ -180,7 +263,17 @@ export function buildProgram(io: Io = defaultIo): Command {
 		.version(version(), '-V, --version', 'print the version and exit')
 		.configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
 		.showHelpAfterError('(kvclient --help for usage)')
-		.addHelpText('after', HELP_AFTER);
+		.addHelpText('after', HELP_AFTER)
+		.hook('preAction', () => {
+			// --host and --port typed beside --servers: which did the user mean? (Their env defaults just yield.)
+			const typed = ['host', 'port'].filter(name => program.getOptionValueSource(name) === 'cli');
+			if (program.opts<GlobalOptions>().servers && typed.length > 0) {
+				program.error(`error: --servers names every server: leave out --${typed.join(' and --')}`, {
+					code: 'kvclient.conflictingServers',
+					exitCode: EXIT.usage,
+				});
+			}
+		});
 
 	program
 		.command('send')
@@ -205,12 +298,18 @@ export function buildProgram(io: Io = defaultIo): Command {
 			// next one is sent. The exit code is the worst: 3 (no reply) over 2 (ERR).
 			let worst: KvError | undefined;
 			let number = 0;
+			let unplaced = 0;
 			for await (const line of createInterface({ input: io.stdin, crlfDelay: Infinity })) {
 				number++;
 				let error: KvError | undefined;
 				try {
 					error = print(await send(line));
 				} catch (caught) {
+					if (caught instanceof InvalidRequestError) {
+						io.stderr(`kvclient: line ${number}: ${caught.message}\n`);
+						unplaced++;
+						continue;
+					}
 					if (!(caught instanceof KvTimeoutError || caught instanceof KvNetworkError)) throw caught;
 					error = caught;
 				}
@@ -219,6 +318,7 @@ export function buildProgram(io: Io = defaultIo): Command {
 					if (!(worst instanceof KvTimeoutError || worst instanceof KvNetworkError)) worst = error;
 				}
 			}
+			if (!worst && unplaced > 0) throw new KvExit(`${unplaced} lines had no key to place them by (see above)`, EXIT.usage);
 			if (worst)
 				throw new KvExit(
 					`${worst instanceof KvServerError ? 'the server answered ERR' : 'no reply'} to some lines (see above)`,
@@ -235,18 +335,49 @@ export function buildProgram(io: Io = defaultIo): Command {
 			const value = words.join(' ');
 			const problem = checkValue(value);
 			if (problem) command.error(`error: ${problem}.`, { code: 'kvclient.invalidValue' });
-			await client().insert(name, value);
+			await forKey(name, client => client.insert(name, value));
 			io.stdout('OK\n');
 		});
 
 	program
 		.command(CMD_LOOKUP)
-		.description('print the value stored under KEY (exit 1 if there is none)')
-		.argument('<key>', 'the key', key)
-		.action(async (name: string) => {
-			const value = await client().lookup(name);
-			if (value === undefined) throw new KvExit('not found', EXIT.notFound);
-			io.stdout(`${value}\n`);
+		.description(
+			'print the value stored under KEY (exit 1 if there is none); of several keys, print `KEY VALUE` for each found, asking each server in parallel',
+		)
+		.argument('<keys...>', 'the key, or several', (value: string, previous: string[] | undefined) => [...(previous ?? []), key(value)])
+		.action(async (names: string[]) => {
+			if (names.length === 1) {
+				const name = names[0]!;
+				const value = await forKey(name, client => client.lookup(name));
+				if (value === undefined) throw new KvExit('not found', EXIT.notFound);
+				io.stdout(`${value}\n`);
+				return;
+			}
+			// Each server gets its own keys, a window of them at a time; output in the order given.
+			const results = await perServer(names, name =>
+				forKey(name, client => client.lookup(name)).then(
+					value => ({ value }),
+					(error: unknown) => ({ error }),
+				),
+			);
+			let code: number = EXIT.ok;
+			names.forEach((name, index) => {
+				const result = results[index]!;
+				if ('error' in result) {
+					io.stderr(`kvclient: ${name}: ${(result.error as Error).message}\n`);
+					code = worse(code, exitCodeOf(result.error));
+				} else if (result.value === undefined) {
+					io.stderr(`kvclient: ${name}: not found\n`);
+					code = worse(code, EXIT.notFound);
+				} else {
+					io.stdout(`${name} ${result.value}\n`);
+				}
+			});
+			if (code !== EXIT.ok)
+				throw new KvExit(
+					`${results.filter(r => !('value' in r) || r.value === undefined).length} of ${names.length} keys not read (see above)`,
+					code,
+				);
 		});
 
 	program
@@ -254,7 +385,7 @@ export function buildProgram(io: Io = defaultIo): Command {
 		.description('remove KEY; prints OK (exit 1 if there was none)')
 		.argument('<key>', 'the key', key)
 		.action(async (name: string) => {
-			const outcome = await client().remove(name);
+			const outcome = await forKey(name, client => client.remove(name));
 			if (outcome === 'absent') throw new KvExit('not found', EXIT.notFound);
 			if (outcome === 'absent-after-retry') {
 				io.stderr(
@@ -269,17 +400,129 @@ export function buildProgram(io: Io = defaultIo): Command {
 		.description("print the server's counters, one `name: value` per line")
 		.option('--json', 'print them as one JSON object')
 		.action(async (options: { json?: boolean }) => {
-			const stats = await client().stats();
+			const format = (stats: Record<string, number>, indent = '') =>
+				Object.entries(stats)
+					.map(([name, number]) => `${indent}${name}: ${number}\n`)
+					.join('');
+			const list = servers();
+			if (list.length === 1) {
+				const stats = await getPool().client(0).stats();
+				io.stdout(options.json ? `${JSON.stringify(stats)}\n` : format(stats));
+				return;
+			}
+			// Every server of the pool, in the order of --servers.
+			const answers = await Promise.all(
+				list.map((_, index) =>
+					getPool()
+						.onServer(index, client => client.stats())
+						.then(
+							stats => ({ stats }),
+							(error: unknown) => ({ error }),
+						),
+				),
+			);
+			let code: number = EXIT.ok;
+			const all: Record<string, Record<string, number> | null> = {};
+			answers.forEach((answer, index) => {
+				const name = serverName(list[index]!);
+				if ('error' in answer) {
+					io.stderr(`kvclient: ${(answer.error as Error).message}\n`);
+					code = worse(code, exitCodeOf(answer.error));
+					all[name] = null;
+				} else {
+					all[name] = answer.stats;
+				}
+			});
 			io.stdout(
 				options.json
-					? `${JSON.stringify(stats)}\n`
-					: Object.entries(stats)
-							.map(([name, number]) => `${name}: ${number}\n`)
+					? `${JSON.stringify(all)}\n`
+					: Object.entries(all)
+							.filter((entry): entry is [string, Record<string, number>] => entry[1] !== null)
+							.map(([name, stats]) => `${name}\n${format(stats, '  ')}`)
 							.join(''),
 			);
+			if (code !== EXIT.ok) throw new KvExit('some servers did not answer (see above)', code);
 		});
 
+	program
+		.command('load')
+		.description(
+			'insert every `KEY VALUE` line of FILE (stdin without one), each on its server, in parallel; prints what each server stored',
+		)
+		.argument('[file]', 'the lines, e.g. "dog baileys the dog"; - or none for stdin')
+		.action(async (file: string | undefined) => {
+			const text = file === undefined || file === '-' ? await readAll(io.stdin) : await readFile(file, 'utf8');
+			const entries: Array<{ name: string; value: string }> = [];
+			// Check every line before anything is sent: a bad line 2 999 must not leave 2 998 stored.
+			for (const [index, line] of text.split('\n').entries()) {
+				if (line.trim() === '') continue;
+				const space = line.indexOf(' ');
+				const name = space < 0 ? line : line.slice(0, space);
+				const value = space < 0 ? '' : line.slice(space + 1);
+				const problem = checkKey(name) ?? (value === '' ? 'the value is missing (KEY VALUE)' : checkValue(value));
+				if (problem) throw new KvExit(`line ${index + 1}: ${problem}`, EXIT.usage);
+				entries.push({ name, value });
+			}
+			const started = performance.now();
+			const results = await perServer(
+				entries.map(entry => entry.name),
+				(_, index) => {
+					const { name, value } = entries[index]!;
+					return forKey(name, client => client.insert(name, value)).then(
+						() => undefined,
+						(error: unknown) => error,
+					);
+				},
+			);
+			const seconds = (performance.now() - started) / 1000;
+			const list = servers();
+			const stored = list.map(() => 0);
+			const failed = list.map(() => [] as unknown[]);
+			results.forEach((error, index) => {
+				const server = getPool().indexFor(entries[index]!.name);
+				if (error === undefined) stored[server]!++;
+				else failed[server]!.push(error);
+			});
+			let code: number = EXIT.ok;
+			list.forEach((server, index) => {
+				const errors = failed[index]!;
+				io.stdout(`${serverName(server)}: ${stored[index]} stored${errors.length > 0 ? `, ${errors.length} failed` : ''}\n`);
+				if (errors.length > 0) {
+					io.stderr(`kvclient: ${errors.length} keys not stored on ${serverName(server)}; the first: ${(errors[0] as Error).message}\n`);
+					code = worse(code, exitCodeOf(errors[0]));
+				}
+			});
+			io.stdout(`${entries.length} keys in ${seconds.toFixed(1)} s\n`);
+			if (code !== EXIT.ok) throw new KvExit('some keys were not stored (see above)', code);
+		});
+
+	/** Runs `task` for each key, grouped by server: the servers in parallel, PER_SERVER_WINDOW keys of each at once. */
+	async function perServer<R>(names: string[], task: (name: string, index: number) => Promise<R>): Promise<R[]> {
+		const groups = new Map<number, number[]>();
+		names.forEach((name, index) => {
+			const server = getPool().indexFor(name);
+			const group = groups.get(server);
+			if (group) group.push(index);
+			else groups.set(server, [index]);
+		});
+		const results = new Array<R>(names.length);
+		await Promise.all(
+			[...groups.values()].map(indexes =>
+				mapLimit(indexes, PER_SERVER_WINDOW, async index => {
+					results[index] = await task(names[index]!, index);
+				}),
+			),
+		);
+		return results;
+	}
+
 	return program;
+}
+
+async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
+	const chunks: Buffer[] = [];
+	for await (const chunk of stream) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+	return Buffer.concat(chunks).toString('utf8');
 }
 
 /** Runs kvclient with `argv` (without node and script); resolves with the exit code, never rejects. */

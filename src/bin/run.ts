@@ -1,7 +1,7 @@
 /**
  * Entry point of `./run`: parse, run, and turn failures into clear messages.
  */
-import { CommanderError } from 'commander';
+import { type Command, CommanderError } from 'commander';
 import { buildProgram } from '../cli.js';
 import { EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, UserError } from '../errors.js';
 import { exitWhenFlushed } from '../flush.js';
@@ -13,10 +13,12 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
 });
 
 const program = buildProgram();
-// Usage errors, the subcommands' too, throw (commander has printed them) instead of exiting 1.
-for (const command of [program, ...program.commands]) {
+// Usage errors, the subcommands' too (./run pool up), throw (commander has printed them) instead of exiting 1.
+const throwOnUsageErrors = (command: Command): void => {
 	command.exitOverride();
-}
+	command.commands.forEach(throwOnUsageErrors);
+};
+throwOnUsageErrors(program);
 try {
 	await program.parseAsync(process.argv);
 } catch (error) {

@@ -44,6 +44,7 @@ export const SYSTEM_PACKAGES: Record<string, string> = {
 	'linux-perf': "perf: reads udp_server's tracepoints (the trace test) and counts instructions in the benchmark",
 	memcached: 'the benchmark compares udp_server with memcached over UDP',
 	'libmemcached-tools': 'memcaslap (memaslap): the memcached protocol tests and benchmark',
+	'python3-pylibmc': "libmemcached from Python: the ketama test checks kvclient's key placement against the real library",
 };
 
 async function missingPackages(): Promise<string[]> {

@@ -44,9 +44,12 @@ export const DEBUG_KERNEL_TESTS: Record<string, string[]> = {
 	robustness: ['fuzz: *', 'out-of-range /proc writes*'],
 };
 
-/** The PID in a test lab's name (test-<file>-<pid>, unit-<pid>), if any. */
+/**
+ * The PID in a test lab's name (test-<file>-<pid>, unit-<pid>, and a test
+ * pool's servers test-<file>-<pid>-s<N>), if any.
+ */
 export function testLabOwner(name: string): number | undefined {
-	const match = /^(?:test-.+|unit)-(\d+)$/.exec(name);
+	const match = /^(?:test-.+|unit)-(\d+)(?:-s\d+)?$/.exec(name);
 	return match ? Number(match[1]) : undefined;
 }
 

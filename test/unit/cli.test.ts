@@ -76,3 +76,23 @@ test('./run down on a lab that is not running is harmless', async t => {
 	t.is(exitCode, 0);
 	t.regex(stdout, /was not running/);
 });
+
+test('./run pool: a bad count or prefix is a usage error (64), before any lab boots; status and down of no pool are harmless', async t => {
+	for (const count of ['0', '33', 'three', '-1']) {
+		const { stderr, exitCode } = await run(['pool', 'up', count]);
+		t.is(exitCode, 64, count);
+		t.regex(stderr, /invalid for argument 'count'. must be a whole number from 1 to 32|unknown option '-1'/, count);
+	}
+	const prefix = await run(['pool', 'up', '2', '--prefix', 'pool7']);
+	t.is(prefix.exitCode, 64);
+	t.regex(prefix.stderr, /bad pool prefix "pool7": .*not ending in a digit/);
+	const nobody = `unit-pool-${process.pid}-`;
+	const status = await run(['pool', 'status', '--prefix', nobody]);
+	t.is(status.exitCode, 0);
+	t.is(status.stdout, `no lab of the pool "${nobody}" is running (./run pool up N starts one)`);
+	const json = await run(['pool', 'status', '--json', '--prefix', nobody]);
+	t.deepEqual(JSON.parse(json.stdout), { members: [], servers: '' });
+	const down = await run(['pool', 'down', '--prefix', nobody]);
+	t.is(down.stdout, `no lab of the pool "${nobody}" was running`);
+	t.true((await run(['pool', '--help'])).stdout.includes('./run pool up 3'));
+});

@@ -31,6 +31,7 @@ test("a test lab belongs to the process in its name; other labs are not the swee
 	t.is(testLabOwner('test-skeleton-4242'), 4242);
 	t.is(testLabOwner('test-second-kernel-17'), 17);
 	t.is(testLabOwner('unit-99'), 99);
+	t.is(testLabOwner('test-pool-4242-s3'), 4242, "a test pool's server: its owner, not 3");
 	t.is(testLabOwner('default'), undefined);
 	t.is(testLabOwner('bench'), undefined);
 	t.is(testLabOwner('test-noowner'), undefined);
