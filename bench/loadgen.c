@@ -21,8 +21,8 @@
  *   loadgen probe [WORKLOAD] PORT PROTO SECONDS   wait until the server answers
  *   loadgen stats [WORKLOAD] PORT PROTO   print the server's stats reply
  *   loadgen exec CMD [ARG...]             run CMD, measure it as a generator
- *   loadgen watch IFACE SECONDS           the server's side of a run from
- *                                         another guest (below)
+ *   loadgen watch IFACE SECONDS RUN       the server's side of a run of RUN
+ *                                         seconds from another guest (below)
  *   loadgen zipf KEYS THETA DRAWS         print how often the sampler picks
  *                                         the 10 hottest keys (for the tests)
  *
@@ -60,8 +60,9 @@
  * prints "ready", then samples every WATCH_INTERVAL the guest's idle time,
  * the datagrams IFACE received and sent (/proc/net/dev) and the CPU time
  * of the LOADGEN_SERVER threads. The run is the span of the samples in which
- * datagrams arrived; watch ends QUIET_AFTER seconds after the last one (or
- * after SECONDS) and prints the guest's busy and total CPU seconds over
+ * datagrams arrived; watch ends QUIET_AFTER seconds after the last one, once
+ * datagrams have come for most of RUN seconds (a pause of the generator waiting for
+ * lost requests does not end it early), or after SECONDS, and prints the guest's busy and total CPU seconds over
  * that span, its own CPU seconds (to be left out), the server threads' CPU
  * seconds, the datagrams received and sent, and whether datagrams were
  * already arriving when it started (then its figures miss the start).
@@ -1126,13 +1127,14 @@ static struct sample take_sample(const char *iface)
 static int watch_server(int argc, char **argv)
 {
 	struct sample prev, cur, first = { 0 }, last = { 0 };
-	double end, quiet_since = 0, own;
+	double end, quiet_since = 0, own, run_for;
 	int active = 0, late = 0, samples = 0;
 
-	if (argc != 4) {
-		fprintf(stderr, "usage: loadgen watch IFACE SECONDS\n");
+	if (argc != 5) {
+		fprintf(stderr, "usage: loadgen watch IFACE SECONDS RUN\n");
 		return 2;
 	}
+	run_for = atof(argv[4]);
 	find_server_threads(getenv("LOADGEN_SERVER"));
 	prev = take_sample(argv[2]);
 	end = prev.at + atof(argv[3]);
@@ -1151,7 +1153,7 @@ static int watch_server(int argc, char **argv)
 			active = 1;
 			last = cur;
 			quiet_since = cur.at;
-		} else if (active && cur.at - quiet_since >= QUIET_AFTER) {
+		} else if (active && cur.at - quiet_since >= QUIET_AFTER && quiet_since - first.at >= 0.8 * run_for) {
 			break;
 		}
 		if (cur.at >= end)
