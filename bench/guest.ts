@@ -4,6 +4,7 @@
  * calls: probe and preload a server, run a row, ask for stats, and watch the
  * server's side of a run whose generator is in another guest.
  */
+import { log } from '../src/log.js';
 import type { Target } from '../src/targets.js';
 import type { GuestFacts } from './render.js';
 import { type Measured, type ServerSide, type Workload, workloadArgs } from './rows.js';
@@ -28,13 +29,18 @@ export class BenchGuest {
 
 	/** Runs argv in the guest; its stdout, or an error with everything it printed. */
 	async run(argv: string[], timeoutMs = 60_000): Promise<string> {
+		return (await this.runBoth(argv, timeoutMs)).stdout;
+	}
+
+	/** Runs argv in the guest; its stdout and stderr, or an error with everything it printed. */
+	private async runBoth(argv: string[], timeoutMs: number): Promise<{ stdout: string; stderr: string }> {
 		const result = await this.target.exec(argv, { timeoutMs });
 		if (result.exitCode !== 0 || result.timedOut) {
 			throw new Error(
 				`in ${this.target.place}, \`${argv.join(' ')}\` failed (${result.timedOut ? 'timed out' : `exit ${result.exitCode}`}):\n${result.stderr}${result.stdout}`,
 			);
 		}
-		return result.stdout;
+		return result;
 	}
 
 	/** Waits until a server at `address` answers on `port` (Node starts slowly). */
@@ -49,8 +55,13 @@ export class BenchGuest {
 
 	/** `loadgen run ARGS` with the server's threads named `comm`: what it measured. */
 	async loadgen_(args: (string | number)[], seconds: number, comm = ''): Promise<Measured> {
-		const out = await this.run(['env', `LOADGEN_SERVER=${comm}`, this.loadgen, 'run', ...args.map(String)], (seconds + 60) * 1000);
-		return JSON.parse(out.trim().split('\n').at(-1) ?? '') as Measured;
+		const { stdout, stderr } = await this.runBoth(
+			['env', `LOADGEN_SERVER=${comm}`, this.loadgen, 'run', ...args.map(String)],
+			(seconds + 60) * 1000,
+		);
+		// "loadgen: N replies were refusals, e.g. ...": what the errors counted in `refused` were.
+		if (stderr.trim()) log.warn(stderr.trim());
+		return JSON.parse(stdout.trim().split('\n').at(-1) ?? '') as Measured;
 	}
 
 	/** The server's reply to "stats" (memcached's STAT lines, or udp_server's one line). */

@@ -157,9 +157,11 @@ export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 		const heavy = workloads.at(-1)!;
 		const saturation = memcachedSaturation(rows, heavy.name);
 		if (saturation) {
-			const ours = kit.ours(n, heavy);
-			const fast = kit.oursSoftirq(n, heavy);
-			const servers = [ours, kit.memcached(saturation.threads, heavy)];
+			// Memory per entry was measured in the closed-loop phases.
+			const again = new ServerKit(guest, '127.0.0.1', modules);
+			const ours = again.ours(n, heavy);
+			const fast = again.oursSoftirq(n, heavy);
+			const servers = [ours, again.memcached(saturation.threads, heavy)];
 			const fractions = options.quick ? QUICK_OPEN_LOOP_FRACTIONS : OPEN_LOOP_FRACTIONS;
 			const offer = (server: Server, fraction: number) =>
 				bench.openLoop(server, Math.round(fraction * saturation.perSecond), fraction, heavy);

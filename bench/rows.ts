@@ -145,18 +145,28 @@ export function perSecond(row: Measured): number {
 }
 
 /**
+ * The requests a row's CPU time is divided by: those the generator counted
+ * answered; with the generator in lab b, the replies lab a sent over the
+ * span its CPU time covers (those to requests still in flight when loadgen
+ * stopped counting are in that span too).
+ */
+function served(row: Measured & { serverSide?: ServerSide }): number {
+	return row.serverSide?.tx || row.answered;
+}
+
+/**
  * CPU microseconds per request served: the busy time of the servers' guest
  * less the generator's own (in the same guest) or less watch's own (the
  * generator in lab b), over the requests answered.
  */
 export function cpuPerRequest(row: Measured & { serverSide?: ServerSide }): number {
 	const side = row.serverSide;
-	return ((side ? side.busy_s - side.watch_cpu_s : row.guest_busy_s - row.gen_cpu_s) / row.answered) * 1e6;
+	return ((side ? side.busy_s - side.watch_cpu_s : row.guest_busy_s - row.gen_cpu_s) / served(row)) * 1e6;
 }
 
 /** CPU microseconds of the server's own threads per request served. */
 export function serverCpuPerRequest(row: Measured & { serverSide?: ServerSide }): number {
-	return ((row.serverSide?.server_cpu_s ?? row.server_cpu_s) / row.answered) * 1e6;
+	return ((row.serverSide?.server_cpu_s ?? row.server_cpu_s) / served(row)) * 1e6;
 }
 
 /** The share of the servers' guest that was busy during the row. */
