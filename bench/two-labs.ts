@@ -18,9 +18,15 @@ import { type Bench, logRow, phase } from './measure.js';
 import { bestMemcached, groupRows, placementOf, type Row, type Workload } from './rows.js';
 import type { Server, ServerKit } from './servers.js';
 
-/** The name of the generator's lab beside the servers' lab `name`. */
+/**
+ * The name of the generator's lab beside the servers' lab `name`: NAME-b;
+ * for a name that ends in a number (a test's lab, test-FILE-PID), -b goes
+ * before the number, so that `./run test` sweeps it with its first lab when
+ * that test process is gone.
+ */
 export function secondLab(name: string): string {
-	return `${name}-b`;
+	const numbered = /^(.*)-(\d+)$/.exec(name);
+	return numbered ? `${numbered[1]}-b-${numbered[2]}` : `${name}-b`;
 }
 
 /** The longest a watch waits for its row beyond the row's own seconds (the generator's start in the other lab included). */
