@@ -74,6 +74,100 @@ function sortRows(rows: Row[], workloads: Workload[]): void {
 	rows.sort((a, b) => order(a).localeCompare(order(b)));
 }
 
+/**
+ * The same-guest tables: for each thread count (1 and the guest's vCPUs) and
+ * workload, a phase of every server at once, the softirq=1 copy of
+ * udp_server in its place in each repetition; the mixed workload at N
+ * threads also runs the closed-loop latency table.
+ */
+async function sameGuestRows(
+	bench: Bench,
+	kit: ServerKit,
+	workloads: Workload[],
+	n: number,
+): Promise<{ rows: Row[]; latency: LatencyPoint[] }> {
+	const quick = Boolean(bench.options.quick);
+	const node = kit.node(MIXED);
+	const rows: Row[] = [];
+	const latency: LatencyPoint[] = [];
+	for (const threads of [...new Set([1, n])]) {
+		for (const workload of workloads) {
+			const mixed = workload === MIXED;
+			const kernel = kit.ours(threads, workload);
+			const user = kit.memcached(threads, workload);
+			const ceiling = kit.echo(threads);
+			// The Node server and memaslap (with its own 16-byte load) are in the mixed workload's table only.
+			const servers = [kernel, user, ceiling, ...(mixed && threads === 1 ? [node] : [])];
+			const fast = kit.oursSoftirq(threads, workload);
+			// --quick: the get-heavy table at the most clients only.
+			const clientCounts = !mixed && quick ? bench.clients.slice(-1) : bench.clients;
+			const jobs: Array<() => Promise<Row>> = [];
+			for (const clients of clientCounts) {
+				jobs.push(
+					() => bench.run(kernel, 'text', clients, workload),
+					async () => ({ ...(await bench.run(ceiling, 'echo', clients, workload)), protocol: 'text' }),
+					() => bench.run(kernel, 'memcached', clients, workload),
+					() => bench.run(user, 'memcached', clients, workload),
+				);
+				if (mixed)
+					jobs.push(
+						() => bench.memaslap(kernel, clients),
+						() => bench.memaslap(user, clients),
+					);
+				if (mixed && threads === 1) jobs.push(() => bench.run(node, 'text', clients, workload));
+			}
+			const fastJobs = clientCounts.flatMap(clients =>
+				(['text', 'memcached'] as const).map(protocol => async () => ({
+					...(await bench.run(fast, protocol, clients, workload)),
+					softirq: true,
+				})),
+			);
+			const after =
+				mixed && threads === n
+					? async () => {
+							latency.push(...(await bench.latencyTable([kernel, 'text'], [user, 'memcached'])));
+							await inPlaceOf(kernel, fast, async () => {
+								latency.push(...(await bench.latencyTable([fast, 'text'])));
+							});
+						}
+					: undefined;
+			rows.push(...(await phase(bench.reps, servers, kernel, jobs, fast, fastJobs, after)));
+		}
+	}
+	return { rows, latency };
+}
+
+/**
+ * The open loop: udp_server at N threads (threads, then softirq=1 in its
+ * place) and memcached at its best setting of the get-heavy table, each
+ * offered 10%…120% of that memcached's closed-loop saturation, taking turns.
+ */
+async function openLoopPoints(
+	bench: Bench,
+	kit: ServerKit,
+	heavy: Workload,
+	n: number,
+	saturation: { perSecond: number; threads: number },
+): Promise<OpenPoint[]> {
+	const points: OpenPoint[] = [];
+	const ours = kit.ours(n, heavy);
+	const fast = kit.oursSoftirq(n, heavy);
+	const servers = [ours, kit.memcached(saturation.threads, heavy)];
+	const fractions = bench.options.quick ? QUICK_OPEN_LOOP_FRACTIONS : OPEN_LOOP_FRACTIONS;
+	const offer = (server: Server, fraction: number) => bench.openLoop(server, Math.round(fraction * saturation.perSecond), fraction, heavy);
+	for (const one of servers) await one.start();
+	for (let rep = 0; rep < bench.reps; rep++) {
+		for (const fraction of fractions) {
+			for (const one of servers) points.push(await offer(one, fraction));
+		}
+		await inPlaceOf(ours, fast, async () => {
+			for (const fraction of fractions) points.push(await offer(fast, fraction));
+		});
+	}
+	for (const one of servers) await one.stop();
+	return points;
+}
+
 export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 	// The get-heavy table's 100 000 entries of up to 1 KB, in udp_server and memcached at once.
 	applySettings({ labCpus: 2, labMemory: 1024 }, { keep: true });
@@ -101,81 +195,12 @@ export async function runBenchmark(options: BenchOptions = {}): Promise<void> {
 
 		const memory: MemoryPoint[] = [];
 		const kit = new ServerKit(guest, '127.0.0.1', modules, measureMemory(guest, memory));
-		const node = kit.node(MIXED);
 
-		const rows: Row[] = [];
-		const latency: LatencyPoint[] = [];
-		for (const threads of [...new Set([1, n])]) {
-			for (const workload of workloads) {
-				const mixed = workload === MIXED;
-				const kernel = kit.ours(threads, workload);
-				const user = kit.memcached(threads, workload);
-				const ceiling = kit.echo(threads);
-				// The Node server and memaslap (with its own 16-byte load) are in the mixed workload's table only.
-				const servers = [kernel, user, ceiling, ...(mixed && threads === 1 ? [node] : [])];
-				const fast = kit.oursSoftirq(threads, workload);
-				// --quick: the get-heavy table at the most clients only.
-				const clientCounts = !mixed && options.quick ? bench.clients.slice(-1) : bench.clients;
-				const jobs: Array<() => Promise<Row>> = [];
-				for (const clients of clientCounts) {
-					jobs.push(
-						() => bench.run(kernel, 'text', clients, workload),
-						async () => ({ ...(await bench.run(ceiling, 'echo', clients, workload)), protocol: 'text' }),
-						() => bench.run(kernel, 'memcached', clients, workload),
-						() => bench.run(user, 'memcached', clients, workload),
-					);
-					if (mixed)
-						jobs.push(
-							() => bench.memaslap(kernel, clients),
-							() => bench.memaslap(user, clients),
-						);
-					if (mixed && threads === 1) jobs.push(() => bench.run(node, 'text', clients, workload));
-				}
-				const fastJobs = clientCounts.flatMap(clients =>
-					(['text', 'memcached'] as const).map(protocol => async () => ({
-						...(await bench.run(fast, protocol, clients, workload)),
-						softirq: true,
-					})),
-				);
-				// The mixed workload at N threads also runs the closed-loop latency table, its servers still up.
-				const after =
-					mixed && threads === n
-						? async () => {
-								latency.push(...(await bench.latencyTable([kernel, 'text'], [user, 'memcached'])));
-								await inPlaceOf(kernel, fast, async () => {
-									latency.push(...(await bench.latencyTable([fast, 'text'])));
-								});
-							}
-						: undefined;
-				rows.push(...(await phase(bench.reps, servers, kernel, jobs, fast, fastJobs, after)));
-			}
-		}
-
-		// The open loop: udp_server at N threads (threads, then softirq=1 in its place) and memcached at its best
-		// setting of the get-heavy table, each offered 10%…120% of that memcached's closed-loop saturation, taking turns.
-		const openLoop: OpenPoint[] = [];
+		const { rows, latency } = await sameGuestRows(bench, kit, workloads, n);
 		const heavy = workloads.at(-1)!;
 		const saturation = memcachedSaturation(rows, heavy.name);
-		if (saturation) {
-			// Memory per entry was measured in the closed-loop phases.
-			const again = new ServerKit(guest, '127.0.0.1', modules);
-			const ours = again.ours(n, heavy);
-			const fast = again.oursSoftirq(n, heavy);
-			const servers = [ours, again.memcached(saturation.threads, heavy)];
-			const fractions = options.quick ? QUICK_OPEN_LOOP_FRACTIONS : OPEN_LOOP_FRACTIONS;
-			const offer = (server: Server, fraction: number) =>
-				bench.openLoop(server, Math.round(fraction * saturation.perSecond), fraction, heavy);
-			for (const one of servers) await one.start();
-			for (let rep = 0; rep < bench.reps; rep++) {
-				for (const fraction of fractions) {
-					for (const one of servers) openLoop.push(await offer(one, fraction));
-				}
-				await inPlaceOf(ours, fast, async () => {
-					for (const fraction of fractions) openLoop.push(await offer(fast, fraction));
-				});
-			}
-			for (const one of servers) await one.stop();
-		}
+		// Memory per entry was measured in the closed-loop phases: the open loop's servers start afresh without it.
+		const openLoop = saturation ? await openLoopPoints(bench, new ServerKit(guest, '127.0.0.1', modules), heavy, n, saturation) : [];
 
 		// The generator in lab b, the servers in this lab, over the labs' network.
 		await generatorReady;
