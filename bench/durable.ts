@@ -23,7 +23,7 @@ import { stopDaemon } from '../src/kvd-control.js';
 import { build, load, unload } from '../src/lifecycle.js';
 import { settings } from '../src/settings.js';
 import { chooseTarget, type Target } from '../src/targets.js';
-import { compileBenchProgram, compileLoadgen } from './kv-bench.js';
+import { compileBenchProgram, compileLoadgen } from './programs.js';
 
 const SECONDS = settings.benchSeconds;
 const ROUNDS = settings.benchRounds;

@@ -18,8 +18,11 @@
  *       (text requests, any reply counts); MIX: rw (50/50 insert/lookup),
  *       r (lookup), w (insert), rNN (NN% lookups, the rest inserts).
  *   loadgen preload [WORKLOAD] PORT PROTO insert every key once
- *   loadgen probe PORT PROTO SECONDS      wait until the server answers
+ *   loadgen probe [WORKLOAD] PORT PROTO SECONDS   wait until the server answers
+ *   loadgen stats [WORKLOAD] PORT PROTO   print the server's stats reply
  *   loadgen exec CMD [ARG...]             run CMD, measure it as a generator
+ *   loadgen watch IFACE SECONDS RUN       the server's side of a run of RUN
+ *                                         seconds from another guest (below)
  *   loadgen zipf KEYS THETA DRAWS         print how often the sampler picks
  *                                         the 10 hottest keys (for the tests)
  *
@@ -27,7 +30,11 @@
  * 5 digits), -z THETA (keys drawn with Zipf(THETA) by rank, key00000 the
  * hottest; default 0, uniform), -v MIN-MAX (each key's value has a length
  * of MIN to MAX bytes, the same for a key every time; default: 9-byte
- * values "valNNNNNN").
+ * values "valNNNNNN"), -a ADDR (the server's IPv4 address; default
+ * 127.0.0.1), -P (pad each text lookup with spaces to a third of its
+ * reply's length: udp_server answers a sender on another host with at most
+ * 3 times the request, PROTOCOL.md "Reflection and loops"; memcached-port
+ * replies here fit its one-datagram floor and are never padded).
  *
  * run and exec print one JSON line on stdout (exec after CMD's own output,
  * prefixed "LOADGEN "): the requests answered, lost and refused, the
@@ -48,6 +55,17 @@
  * that falls behind its schedule shows as latency too. WINDOW is ignored.
  * After SECONDS no more requests are sent; those in flight get LOST_AFTER
  * seconds to be answered, then count as lost.
+ *
+ * watch (in the server's guest while a generator in another guest runs):
+ * prints "ready", then samples every WATCH_INTERVAL the guest's idle time,
+ * the datagrams IFACE received and sent (/proc/net/dev) and the CPU time
+ * of the LOADGEN_SERVER threads. The run is the span of the samples in which
+ * datagrams arrived; watch ends QUIET_AFTER seconds after the last one, once
+ * datagrams have come for most of RUN seconds (a pause of the generator waiting for
+ * lost requests does not end it early), or after SECONDS, and prints the guest's busy and total CPU seconds over
+ * that span, its own CPU seconds (to be left out), the server threads' CPU
+ * seconds, the datagrams received and sent, and whether datagrams were
+ * already arriving when it started (then its figures miss the start).
  *
  * Matching replies: memcached frames carry a request ID. Our text protocol
  * does not, but each client's socket is served in order by one server
@@ -135,6 +153,9 @@ static unsigned int value_min, value_max;
 static char value_pattern[MAX_VALUE + 26];
 static double deadline;
 static const char *refusal_example;
+/* -a: the server's address (network byte order); -P: pad text lookups for the reflection bound. */
+static in_addr_t server_addr;
+static int pad_lookups;
 
 static double now(void)
 {
@@ -156,7 +177,7 @@ static int open_socket(void)
 	struct timeval timeout = { .tv_usec = 100000 };
 	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 
-	to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	to.sin_addr.s_addr = server_addr ? server_addr : htonl(INADDR_LOOPBACK);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&to, sizeof(to)) < 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout)) < 0)
 		die("loadgen: socket");
@@ -229,6 +250,35 @@ static const char *key_value(unsigned int key, unsigned int *len)
 	return value_pattern + key % 26;
 }
 
+/* Reflection bound (PROTOCOL.md): to another host a reply is at most 3x its request, or 32 bytes. */
+#define REFLECT_RATIO 3
+#define REFLECT_FLOOR 32
+
+/*
+ * With -P, pads a text lookup of `key` (n bytes in buf) with spaces so that
+ * its reply, "OK " + value + "\n", is within the reflection bound; returns
+ * the new length. A miss's reply is short: the padding is then wasted, not
+ * wrong.
+ */
+static int pad_lookup(char *buf, int n, unsigned int key)
+{
+	unsigned int vlen = 9, reply, want;
+
+	if (!pad_lookups)
+		return n;
+	if (value_max)
+		key_value(key, &vlen);
+	reply = 3 + vlen + 1;
+	if (reply <= REFLECT_FLOOR)
+		return n;
+	want = (reply + REFLECT_RATIO - 1) / REFLECT_RATIO;
+	if (want > MAX_MSG)
+		want = MAX_MSG;
+	while ((unsigned int)n < want)
+		buf[n++] = ' ';
+	return n;
+}
+
 /* One request into buf; returns its length. */
 static int format_request(char *buf, uint32_t rid, int insert, unsigned int key, unsigned int value)
 {
@@ -256,7 +306,7 @@ static int format_request(char *buf, uint32_t rid, int insert, unsigned int key,
 	}
 	if (insert)
 		return snprintf(buf, MAX_MSG, "insert key%0*u %.*s", key_width, key, (int)len, data);
-	return snprintf(buf, MAX_MSG, "lookup key%0*u", key_width, key);
+	return pad_lookup(buf, snprintf(buf, MAX_MSG, "lookup key%0*u", key_width, key), key);
 }
 
 static int pick_insert(struct client *c)
@@ -712,8 +762,17 @@ static int parse_workload(int argc, char **argv)
 	int opt;
 
 	optind = 2;
-	while ((opt = getopt(argc, argv, "+k:z:v:r:")) != -1) {
+	while ((opt = getopt(argc, argv, "+k:z:v:r:a:P")) != -1) {
 		switch (opt) {
+		case 'a':
+			if (inet_pton(AF_INET, optarg, &server_addr) != 1) {
+				fprintf(stderr, "loadgen: -a %s is not an IPv4 address\n", optarg);
+				exit(2);
+			}
+			break;
+		case 'P':
+			pad_lookups = 1;
+			break;
 		case 'r':
 			rate = atof(optarg);
 			break;
@@ -916,15 +975,15 @@ static int probe(int argc, char **argv)
 {
 	char req[MAX_MSG], reply[MAX_REPLY];
 	double end;
-	int fd;
+	int fd, arg = parse_workload(argc, argv);
 
-	if (argc != 5) {
-		fprintf(stderr, "usage: loadgen probe PORT PROTO SECONDS\n");
+	if (argc - arg != 3) {
+		fprintf(stderr, "usage: loadgen probe [WORKLOAD] PORT PROTO SECONDS\n");
 		return 2;
 	}
-	port = atoi(argv[2]);
-	proto = parse_proto(argv[3]);
-	end = now() + atof(argv[4]);
+	port = atoi(argv[arg]);
+	proto = parse_proto(argv[arg + 1]);
+	end = now() + atof(argv[arg + 2]);
 	fd = open_socket();
 	while (now() < end) {
 		int n = format_request(req, 0, 0, 0, 0);
@@ -933,8 +992,186 @@ static int probe(int argc, char **argv)
 			return 0;
 		usleep(100000);
 	}
-	fprintf(stderr, "loadgen: nothing answers on 127.0.0.1:%d\n", port);
+	fprintf(stderr, "loadgen: nothing answers on port %d\n", port);
 	return 1;
+}
+
+/*
+ * Sends "stats" and prints the reply: udp_server's one line, or memcached's
+ * "STAT name value" lines, which may take several datagrams (frame headers
+ * left out), up to its "END".
+ */
+static int stats(int argc, char **argv)
+{
+	char reply[65536];
+	int fd, n, arg = parse_workload(argc, argv);
+
+	if (argc - arg != 2) {
+		fprintf(stderr, "usage: loadgen stats [WORKLOAD] PORT PROTO\n");
+		return 2;
+	}
+	port = atoi(argv[arg]);
+	proto = parse_proto(argv[arg + 1]);
+	fd = open_socket();
+	if (proto == MC) {
+		static const char req[] = "\0\0\0\0\0\1\0\0stats\r\n";
+
+		if (send(fd, req, sizeof(req) - 1, 0) < 0)
+			die("loadgen: send");
+		while ((n = recv(fd, reply, sizeof(reply) - 1, 0)) > 8) {
+			reply[n] = '\0';
+			fputs(reply + 8, stdout);
+			if (n >= 13 && !memcmp(reply + n - 5, "END\r\n", 5))
+				return 0;
+		}
+	} else {
+		if (send(fd, "stats", 5, 0) < 0)
+			die("loadgen: send");
+		n = recv(fd, reply, sizeof(reply) - 1, 0);
+		if (n > 0) {
+			reply[n] = '\0';
+			fputs(reply, stdout);
+			return 0;
+		}
+	}
+	fprintf(stderr, "loadgen: no stats from port %d\n", port);
+	return 1;
+}
+
+/* Coarse on purpose: the sampler's own CPU competes with the server's (its edges are idle time, which does not count as busy). */
+#define WATCH_INTERVAL 0.1
+#define QUIET_AFTER 0.5
+/* Datagrams in one interval that make it part of the run (ARP and the like stay below). */
+#define WATCH_ACTIVE 4
+#define MAX_WATCHED 256
+
+/* The schedstat files of the LOADGEN_SERVER threads, found once. */
+static char *watched[MAX_WATCHED];
+static unsigned int nr_watched;
+
+static void find_server_threads(const char *prefix)
+{
+	struct dirent *p, *t;
+	char path[600], comm[64];
+	DIR *procs, *tasks;
+	FILE *f;
+
+	if (!prefix || !*prefix || !(procs = opendir("/proc")))
+		return;
+	while ((p = readdir(procs))) {
+		if (!isdigit((unsigned char)p->d_name[0]))
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/comm", p->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (!fgets(comm, sizeof(comm), f))
+			comm[0] = '\0';
+		fclose(f);
+		if (strncmp(comm, prefix, strlen(prefix)))
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/task", p->d_name);
+		tasks = opendir(path);
+		if (!tasks)
+			continue;
+		while ((t = readdir(tasks)) && nr_watched < MAX_WATCHED) {
+			if (!isdigit((unsigned char)t->d_name[0]))
+				continue;
+			snprintf(path, sizeof(path), "/proc/%s/task/%s/schedstat", p->d_name, t->d_name);
+			watched[nr_watched++] = strdup(path);
+		}
+		closedir(tasks);
+	}
+	closedir(procs);
+}
+
+struct sample {
+	double at, idle, server, own;
+	unsigned long long rx, tx;
+};
+
+static struct sample take_sample(const char *iface)
+{
+	struct sample s = { 0 };
+	unsigned long long v[5] = { 0 }, ns, skip;
+	char line[512], name[64];
+	unsigned int i;
+	FILE *f = fopen("/proc/stat", "r");
+
+	if (!f || fscanf(f, "cpu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4]) != 5)
+		die("loadgen: /proc/stat");
+	fclose(f);
+	s.at = now();
+	s.idle = (v[3] + v[4]) / (double)sysconf(_SC_CLK_TCK);
+	s.own = rusage_seconds(RUSAGE_SELF);
+	f = fopen("/proc/net/dev", "r");
+	if (!f)
+		die("loadgen: /proc/net/dev");
+	while (fgets(line, sizeof(line), f)) {
+		/* "  eth1: rx_bytes rx_packets 6 more  tx_bytes tx_packets ..." */
+		if (sscanf(line, " %63[^:]: %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", name, &skip, &s.rx, &skip,
+			   &skip, &skip, &skip, &skip, &skip, &skip, &s.tx) == 11 &&
+		    !strcmp(name, iface))
+			break;
+	}
+	fclose(f);
+	for (i = 0; i < nr_watched; i++) {
+		f = fopen(watched[i], "r");
+		if (!f)
+			continue;
+		if (fscanf(f, "%llu", &ns) == 1)
+			s.server += ns / 1e9;
+		fclose(f);
+	}
+	return s;
+}
+
+static int watch_server(int argc, char **argv)
+{
+	struct sample prev, cur, first = { 0 }, last = { 0 };
+	double end, quiet_since = 0, run_for;
+	int active = 0, late = 0, samples = 0;
+
+	if (argc != 5) {
+		fprintf(stderr, "usage: loadgen watch IFACE SECONDS RUN\n");
+		return 2;
+	}
+	run_for = atof(argv[4]);
+	find_server_threads(getenv("LOADGEN_SERVER"));
+	prev = take_sample(argv[2]);
+	end = prev.at + atof(argv[3]);
+	printf("ready\n");
+	for (;;) {
+		usleep(WATCH_INTERVAL * 1e6);
+		cur = take_sample(argv[2]);
+		samples++;
+		if (cur.rx - prev.rx >= WATCH_ACTIVE) {
+			if (!active) {
+				first = prev;
+				/* Datagrams before the first interval was over: the run began before "ready". */
+				late = samples == 1;
+			}
+			active = 1;
+			last = cur;
+			quiet_since = cur.at;
+		} else if (active && cur.at - quiet_since >= QUIET_AFTER && quiet_since - first.at >= 0.8 * run_for) {
+			break;
+		}
+		if (cur.at >= end)
+			break;
+		prev = cur;
+	}
+	if (!active)
+		first = last = cur;
+	{
+		double total = (last.at - first.at) * sysconf(_SC_NPROCESSORS_ONLN);
+
+		printf("{\"busy_s\":%.4f,\"total_s\":%.4f,\"watch_cpu_s\":%.4f,\"server_cpu_s\":%.4f,"
+		       "\"rx\":%llu,\"tx\":%llu,\"late\":%s}\n",
+		       total - (last.idle - first.idle), total, last.own - first.own, last.server - first.server, last.rx - first.rx,
+		       last.tx - first.tx, late ? "true" : "false");
+	}
+	return 0;
 }
 
 /* How often Zipf(THETA) draws each of the 10 hottest of KEYS keys, out of DRAWS: the tests check the sampler. */
@@ -1012,6 +1249,10 @@ int main(int argc, char **argv)
 		return probe(argc, argv);
 	if (argc > 1 && !strcmp(argv[1], "exec"))
 		return exec_command(argc, argv);
+	if (argc > 1 && !strcmp(argv[1], "stats"))
+		return stats(argc, argv);
+	if (argc > 1 && !strcmp(argv[1], "watch"))
+		return watch_server(argc, argv);
 	if (argc > 1 && !strcmp(argv[1], "zipf"))
 		return zipf_counts(argc, argv);
 	fprintf(stderr, "usage: loadgen run|probe|exec ... (see the comment at the top of bench/loadgen.c)\n");

@@ -18,10 +18,14 @@ import {
 	groupRows,
 	inFlight,
 	type LatencyPoint,
+	type MemoryPoint,
+	median,
 	perSecond,
+	placementOf,
 	type Row,
 	type Spread,
 	serverCpuPerRequest,
+	serverGuestBusy,
 	spread,
 	type Workload,
 } from './rows.js';
@@ -54,7 +58,9 @@ export interface Results {
 	/** When the run started (ISO 8601). */
 	date: string;
 	host: { cores: number; loadStart: number; loadEnd: number };
+	/** The servers' guest (lab a), and the generator's second lab (lab b; absent in runs before it). */
 	guest: GuestFacts;
+	generatorGuest?: GuestFacts;
 	quick: boolean;
 	/** Repetitions, seconds per row and repetition, requests in flight per client, the servers' threads in the latency table and open loop (the guest's CPUs). */
 	reps: number;
@@ -68,6 +74,8 @@ export interface Results {
 	openLoop: OpenPoint[];
 	/** memcached's closed-loop saturation (req/s) that the open loop's offered loads are shares of. */
 	saturation: number;
+	/** Memory per entry after the get-heavy keys were inserted (absent in runs before it). */
+	memory?: MemoryPoint[];
 }
 
 function fmt(value: number | undefined, digits = 0): string {
@@ -97,7 +105,9 @@ function figures(reps: Row[]) {
 		threadsCpu: of(serverCpuPerRequest),
 		inFlight: of(inFlight),
 		generator: of(row => row.gen_cpu_s / row.guest_total_s),
-		busy: of(row => row.guest_busy_s / row.guest_total_s),
+		busy: of(serverGuestBusy),
+		/** With the generator in lab b: lab b's busy share (the generator's guest). */
+		generatorBusy: of(row => row.guest_busy_s / row.guest_total_s),
 	};
 }
 
@@ -118,6 +128,7 @@ export function throughputTable(rows: Row[]): string {
 		'p99 µs (min–max):',
 		'p99.9 µs:',
 		'loss:',
+		'errors:',
 		'λ·W:',
 		'in flight:',
 		'baseline',
@@ -157,12 +168,13 @@ export function throughputTable(rows: Row[]): string {
 				fmtSpread(own.p99, 0, bound),
 				`${bound}${fmt(own.p999.median)}`,
 				`${fmt(sent ? (100 * lost) / sent : 0, 2)}%`,
+				fmt(reps.reduce((sum, rep) => sum + rep.refused, 0)),
 				fmt(own.inFlight.median, 1),
 				row.clients * row.window,
 				mcRow ? `memcached -t ${mcRow.threads}` : '',
 				ratio(own.perSecond.median, mc?.perSecond.median),
-				// softirq=1: its work is charged to the generator (see Row.softirq).
-				...(row.softirq
+				// softirq=1 in the same guest: its work is charged to the generator (see Row.softirq).
+				...(row.softirq && !row.serverSide
 					? Array<string>(6).fill('n/a')
 					: [
 							fmtSpread(own.cpu, 1),
@@ -178,6 +190,146 @@ export function throughputTable(rows: Row[]): string {
 				.join(' | ')
 				.replace(/^/, '| ')
 				.replace(/$/, ' |'),
+		);
+	}
+	return lines.join('\n');
+}
+
+/** "| a | b |" from cells. */
+function tableLine(cells: Array<string | number>): string {
+	return `| ${cells.join(' | ')} |`;
+}
+
+/** A header and its alignment line from headings; a heading that ends in ":" is a right-aligned number. */
+function tableHead(headings: string[]): string[] {
+	return [
+		tableLine(headings.map(heading => heading.replace(/:$/, ''))),
+		tableLine(headings.map(heading => (heading.endsWith(':') ? '---:' : '---'))),
+	];
+}
+
+/**
+ * The rows whose generator ran in lab b, each beside the same row with the
+ * generator in the same guest. CPU is lab a's busy time (less watch's own)
+ * over the requests answered, for every server, softirq=1 included.
+ * `÷ echo` sets a row's req/s against the bare echo's over the same
+ * network: near 1 the network (or the generator) binds, not the server;
+ * `lab a busy` and `lab b busy` say which guest, if any, ran out of CPU.
+ */
+export function twoLabTable(rows: Row[]): string {
+	const groups = groupRows(rows);
+	const remote = groups.filter(reps => placementOf(reps[0]!) === 'lab b');
+	const stats = new Map(groups.map(reps => [reps[0]!, figures(reps)]));
+	const find = (row: Row, test: (other: Row) => boolean) =>
+		groups
+			.map(reps => reps[0]!)
+			.find(other => other.workload === row.workload && other.threads === row.threads && other.clients === row.clients && test(other));
+	const lines = tableHead([
+		'workload',
+		'server',
+		'protocol',
+		'threads:',
+		'clients:',
+		'req/s (min–max):',
+		'p50 µs:',
+		'p99 µs (min–max):',
+		'loss:',
+		'errors:',
+		'λ·W:',
+		'baseline',
+		'÷ memcached:',
+		'÷ echo:',
+		'CPU µs/req, lab a (min–max):',
+		'CPU ÷ memcached:',
+		'CPU ÷ echo:',
+		'server threads µs/req:',
+		'same guest: req/s:',
+		'same guest: CPU µs/req:',
+		'lab a busy:',
+		'lab b busy:',
+	]);
+	for (const reps of remote) {
+		const row = reps[0]!;
+		const own = stats.get(row)!;
+		const mcRow = bestMemcached(groups, row)?.[0];
+		const mc = mcRow && mcRow !== row ? stats.get(mcRow) : undefined;
+		const echoRow = find(row, other => other.server === 'udp_echo' && placementOf(other) === 'lab b');
+		const echo = echoRow && echoRow !== row ? stats.get(echoRow) : undefined;
+		const localRow = find(
+			row,
+			other =>
+				other.server === row.server &&
+				other.protocol === row.protocol &&
+				other.generator === row.generator &&
+				placementOf(other) === 'same guest',
+		);
+		const local = localRow ? stats.get(localRow) : undefined;
+		const lost = reps.reduce((sum, rep) => sum + rep.lost, 0);
+		const sent = reps.reduce((sum, rep) => sum + rep.answered + rep.lost + rep.refused, 0);
+		const errors = reps.reduce((sum, rep) => sum + rep.refused, 0);
+		lines.push(
+			tableLine([
+				row.workload,
+				row.server,
+				row.protocol,
+				row.threads,
+				row.clients,
+				fmtSpread(own.perSecond),
+				fmt(own.p50.median),
+				fmtSpread(own.p99),
+				`${fmt(sent ? (100 * lost) / sent : 0, 2)}%`,
+				fmt(errors),
+				fmt(own.inFlight.median, 1),
+				mcRow ? `memcached -t ${mcRow.threads}` : '',
+				ratio(own.perSecond.median, mc?.perSecond.median),
+				ratio(own.perSecond.median, echo?.perSecond.median),
+				fmtSpread(own.cpu, 1),
+				ratio(own.cpu.median, mc?.cpu.median),
+				ratio(own.cpu.median, echo?.cpu.median),
+				fmt(own.threadsCpu.median, 1),
+				local ? fmt(local.perSecond.median) : '',
+				// The same guest's softirq=1 rows have no CPU figure of their own (see throughputTable).
+				local && !localRow?.softirq ? fmt(local.cpu.median, 1) : local ? 'n/a' : '',
+				`${fmt(100 * own.busy.median)}%`,
+				`${fmt(100 * own.generatorBusy.median)}%`,
+			]),
+		);
+	}
+	return lines.join('\n');
+}
+
+/**
+ * Memory per entry, udp_server beside memcached for the same keys and
+ * values: each server's own count, and what the guest lost to the table
+ * (udp_server: the kernel's Slab + VmallocUsed growth; memcached: its RSS
+ * growth), both divided by the entries the server reports.
+ */
+export function memoryTable(points: MemoryPoint[]): string {
+	const lines = tableHead([
+		'workload',
+		'server',
+		'threads:',
+		'entries:',
+		'own count, bytes/entry:',
+		'guest memory, bytes/entry:',
+		'guest memory read as',
+		'÷ memcached:',
+	]);
+	const perEntry = (point: MemoryPoint) => point.grownBytes / point.entries;
+	for (const point of points) {
+		const theirs = points.filter(other => other.server === 'memcached' && other.workload === point.workload);
+		const baseline = theirs.length ? median(theirs.map(perEntry)) : undefined;
+		lines.push(
+			tableLine([
+				point.workload,
+				point.server,
+				point.threads,
+				fmt(point.entries),
+				fmt(point.statsBytes / point.entries),
+				fmt(perEntry(point)),
+				point.grownHow,
+				point.server === 'memcached' ? '' : ratio(perEntry(point), baseline),
+			]),
 		);
 	}
 	return lines.join('\n');
@@ -278,6 +430,11 @@ export function renderTables(results: Results): string {
 		`commit: ${results.commit}${results.dirty ? ' with uncommitted changes' : ''}, run ${results.date}`,
 		`host: ${host.cores} cores shared with whatever else runs, load average ${fmt(host.loadStart, 1)} at the start, ${fmt(host.loadEnd, 1)} at the end`,
 		`guest: ${guest.cpus} vCPUs under QEMU TCG, kernel ${guest.kernel}, clocksource ${guest.clocksource}; perf stat -e instructions: ${guest.perf}`,
+		...(results.generatorGuest
+			? [
+					`lab b (the generator of the two-lab rows): ${results.generatorGuest.cpus} vCPUs, kernel ${results.generatorGuest.kernel}, clocksource ${results.generatorGuest.clocksource}`,
+				]
+			: []),
 		`load: loadgen (bench/loadgen.c) in the same guest over 127.0.0.1, ${window} requests in flight per client, ${reps} × ${seconds} s per row, the servers taking turns (every figure the median of the repetitions, with their range); λ·W: req/s × mean latency, the requests in flight by Little's law, beside the most loadgen keeps in flight`,
 		'',
 	];
@@ -287,7 +444,7 @@ export function renderTables(results: Results): string {
 		out.push(
 			`### Workload ${workload.name}: ${describeWorkload(workload)}${memaslap}`,
 			'',
-			throughputTable(results.rows.filter(row => row.workload === workload.name)),
+			throughputTable(results.rows.filter(row => row.workload === workload.name && placementOf(row) === 'same guest')),
 			'',
 		);
 	}
@@ -304,12 +461,33 @@ export function renderTables(results: Results): string {
 	out.push(
 		'### Open loop: latency against offered load',
 		'',
-		`loadgen -r: Poisson arrivals over 8 sockets at a share of memcached's closed-loop saturation in the ${heavy.name} table (${fmt(results.saturation)} req/s, its best setting), ${heavy.name} workload on the memcached protocol, latency from each request's scheduled send time; udp_server threads=${n} and memcached at that setting taking turns, ${reps} × ${seconds} s per point:`,
+		`loadgen -r: Poisson arrivals over 8 sockets at a share of memcached's closed-loop saturation in the ${heavy.name} table (${fmt(results.saturation)} req/s, its best setting), ${heavy.name} workload on the memcached protocol, latency from each request's scheduled send time; udp_server threads=${n} and memcached at that setting taking turns, then udp_server threads=${n} softirq=1 in udp_server's place, ${reps} × ${seconds} s per point:`,
 		'',
 		openLoopTable(results.openLoop),
 		'',
 	);
 	if (!results.quick) out.push(`![p50 and p99 against offered load](${SVGS.offered})`, '');
+	const remote = results.rows.filter(row => placementOf(row) === 'lab b');
+	if (remote.length) {
+		out.push(
+			'### Two labs: the generator in lab b, the servers in lab a',
+			'',
+			`loadgen in a second lab guest (lab b) over the labs' network (10.0.9.0/24, virtio-net between two QEMU guests; text lookups padded to the reflection bound), the servers in the bench lab (lab a) at its address there; ${window} requests in flight per client, ${reps} × ${seconds} s per row. CPU µs/req: lab a's busy time (wall × vCPUs − idle, /proc/stat) less its sampler's own, ÷ requests answered, for every row; errors: error replies (loadgen's refusals, e.g. "ERR pad to N"); the same-guest columns repeat that row's figures with the generator in lab a:`,
+			'',
+			twoLabTable(results.rows),
+			'',
+		);
+	}
+	if (results.memory?.length) {
+		out.push(
+			'### Memory per entry',
+			'',
+			'After the get-heavy keys were inserted (each server on its first start in that phase): its own count (udp_server: stats `bytes=`, what max_bytes charges; memcached: stats `bytes`) and what the guest lost to the table (udp_server: /proc/meminfo Slab + VmallocUsed growth; memcached: RSS growth), each ÷ the entries it reports:',
+			'',
+			memoryTable(results.memory),
+			'',
+		);
+	}
 	return out.join('\n');
 }
 

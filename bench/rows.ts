@@ -23,6 +23,26 @@ export interface Measured {
 }
 
 /**
+ * What `loadgen watch` saw in the server's guest while a generator in
+ * another guest ran a row: over the span in which datagrams arrived on its
+ * NIC, the guest's busy and total CPU seconds, watch's own CPU seconds, the
+ * server threads' CPU seconds, and the datagrams received and sent.
+ */
+export interface ServerSide {
+	busy_s: number;
+	total_s: number;
+	watch_cpu_s: number;
+	server_cpu_s: number;
+	rx: number;
+	tx: number;
+	/** Datagrams were arriving when watch started: its figures miss the start. */
+	late: boolean;
+}
+
+/** Where the generator ran: in the servers' guest (over 127.0.0.1), or in a second lab over the labs' network. */
+export type Placement = 'same guest' | 'lab b';
+
+/**
  * What the clients ask for. `mixed`: today's, 50/50 insert/lookup of 1 000
  * keys drawn uniformly, 9-byte values. `get-heavy`: 90/10 lookup/insert,
  * keys drawn by Zipf(0.99) rank, each key's value 32-1 000 bytes long
@@ -81,6 +101,14 @@ export interface Row extends Measured {
 	 * can be told apart from the generator's.
 	 */
 	softirq?: boolean;
+	/** Absent: 'same guest' (the results of runs before the second lab). */
+	placement?: Placement;
+	/** With the generator in lab b: the servers' guest's side of the row, which its CPU figures come from. */
+	serverSide?: ServerSide;
+}
+
+export function placementOf(row: Row): Placement {
+	return row.placement ?? 'same guest';
 }
 
 export interface LatencyPoint {
@@ -116,14 +144,35 @@ export function perSecond(row: Measured): number {
 	return row.answered / row.seconds;
 }
 
-/** CPU microseconds per request served, the generator's own time left out. */
-export function cpuPerRequest(row: Measured): number {
-	return ((row.guest_busy_s - row.gen_cpu_s) / row.answered) * 1e6;
+/**
+ * The requests a row's CPU time is divided by: those the generator counted
+ * answered; with the generator in lab b, the replies lab a sent over the
+ * span its CPU time covers (those to requests still in flight when loadgen
+ * stopped counting are in that span too).
+ */
+function served(row: Measured & { serverSide?: ServerSide }): number {
+	return row.serverSide?.tx || row.answered;
+}
+
+/**
+ * CPU microseconds per request served: the busy time of the servers' guest
+ * less the generator's own (in the same guest) or less watch's own (the
+ * generator in lab b), over the requests answered.
+ */
+export function cpuPerRequest(row: Measured & { serverSide?: ServerSide }): number {
+	const side = row.serverSide;
+	return ((side ? side.busy_s - side.watch_cpu_s : row.guest_busy_s - row.gen_cpu_s) / served(row)) * 1e6;
 }
 
 /** CPU microseconds of the server's own threads per request served. */
-export function serverCpuPerRequest(row: Measured): number {
-	return (row.server_cpu_s / row.answered) * 1e6;
+export function serverCpuPerRequest(row: Measured & { serverSide?: ServerSide }): number {
+	return ((row.serverSide?.server_cpu_s ?? row.server_cpu_s) / served(row)) * 1e6;
+}
+
+/** The share of the servers' guest that was busy during the row. */
+export function serverGuestBusy(row: Measured & { serverSide?: ServerSide }): number {
+	const side = row.serverSide;
+	return side ? side.busy_s / side.total_s : row.guest_busy_s / row.guest_total_s;
 }
 
 /**
@@ -137,7 +186,7 @@ export function inFlight(row: Measured): number {
 
 /** What names a row: every repetition of it has the same key. */
 export function rowKey(row: Row): string {
-	return [row.workload, row.generator, row.server, row.protocol, row.threads, row.clients].join('\u0000');
+	return [placementOf(row), row.workload, row.generator, row.server, row.protocol, row.threads, row.clients].join('\u0000');
 }
 
 /** The repetitions of one row, in the order the rows were first measured. */
@@ -152,7 +201,7 @@ export function groupRows(rows: Row[]): Row[][] {
 
 /**
  * The baseline of a row: of the memcached rows with the same workload,
- * generator and clients (any thread count), the one with the highest median req/s in this
+ * generator, placement and clients (any thread count), the one with the highest median req/s in this
  * run. memcached's UDP workers share one socket, so more threads can be
  * slower; comparing with the same thread count would flatter us.
  */
@@ -165,6 +214,7 @@ export function bestMemcached(groups: Row[][], row: Row): Row[] | undefined {
 			other.server !== 'memcached' ||
 			other.workload !== row.workload ||
 			other.generator !== row.generator ||
+			placementOf(other) !== placementOf(row) ||
 			other.clients !== row.clients
 		)
 			continue;
@@ -197,9 +247,30 @@ export function memcachedSaturation(rows: Row[], workload: Workload['name']): { 
 	let best: { perSecond: number; threads: number } | undefined;
 	for (const reps of groupRows(rows)) {
 		const row = reps[0]!;
-		if (row.server !== 'memcached' || row.generator !== 'loadgen' || row.workload !== workload) continue;
+		if (row.server !== 'memcached' || row.generator !== 'loadgen' || placementOf(row) !== 'same guest' || row.workload !== workload)
+			continue;
 		const rate = median(reps.map(perSecond));
 		if (!best || rate > best.perSecond) best = { perSecond: rate, threads: row.threads };
 	}
 	return best;
+}
+
+/**
+ * What a server's table of one workload takes, measured once its keys were
+ * inserted: its own count (udp_server's stats `bytes=`, what max_bytes
+ * charges; memcached's stats `bytes`) and what the guest lost to it
+ * (udp_server: the growth of the kernel's Slab and VmallocUsed in
+ * /proc/meminfo; memcached: its RSS growth), from before the keys to after.
+ */
+export interface MemoryPoint {
+	workload: Workload['name'];
+	server: string;
+	threads: number;
+	/** Entries the server says it holds. */
+	entries: number;
+	/** The server's own count of bytes for them. */
+	statsBytes: number;
+	/** What the guest lost to them, in bytes, and how that was read. */
+	grownBytes: number;
+	grownHow: string;
 }

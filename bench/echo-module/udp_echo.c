@@ -7,10 +7,13 @@
  * one port with SO_REUSEPORT; it only skips the work of parsing the request
  * and looking in a table. What udp_server costs above this is its own.
  *
- *   insmod udp_echo.ko port=3400 threads=2
+ *   insmod udp_echo.ko port=3400 threads=2 [bind=10.0.9.2]
  *
- * It answers anyone who can reach it with as many bytes as they sent, so it
- * binds to 127.0.0.1 only. Bench only: it is never installed.
+ * It answers anyone who can reach it with as many bytes as they sent (no
+ * amplification, but no other bound either), so it binds to 127.0.0.1
+ * unless told otherwise: the bench gives it a lab guest's address on the
+ * labs' private network for the rows whose generator is in another lab.
+ * Bench only: it is never installed.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -30,7 +33,11 @@
 
 static ushort port = 3400;
 module_param(port, ushort, 0444);
-MODULE_PARM_DESC(port, "UDP port on 127.0.0.1 (default 3400)");
+MODULE_PARM_DESC(port, "UDP port (default 3400)");
+
+static char *bind_addr = "127.0.0.1";
+module_param_named(bind, bind_addr, charp, 0444);
+MODULE_PARM_DESC(bind, "IPv4 address to listen on (default 127.0.0.1)");
 
 static uint threads;
 module_param(threads, uint, 0444);
@@ -77,13 +84,11 @@ static int echo_thread(void *data)
 	return 0;
 }
 
+static struct sockaddr_in listen_addr;
+
 static int open_socket(struct echo_worker *w)
 {
-	struct sockaddr_in addr = {
-		.sin_family = AF_INET,
-		.sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-		.sin_port = htons(port),
-	};
+	struct sockaddr_in addr = listen_addr;
 	int ret;
 
 	ret = sock_create_kern(&init_net, AF_INET, SOCK_DGRAM, IPPROTO_UDP,
@@ -119,6 +124,12 @@ static int __init udp_echo_init(void)
 			       ECHO_MAX_THREADS);
 	int ret;
 
+	listen_addr.sin_family = AF_INET;
+	listen_addr.sin_port = htons(port);
+	if (!bind_addr || !in4_pton(bind_addr, -1, (u8 *)&listen_addr.sin_addr.s_addr, '\0', NULL)) {
+		pr_err("bind=\"%s\" is not an IPv4 address\n", bind_addr ?: "");
+		return -EINVAL;
+	}
 	workers = kvcalloc(n, sizeof(*workers), GFP_KERNEL);
 	if (!workers)
 		return -ENOMEM;
@@ -127,7 +138,7 @@ static int __init udp_echo_init(void)
 
 		ret = open_socket(w);
 		if (ret) {
-			pr_err("cannot bind 127.0.0.1:%u: error %d\n", port, ret);
+			pr_err("cannot bind %pI4:%u: error %d\n", &listen_addr.sin_addr, port, ret);
 			goto fail;
 		}
 		w->thread = kthread_run(echo_thread, w, "udp_echo/%u",
@@ -138,7 +149,7 @@ static int __init udp_echo_init(void)
 			goto fail;
 		}
 	}
-	pr_info("echoing on 127.0.0.1:%u with %u threads\n", port, n);
+	pr_info("echoing on %pI4:%u with %u threads\n", &listen_addr.sin_addr, port, n);
 	return 0;
 
 fail:

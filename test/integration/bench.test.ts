@@ -1,6 +1,7 @@
 /**
  * `./run bench --quick` as CI runs it: a smoke test of the whole benchmark
- * (its lab, loadgen, the echo module, memcached, memaslap, the Node server).
+ * (its two labs, loadgen, the echo module, memcached, memaslap, the Node
+ * server).
  * It checks that every row is there with numbers in it, never how fast
  * anything is: the machine is shared and the guest emulated.
  */
@@ -62,7 +63,8 @@ function columns(stdout: string, first: string): Record<string, number> {
 
 test('./run bench --quick measures every row', async t => {
 	// About 2 minutes on a quiet host; the CI machine is shared.
-	t.timeout(420_000);
+	// With the second lab: 5.4 min with the host's load average at 10-20 (other guests on its 2 cores).
+	t.timeout(600_000);
 	const run = await execa(path.join(PROJECT_ROOT, 'run'), ['bench', '--quick', '--lab', LAB], { reject: false, all: true });
 	t.is(run.exitCode, 0, run.all);
 	const stdout = run.stdout;
@@ -77,9 +79,14 @@ test('./run bench --quick measures every row', async t => {
 		heavy.map(cells => cells.slice(0, 5).join(' ')).sort(),
 		[1, 2]
 			.flatMap(threads =>
-				['udp_server text', 'udp_server softirq text', 'udp_echo text', 'udp_server memcached', 'memcached memcached'].map(
-					server => `loadgen ${server} ${threads} 8`,
-				),
+				[
+					'udp_server text',
+					'udp_server softirq text',
+					'udp_echo text',
+					'udp_server memcached',
+					'udp_server softirq memcached',
+					'memcached memcached',
+				].map(server => `loadgen ${server} ${threads} 8`),
 			)
 			.sort(),
 	);
@@ -92,6 +99,7 @@ test('./run bench --quick measures every row', async t => {
 				`loadgen udp_server softirq text ${threads} ${clients}`,
 				`loadgen udp_echo text ${threads} ${clients}`,
 				`loadgen udp_server memcached ${threads} ${clients}`,
+				`loadgen udp_server softirq memcached ${threads} ${clients}`,
 				`loadgen memcached memcached ${threads} ${clients}`,
 				`memaslap udp_server memcached ${threads} ${clients}`,
 				`memaslap memcached memcached ${threads} ${clients}`,
@@ -125,15 +133,16 @@ test('./run bench --quick measures every row', async t => {
 		}
 		t.regex(at('generator CPU') ?? '', /^\d+%$/, `${name}: generator CPU share`);
 		t.regex(at('loss') ?? '', /^\d+\.\d\d%$/, `${name}: loss`);
+		t.regex(at('errors') ?? '', /^\d[\d ]*$/, `${name}: errors`);
 		// Compared with memcached at its best setting of this run, named.
 		t.regex(at('baseline') ?? '', /^memcached -t \d+$/, `${name}: baseline`);
 	}
 
-	// The open loop: udp_server and memcached, 2 offered loads each (--quick), p50 and p99 at each, and its plot.
-	const open = tableRows(section(stdout, '### Open loop'), /^(udp_server|memcached)$/);
+	// The open loop: udp_server, memcached and udp_server softirq=1, 2 offered loads each (--quick), p50 and p99 at each, and its plot.
+	const open = tableRows(section(stdout, '### Open loop'), /^(udp_server|memcached|udp_server softirq)$/);
 	t.deepEqual(
 		open.map(cells => `${cells[0]} ${cells[3]}`),
-		['udp_server', 'memcached'].flatMap(server => ['50%', '120%'].map(share => `${server} ${share}`)),
+		['udp_server', 'memcached', 'udp_server softirq'].flatMap(server => ['50%', '120%'].map(share => `${server} ${share}`)),
 	);
 	for (const cells of open) {
 		t.true(number(cells[2]) > 0, `open loop: offered ${cells[2]}`);
@@ -141,6 +150,44 @@ test('./run bench --quick measures every row', async t => {
 	}
 	const svg = await readFile(path.join(PROJECT_ROOT, '.lab/bench-open-loop-quick.svg'), 'utf8');
 	t.regex(svg, /^<svg[\s\S]*udp_server p99[\s\S]*memcached p50[\s\S]*<\/svg>\n$/);
+
+	// The generator in lab b (--quick: the get-heavy workload only): every row answered, no error replies
+	// (lookups padded to the reflection bound), and a CPU figure from lab a for every server, softirq=1 included.
+	const twoLabs = section(stdout, '### Two labs');
+	const remote = tableRows(twoLabs, /^get-heavy$/);
+	const two = columns(stdout, 'workload');
+	t.deepEqual(
+		remote.map(cells => `${cells[1]} ${cells[2]}`).sort(),
+		[
+			'udp_server text',
+			'udp_server memcached',
+			'memcached memcached',
+			'udp_echo text',
+			'udp_server softirq text',
+			'udp_server softirq memcached',
+		].sort(),
+	);
+	// udp_server and the echo at the guest's vCPUs, memcached at its best setting; the most clients.
+	for (const cells of remote) t.true(cells[1] === 'memcached' ? /^[12]$/.test(cells[3] ?? '') : cells[3] === '2', cells.join(' | '));
+	for (const cells of remote) t.is(cells[4], '8', cells.join(' | '));
+	for (const cells of remote) {
+		const name = cells.slice(1, 5).join(' ');
+		const at = (heading: string) => cells[two[heading] ?? -1];
+		t.true(number(at('req/s (min–max)')) > 0, `${name}: req/s ${at('req/s (min–max)')}`);
+		t.is(at('errors'), '0', `${name}: error replies`);
+		t.true(number(at('CPU µs/req, lab a (min–max)')) > 0, `${name}: CPU ${at('CPU µs/req, lab a (min–max)')}`);
+		t.regex(at('lab a busy') ?? '', /^\d+%$/, `${name}: lab a busy`);
+	}
+
+	// Memory per entry after the get-heavy keys (10 000 in --quick), udp_server and memcached at each thread count.
+	const memory = tableRows(section(stdout, '### Memory per entry'), /^get-heavy$/);
+	t.deepEqual(memory.map(cells => `${cells[1]} ${cells[2]} ${cells[3]}`).sort(), [
+		'memcached 1 10 000',
+		'memcached 2 10 000',
+		'udp_server 1 10 000',
+		'udp_server 2 10 000',
+	]);
+	for (const cells of memory) t.true(number(cells[4]) > 0 && number(cells[5]) > 0, cells.join(' | '));
 
 	const latency = tableRows(section(stdout, '### Closed-loop latency'), /^(udp_server|memcached|udp_server softirq)$/);
 	t.deepEqual(

@@ -3,7 +3,19 @@
  * ranges over repetitions, Little's law, rows grouped by what names them.
  */
 import test from 'ava';
-import { bestMemcached, groupRows, inFlight, median, memcachedSaturation, type Row, spread } from '../../bench/rows.js';
+import {
+	bestMemcached,
+	cpuPerRequest,
+	groupRows,
+	inFlight,
+	median,
+	memcachedSaturation,
+	placementOf,
+	type Row,
+	serverCpuPerRequest,
+	serverGuestBusy,
+	spread,
+} from '../../bench/rows.js';
 
 function row(server: string, clients: number, answered: number, mean_us = 100): Row {
 	return {
@@ -84,4 +96,32 @@ test("memcachedSaturation: memcached's highest median closed-loop req/s in that 
 	t.deepEqual(memcachedSaturation(rows, 'get-heavy'), { perSecond: 15_000, threads: 1 });
 	t.deepEqual(memcachedSaturation(rows, 'mixed'), { perSecond: 90_000, threads: 2 });
 	t.is(memcachedSaturation([], 'mixed'), undefined);
+});
+
+test("the two-lab rows: CPU from the servers' guest (less the sampler), grouped and compared apart from the same-guest rows", t => {
+	const serverSide = { busy_s: 0.9, total_s: 2, watch_cpu_s: 0.03, server_cpu_s: 0.3, rx: 6100, tx: 6000, late: false };
+	const remote: Row = { ...row('udp_server', 8, 6000), placement: 'lab b', serverSide };
+	// (0.9 − 0.03) s over the 6 000 replies lab a sent; the generator's own guest (gen_cpu_s, guest_busy_s) plays no part.
+	t.is(Math.round(cpuPerRequest(remote) * 10) / 10, 145);
+	t.is(Math.round(serverCpuPerRequest(remote) * 10) / 10, 50);
+	t.is(serverGuestBusy(remote), 0.45);
+	// The same row in the same guest: (1.5 − 0.5) s over 6 000.
+	t.is(Math.round(cpuPerRequest(row('udp_server', 8, 6000)) * 10) / 10, 166.7);
+	t.is(placementOf(row('udp_server', 8, 1)), 'same guest');
+	const mc = (answered: number, placement?: 'lab b') => ({ ...row('memcached', 8, answered), protocol: 'memcached' as const, placement });
+	const rows = [row('udp_server', 8, 1), remote, mc(9000), mc(3000, 'lab b')];
+	const groups = groupRows(rows);
+	t.is(groups.length, 4);
+	t.is(bestMemcached(groups, remote)?.[0]?.answered, 3000);
+	t.is(bestMemcached(groups, row('udp_server', 8, 1))?.[0]?.answered, 9000);
+	// The open loop's offered loads come from the same-guest rows only.
+	t.deepEqual(memcachedSaturation([mc(3000, 'lab b')], 'mixed'), undefined);
+});
+
+test("the two-lab rows divide by the replies lab a sent over the span of its CPU time, not by loadgen's count", t => {
+	const serverSide = { busy_s: 1, total_s: 2, watch_cpu_s: 0, server_cpu_s: 0.5, rx: 1000, tx: 1000, late: false };
+	// loadgen counted 900: 100 answers came after it stopped counting, but lab a's CPU time covers them.
+	const remote: Row = { ...row('udp_server', 8, 900), placement: 'lab b', serverSide };
+	t.is(cpuPerRequest(remote), 1000);
+	t.is(serverCpuPerRequest(remote), 500);
 });

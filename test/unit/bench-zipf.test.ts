@@ -6,7 +6,7 @@
 import test from 'ava';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { compileLoadgen } from '../../bench/kv-bench.js';
+import { compileLoadgen } from '../../bench/programs.js';
 
 const run = promisify(execFile);
 
