@@ -4,9 +4,10 @@
  * the host and runs it inside the lab guest, over the shared filesystem).
  *
  * CLIENTS closed-loop clients, each a connected UDP socket to 127.0.0.1:PORT
- * with up to WINDOW requests in flight. THREADS threads share the clients
- * (epoll); each sends a client's free window in one sendmmsg() and reads
- * what has arrived in one recvmmsg(). Latency is per request, from the
+ * (or one to each server of a pool, -s below) with up to WINDOW requests in
+ * flight. THREADS threads share the clients (epoll); each sends a client's
+ * free window in one sendmmsg() (one per socket in a pool) and reads what
+ * has arrived in one recvmmsg(). Latency is per request, from the
  * CLOCK_MONOTONIC reading taken just before the sendmmsg() that carried it
  * to the one taken after the recvmmsg() that carried its reply. (Not after
  * the send returns: the kernel may deliver the request, and a server in
@@ -25,6 +26,10 @@
  *                                         seconds from another guest (below)
  *   loadgen zipf KEYS THETA DRAWS         print how often the sampler picks
  *                                         the 10 hottest keys (for the tests)
+ *   loadgen ketama LIST < KEYS            print the index in LIST of each
+ *                                         key's ketama server (for the tests)
+ *
+ * PORT: the server's UDP port; with -s LIST (a pool, below) it is left out.
  *
  * WORKLOAD: -k KEYS (default 1000; keys key00000, key00001, ..., at least
  * 5 digits), -z THETA (keys drawn with Zipf(THETA) by rank, key00000 the
@@ -35,6 +40,17 @@
  * reply's length: udp_server answers a sender on another host with at most
  * 3 times the request, PROTOCOL.md "Reflection and loops"; memcached-port
  * replies here fit its one-datagram floor and are never padded).
+ *
+ * Pool: -s HOST:PORT,HOST:PORT,... (IPv4 addresses, at most MAX_SERVERS)
+ * takes the place of PORT and -a: each request goes to the server that
+ * libmemcached's ketama (MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED) gives its key,
+ * exactly as kvclient --servers places it (user-client/ketama.ts; the hosts
+ * are hashed as written, so give the same list). Each client then has one
+ * socket per server and tracks the requests in flight on each (its WINDOW,
+ * or MAX_SLOTS in the open loop, counts them all); preload inserts each
+ * key on its server, probe waits for every server, stats prints each
+ * server's after a line "server HOST:PORT". Each key's server is computed
+ * once at the start.
  *
  * run and exec print one JSON line on stdout (exec after CMD's own output,
  * prefixed "LOADGEN "): the requests answered, lost and refused, the
@@ -69,7 +85,8 @@
  *
  * Matching replies: memcached frames carry a request ID. Our text protocol
  * does not, but each client's socket is served in order by one server
- * thread, so a text reply answers the oldest request in flight. A request
+ * thread, so a text reply answers the oldest request in flight on that
+ * socket (in a pool, requests are numbered and matched per socket). A request
  * unanswered for LOST_AFTER seconds counts as lost; for text every request
  * in flight is then written off and the client gets a new socket, so a
  * late reply can never be taken for another one.

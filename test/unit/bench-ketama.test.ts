@@ -24,7 +24,7 @@ const list = (servers: PoolServer[]): string => servers.map(s => `${s.host}:${s.
 function keys(count: number): string[] {
 	return Array.from({ length: count }, (_, i) => {
 		if (i % 10 === 7) return `ключ-${i}`;
-		if (i % 10 === 3) return `user:${i}:${'x'.repeat(i % 140)}`;
+		if (i % 10 === 3) return `user:${i}:${'x'.repeat(i % 137)}`;
 		return `key${String(i).padStart(5, '0')}`;
 	});
 }
