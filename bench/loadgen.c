@@ -4,9 +4,10 @@
  * the host and runs it inside the lab guest, over the shared filesystem).
  *
  * CLIENTS closed-loop clients, each a connected UDP socket to 127.0.0.1:PORT
- * with up to WINDOW requests in flight. THREADS threads share the clients
- * (epoll); each sends a client's free window in one sendmmsg() and reads
- * what has arrived in one recvmmsg(). Latency is per request, from the
+ * (or one to each server of a pool, -s below) with up to WINDOW requests in
+ * flight. THREADS threads share the clients (epoll); each sends a client's
+ * free window in one sendmmsg() (one per socket in a pool) and reads what
+ * has arrived in one recvmmsg(). Latency is per request, from the
  * CLOCK_MONOTONIC reading taken just before the sendmmsg() that carried it
  * to the one taken after the recvmmsg() that carried its reply. (Not after
  * the send returns: the kernel may deliver the request, and a server in
@@ -25,6 +26,10 @@
  *                                         seconds from another guest (below)
  *   loadgen zipf KEYS THETA DRAWS         print how often the sampler picks
  *                                         the 10 hottest keys (for the tests)
+ *   loadgen ketama LIST < KEYS            print the index in LIST of each
+ *                                         key's ketama server (for the tests)
+ *
+ * PORT: the server's UDP port; with -s LIST (a pool, below) it is left out.
  *
  * WORKLOAD: -k KEYS (default 1000; keys key00000, key00001, ..., at least
  * 5 digits), -z THETA (keys drawn with Zipf(THETA) by rank, key00000 the
@@ -36,9 +41,21 @@
  * 3 times the request, PROTOCOL.md "Reflection and loops"; memcached-port
  * replies here fit its one-datagram floor and are never padded).
  *
+ * Pool: -s HOST:PORT,HOST:PORT,... (IPv4 addresses, at most MAX_SERVERS)
+ * takes the place of PORT and -a: each request goes to the server that
+ * libmemcached's ketama (MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED) gives its key,
+ * exactly as kvclient --servers places it (user-client/ketama.ts; the hosts
+ * are hashed as written, so give the same list). Each client then has one
+ * socket per server and tracks the requests in flight on each (its WINDOW,
+ * or MAX_SLOTS in the open loop, counts them all); preload inserts each
+ * key on its server, probe waits for every server, stats prints each
+ * server's after a line "server HOST:PORT". Each key's server is computed
+ * once at the start.
+ *
  * run and exec print one JSON line on stdout (exec after CMD's own output,
- * prefixed "LOADGEN "): the requests answered, lost and refused, the
- * latency percentiles in microseconds, the generator's CPU seconds
+ * prefixed "LOADGEN "): the requests answered, lost and refused (error
+ * replies), the text replies that came out of order (reordered: counted
+ * as answered; UDP keeps no order), the latency percentiles in microseconds, the generator's CPU seconds
  * (getrusage) and the whole guest's busy and total CPU seconds over the
  * same interval (total: vCPUs times wall time; busy: total less the idle
  * time of /proc/stat). With LOADGEN_SERVER=NAME in the environment it also
@@ -69,7 +86,8 @@
  *
  * Matching replies: memcached frames carry a request ID. Our text protocol
  * does not, but each client's socket is served in order by one server
- * thread, so a text reply answers the oldest request in flight. A request
+ * thread, so a text reply answers the oldest request in flight on that
+ * socket (in a pool, requests are numbered and matched per socket). A request
  * unanswered for LOST_AFTER seconds counts as lost; for text every request
  * in flight is then written off and the client gets a new socket, so a
  * late reply can never be taken for another one.
@@ -115,12 +133,18 @@ struct slot {
 	int insert;
 };
 
-struct client {
+/* One socket to one server, and the requests in flight on it. */
+struct conn {
 	int fd;
-	unsigned int id;
 	uint32_t next_rid;	/* the next request's number */
 	uint32_t oldest;	/* the oldest request in flight, or next_rid */
 	struct slot slots[MAX_SLOTS];
+};
+
+struct client {
+	unsigned int id;
+	/* nr_conns of them: one per server of the pool (-s), in its order, or the one server's. */
+	struct conn *conns;
 	uint64_t rng;
 };
 
@@ -128,7 +152,7 @@ struct worker {
 	pthread_t thread;
 	struct client *clients;
 	unsigned int n;
-	uint64_t answered, lost, refused, misses, sent;
+	uint64_t answered, lost, refused, reordered, misses, sent;
 	double latency_sum;
 	/* Open loop: this thread's share of the rate, its draws for the gaps, the next client. */
 	double rate;
@@ -157,6 +181,20 @@ static const char *refusal_example;
 static in_addr_t server_addr;
 static int pad_lookups;
 
+/* -s: a pool of servers, each key on the one ketama gives it (nr_servers 0: the one server at PORT). */
+#define MAX_SERVERS 64
+struct server {
+	char host[64];	/* as written: ketama hashes it */
+	int port;
+	struct sockaddr_in addr;
+};
+static struct server servers[MAX_SERVERS];
+static unsigned int nr_servers;
+/* Sockets a client has: one per server, or 1 without a pool. */
+static unsigned int nr_conns = 1;
+/* Each key's server, computed once. */
+static uint8_t *key_server;
+
 static double now(void)
 {
 	struct timespec ts;
@@ -171,13 +209,16 @@ static void die(const char *what)
 	exit(1);
 }
 
-static int open_socket(void)
+/* A socket connected to server `server` of the pool, or to the one server. */
+static int open_socket(unsigned int server)
 {
 	struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(port) };
 	struct timeval timeout = { .tv_usec = 100000 };
 	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 
 	to.sin_addr.s_addr = server_addr ? server_addr : htonl(INADDR_LOOPBACK);
+	if (nr_servers)
+		to = servers[server].addr;
 	if (fd < 0 || connect(fd, (struct sockaddr *)&to, sizeof(to)) < 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout)) < 0)
 		die("loadgen: socket");
@@ -196,6 +237,217 @@ static uint64_t next_random(uint64_t *state)
 static double uniform(uint64_t *state)
 {
 	return (next_random(state) >> 11) * 0x1.0p-53;
+}
+
+/*
+ * MD5 (RFC 1321), for ketama: the digest as its four little-endian 32-bit
+ * words, which are ketama's four points (and word 0 a key's hash).
+ */
+static const uint32_t md5_sines[64] = {
+	0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a, 0xa8304613, 0xfd469501,
+	0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be, 0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821,
+	0xf61e2562, 0xc040b340, 0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
+	0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed, 0xa9e3e905, 0xfcefa3f8, 0x676f02d9, 0x8d2a4c8a,
+	0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c, 0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70,
+	0x289b7ec6, 0xeaa127fa, 0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
+	0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92, 0xffeff47d, 0x85845dd1,
+	0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1, 0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391,
+};
+static const uint8_t md5_shifts[16] = { 7, 12, 17, 22, 5, 9, 14, 20, 4, 11, 16, 23, 6, 10, 15, 21 };
+
+static void md5_block(uint32_t h[4], const uint8_t *block)
+{
+	uint32_t m[16], a = h[0], b = h[1], c = h[2], d = h[3];
+	unsigned int i;
+
+	for (i = 0; i < 16; i++)
+		m[i] = block[4 * i] | block[4 * i + 1] << 8 | block[4 * i + 2] << 16 | (uint32_t)block[4 * i + 3] << 24;
+	for (i = 0; i < 64; i++) {
+		uint32_t f, g, shift = md5_shifts[i / 16 * 4 + i % 4];
+
+		if (i < 16) {
+			f = (b & c) | (~b & d);
+			g = i;
+		} else if (i < 32) {
+			f = (d & b) | (~d & c);
+			g = (5 * i + 1) % 16;
+		} else if (i < 48) {
+			f = b ^ c ^ d;
+			g = (3 * i + 5) % 16;
+		} else {
+			f = c ^ (b | ~d);
+			g = 7 * i % 16;
+		}
+		f += a + md5_sines[i] + m[g];
+		a = d;
+		d = c;
+		c = b;
+		b += f << shift | f >> (32 - shift);
+	}
+	h[0] += a;
+	h[1] += b;
+	h[2] += c;
+	h[3] += d;
+}
+
+static void md5(const void *data, size_t len, uint32_t h[4])
+{
+	const uint8_t *p = data;
+	uint8_t tail[128] = { 0 };
+	uint64_t bits = (uint64_t)len * 8;
+	size_t rest, end, i;
+
+	h[0] = 0x67452301;
+	h[1] = 0xefcdab89;
+	h[2] = 0x98badcfe;
+	h[3] = 0x10325476;
+	for (; len >= 64; p += 64, len -= 64)
+		md5_block(h, p);
+	/* The last bytes, 0x80, zeros up to 8 bytes short of a block, the length in bits. */
+	rest = len;
+	memcpy(tail, p, rest);
+	tail[rest] = 0x80;
+	end = rest < 56 ? 64 : 128;
+	for (i = 0; i < 8; i++)
+		tail[end - 8 + i] = bits >> (8 * i);
+	md5_block(h, tail);
+	if (end == 128)
+		md5_block(h, tail + 64);
+}
+
+/*
+ * Ketama as libmemcached places keys (MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED,
+ * equal weights), exactly as user-client/ketama.ts: each server gets
+ * floor(1/n * 160 / 4 * n + 1e-10) * 4 points, computed in floats (so 156
+ * for 25 servers), 4 from each MD5 of "HOST:PORT-N" ("HOST-N" on port
+ * 11211), N from 0; a key goes to the first point at or after the first 4
+ * bytes of its MD5, little-endian, wrapping to the first; points of equal
+ * value in the servers' order.
+ */
+#define MEMCACHED_DEFAULT_PORT 11211
+#define POINTS_PER_SERVER 160
+
+struct point {
+	uint32_t value;
+	unsigned int server;
+};
+
+static struct point *points;
+static unsigned int nr_points;
+
+static int point_order(const void *a, const void *b)
+{
+	const struct point *x = a, *y = b;
+
+	if (x->value != y->value)
+		return x->value < y->value ? -1 : 1;
+	return x->server < y->server ? -1 : x->server > y->server;
+}
+
+static void ketama_setup(void)
+{
+	float pct = 1.0f / (float)nr_servers;
+	unsigned int per = (unsigned int)floorf(pct * POINTS_PER_SERVER / 4 * (float)nr_servers + 1e-10f) * 4;
+	unsigned int server, n, i;
+
+	points = malloc((size_t)nr_servers * per * sizeof(*points));
+	if (!points)
+		die("loadgen: malloc");
+	nr_points = 0;
+	for (server = 0; server < nr_servers; server++) {
+		for (n = 0; n < per / 4; n++) {
+			struct server *s = &servers[server];
+			char name[96];
+			uint32_t h[4];
+			int len;
+
+			if (s->port == MEMCACHED_DEFAULT_PORT)
+				len = snprintf(name, sizeof(name), "%s-%u", s->host, n);
+			else
+				len = snprintf(name, sizeof(name), "%s:%d-%u", s->host, s->port, n);
+			md5(name, len, h);
+			for (i = 0; i < 4; i++)
+				points[nr_points++] = (struct point){ h[i], server };
+		}
+	}
+	qsort(points, nr_points, sizeof(*points), point_order);
+}
+
+/* The server ketama gives a key of `len` bytes. */
+static unsigned int ketama_server(const char *key, size_t len)
+{
+	unsigned int low = 0, high = nr_points;
+	uint32_t h[4];
+
+	if (nr_servers == 1)
+		return 0;
+	md5(key, len, h);
+	while (low < high) {
+		unsigned int middle = low + (high - low) / 2;
+
+		if (points[middle].value < h[0])
+			low = middle + 1;
+		else
+			high = middle;
+	}
+	return points[high < nr_points ? high : 0].server;
+}
+
+/*
+ * Parses -s HOST:PORT,HOST:PORT,... into servers[]. HOST is an IPv4
+ * address when `need_addr` (the sockets connect to it); the ketama
+ * subcommand only hashes it, so any name does there.
+ */
+static void parse_servers(const char *list, int need_addr)
+{
+	const char *p = list;
+
+	nr_servers = 0;
+	while (*p) {
+		struct server *s = &servers[nr_servers];
+		const char *comma = strchr(p, ','), *colon;
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+		unsigned int i;
+		char *end;
+		long n;
+
+		colon = memrchr(p, ':', len);
+		if (nr_servers == MAX_SERVERS || !colon || colon == p || (size_t)(colon - p) >= sizeof(s->host)) {
+			fprintf(stderr, "loadgen: -s %s: each server HOST:PORT, at most %d of them\n", list, MAX_SERVERS);
+			exit(2);
+		}
+		memcpy(s->host, p, colon - p);
+		s->host[colon - p] = '\0';
+		n = strtol(colon + 1, &end, 10);
+		if (end != p + len || n < 1 || n > 65535) {
+			fprintf(stderr, "loadgen: -s %s: %.*s has no port from 1 to 65535\n", list, (int)len, p);
+			exit(2);
+		}
+		s->port = n;
+		s->addr = (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = htons(n) };
+		if (need_addr && inet_pton(AF_INET, s->host, &s->addr.sin_addr) != 1) {
+			fprintf(stderr, "loadgen: -s: %s is not an IPv4 address\n", s->host);
+			exit(2);
+		}
+		for (i = 0; i < nr_servers; i++) {
+			if (servers[i].port == s->port && !strcmp(servers[i].host, s->host)) {
+				fprintf(stderr, "loadgen: -s: %s:%d is listed twice\n", s->host, s->port);
+				exit(2);
+			}
+		}
+		nr_servers++;
+		p += len + !!comma;
+		if (comma && !*p) {
+			fprintf(stderr, "loadgen: -s %s ends in a comma\n", list);
+			exit(2);
+		}
+	}
+	if (!nr_servers) {
+		fprintf(stderr, "loadgen: -s needs HOST:PORT,HOST:PORT,...\n");
+		exit(2);
+	}
+	nr_conns = nr_servers;
+	ketama_setup();
 }
 
 /*
@@ -318,46 +570,83 @@ static int pick_insert(struct client *c)
 	return next_random(&c->rng) % 100 >= read_percent;
 }
 
-/* Sends the client's free window in one sendmmsg(). */
+/* The server of the pool that holds `key` (0 without a pool). */
+static unsigned int server_of(unsigned int key)
+{
+	return nr_servers ? key_server[key] : 0;
+}
+
+/* The client's requests in flight, on all its sockets. */
+static uint32_t in_flight(const struct client *c)
+{
+	uint32_t busy = 0;
+	unsigned int i;
+
+	for (i = 0; i < nr_conns; i++)
+		busy += c->conns[i].next_rid - c->conns[i].oldest;
+	return busy;
+}
+
+/*
+ * Sends the client's free window: one sendmmsg() per socket, which is one
+ * in all without a pool. In a pool each request goes to its key's server,
+ * numbered in that socket's order.
+ */
 static void fill_window(struct worker *w, struct client *c)
 {
 	static __thread char bufs[MAX_WINDOW][MAX_MSG];
-	struct mmsghdr msgs[MAX_WINDOW];
+	struct mmsghdr msgs[MAX_WINDOW], batch[MAX_WINDOW];
 	struct iovec iovs[MAX_WINDOW];
-	int inserts[MAX_WINDOW];
-	int k = 0, sent, i;
+	int inserts[MAX_WINDOW], which[MAX_WINDOW];
+	unsigned int to[MAX_WINDOW], queued[MAX_SERVERS] = { 0 }, server;
+	uint32_t busy = in_flight(c);
+	int k = 0, sent, i, n;
 	double t;
 
-	while (c->next_rid + k - c->oldest < (uint32_t)window) {
-		uint32_t rid = c->next_rid + k;
+	while (busy + k < (uint32_t)window) {
+		unsigned int key;
+		uint32_t rid;
 
 		inserts[k] = pick_insert(c);
+		key = pick_key(&c->rng);
+		to[k] = server_of(key);
+		rid = c->conns[to[k]].next_rid + queued[to[k]]++;
 		iovs[k].iov_base = bufs[k];
-		iovs[k].iov_len = format_request(bufs[k], rid, inserts[k], pick_key(&c->rng), rid);
+		iovs[k].iov_len = format_request(bufs[k], rid, inserts[k], key, rid);
 		memset(&msgs[k], 0, sizeof(msgs[k]));
 		msgs[k].msg_hdr.msg_iov = &iovs[k];
 		msgs[k].msg_hdr.msg_iovlen = 1;
 		k++;
 	}
-	if (!k)
-		return;
-	/* Before the send: its delivery (and maybe the reply) happens inside it. */
-	t = now();
-	sent = sendmmsg(c->fd, msgs, k, 0);
-	if (sent < 0) {
-		if (errno == EAGAIN || errno == ENOBUFS || errno == ECONNREFUSED)
-			return;	/* tried again on the next turn */
-		die("loadgen: sendmmsg");
-	}
-	for (i = 0; i < sent; i++) {
-		struct slot *s = &c->slots[(c->next_rid + i) % window];
+	for (server = 0; server < nr_conns; server++) {
+		struct conn *cn = &c->conns[server];
 
-		s->sent = t;
-		s->busy = 1;
-		s->insert = inserts[i];
+		for (i = 0, n = 0; i < k; i++) {
+			if (to[i] == server) {
+				batch[n] = msgs[i];
+				which[n++] = i;
+			}
+		}
+		if (!n)
+			continue;
+		/* Before the send: its delivery (and maybe the reply) happens inside it. */
+		t = now();
+		sent = sendmmsg(cn->fd, batch, n, 0);
+		if (sent < 0) {
+			if (errno == EAGAIN || errno == ENOBUFS || errno == ECONNREFUSED)
+				continue;	/* tried again on the next turn */
+			die("loadgen: sendmmsg");
+		}
+		for (i = 0; i < sent; i++) {
+			struct slot *s = &cn->slots[(cn->next_rid + i) % window];
+
+			s->sent = t;
+			s->busy = 1;
+			s->insert = inserts[which[i]];
+		}
+		cn->next_rid += sent;
+		w->sent += sent;
 	}
-	c->next_rid += sent;
-	w->sent += sent;
 }
 
 static void record(struct worker *w, double latency)
@@ -367,6 +656,24 @@ static void record(struct worker *w, double latency)
 	w->hist[us < HIST_US ? us : HIST_US]++;
 	w->latency_sum += latency;
 	w->answered++;
+}
+
+/*
+ * Whether a reply is an error: ERR (text), ERROR, CLIENT_ERROR or
+ * SERVER_ERROR (memcached).
+ */
+static int reply_error(const char *data, int n)
+{
+	const char *body = proto == MC ? data + 8 : data;
+	int len = proto == MC ? n - 8 : n;
+
+	if (proto == TEXT)
+		return len >= 3 && !memcmp(body, "ERR", 3);
+	if (proto == MC)
+		return (len >= 5 && !memcmp(body, "ERROR", 5)) ||
+		       (len >= 12 && !memcmp(body, "CLIENT_ERROR", 12)) ||
+		       (len >= 12 && !memcmp(body, "SERVER_ERROR", 12));
+	return 0;
 }
 
 /* Whether a reply is the answer to a request of this kind (and not an error). */
@@ -411,13 +718,13 @@ static void refused(struct worker *w, const char *data, int n)
 }
 
 /* Moves `oldest` past the requests that are answered. */
-static void advance(struct client *c)
+static void advance(struct conn *c)
 {
 	while (c->oldest != c->next_rid && !c->slots[c->oldest % window].busy)
 		c->oldest++;
 }
 
-static void receive(struct worker *w, struct client *c)
+static void receive(struct worker *w, struct conn *c)
 {
 	static __thread char bufs[MAX_WINDOW][MAX_REPLY];
 	struct mmsghdr msgs[MAX_WINDOW];
@@ -463,16 +770,28 @@ static void receive(struct worker *w, struct client *c)
 		if (!s->busy)
 			continue;
 		s->busy = 0;
-		if (reply_ok(bufs[i], n, s->insert, w))
+		/*
+		 * A text reply is matched by its order on the socket. A good
+		 * answer to a request of the other kind is a reply that came
+		 * in out of order (UDP keeps no order: loopback's per-CPU
+		 * backlogs, a NIC's queues); it is counted apart, not as an
+		 * error, and stands for an answer.
+		 */
+		if (reply_ok(bufs[i], n, s->insert, w)) {
 			record(w, t - s->sent);
-		else
+		} else if (proto == TEXT && !reply_error(bufs[i], n) &&
+			   reply_ok(bufs[i], n, !s->insert, w)) {
+			w->reordered++;
+			record(w, t - s->sent);
+		} else {
 			refused(w, bufs[i], n);
+		}
 		advance(c);
 	}
 }
 
-/* Writes off requests unanswered for LOST_AFTER seconds. */
-static void expire(struct worker *w, struct client *c, double t)
+/* Writes off requests unanswered for LOST_AFTER seconds on the socket to server `server`. */
+static void expire(struct worker *w, struct conn *c, unsigned int server, double t)
 {
 	if (c->oldest == c->next_rid || t - c->slots[c->oldest % window].sent < LOST_AFTER)
 		return;
@@ -484,7 +803,7 @@ static void expire(struct worker *w, struct client *c, double t)
 			c->slots[c->oldest % window].busy = 0;
 		}
 		close(c->fd);
-		c->fd = open_socket();
+		c->fd = open_socket(server);
 		return;
 	}
 	while (c->oldest != c->next_rid && t - c->slots[c->oldest % window].sent >= LOST_AFTER) {
@@ -502,23 +821,27 @@ static void send_due(struct worker *w, double due)
 
 	for (tries = 0; tries < w->n; tries++) {
 		struct client *c = &w->clients[w->turn++ % w->n];
+		unsigned int key;
+		struct conn *cn;
 		int insert, n;
 		struct slot *s;
 
-		if (c->next_rid - c->oldest >= (uint32_t)window)
+		if (in_flight(c) >= (uint32_t)window)
 			continue;
 		insert = pick_insert(c);
-		n = format_request(buf, c->next_rid, insert, pick_key(&c->rng), c->next_rid);
-		if (send(c->fd, buf, n, 0) != n) {
+		key = pick_key(&c->rng);
+		cn = &c->conns[server_of(key)];
+		n = format_request(buf, cn->next_rid, insert, key, cn->next_rid);
+		if (send(cn->fd, buf, n, 0) != n) {
 			if (errno == EAGAIN || errno == ENOBUFS || errno == ECONNREFUSED)
 				break;	/* it did not leave: lost */
 			die("loadgen: send");
 		}
-		s = &c->slots[c->next_rid % window];
+		s = &cn->slots[cn->next_rid % window];
 		s->sent = due;
 		s->busy = 1;
 		s->insert = insert;
-		c->next_rid++;
+		cn->next_rid++;
 		w->sent++;
 		return;
 	}
@@ -531,12 +854,19 @@ static double next_gap(struct worker *w)
 	return -log(1 - uniform(&w->rng)) / w->rate;
 }
 
-static void watch(int ep, struct worker *w, unsigned int i)
+/* Adds client i's socket to server `server` to the epoll set, as i * nr_conns + server. */
+static void watch(int ep, struct worker *w, unsigned int i, unsigned int server)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = i };
+	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = i * nr_conns + server };
 
-	if (epoll_ctl(ep, EPOLL_CTL_ADD, w->clients[i].fd, &ev) < 0)
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, w->clients[i].conns[server].fd, &ev) < 0)
 		die("loadgen: epoll_ctl");
+}
+
+/* Reads the replies on the socket an epoll event is for. */
+static void receive_event(struct worker *w, const struct epoll_event *ev)
+{
+	receive(w, &w->clients[ev->data.u32 / nr_conns].conns[ev->data.u32 % nr_conns]);
 }
 
 /* Waits for replies until `until` at the latest, and reads them. */
@@ -557,21 +887,31 @@ static void wait_replies(int ep, struct worker *w, double until)
 	if (ready < 0 && errno != EINTR)
 		die("loadgen: epoll_pwait2");
 	for (j = 0; j < ready; j++)
-		receive(w, &w->clients[events[j].data.u32]);
+		receive_event(w, &events[j]);
 }
 
-/* Writes off what expired, opening a new socket where expire() did. */
+/* Writes off what expired on client i's sockets, watching a new socket where expire() opened one. */
+static void expire_client(int ep, struct worker *w, unsigned int i, double t)
+{
+	unsigned int server;
+
+	for (server = 0; server < nr_conns; server++) {
+		struct conn *cn = &w->clients[i].conns[server];
+		int fd = cn->fd;
+
+		expire(w, cn, server, t);
+		if (cn->fd != fd)
+			watch(ep, w, i, server);
+	}
+}
+
+/* Writes off what expired, on every client. */
 static void expire_all(int ep, struct worker *w, double t)
 {
 	unsigned int i;
 
-	for (i = 0; i < w->n; i++) {
-		int fd = w->clients[i].fd;
-
-		expire(w, &w->clients[i], t);
-		if (w->clients[i].fd != fd)
-			watch(ep, w, i);
-	}
+	for (i = 0; i < w->n; i++)
+		expire_client(ep, w, i, t);
 }
 
 /* The open loop: requests leave on their schedule; replies are read in between. */
@@ -598,13 +938,13 @@ static void open_loop(int ep, struct worker *w)
 		int waiting = 0;
 
 		for (i = 0; i < w->n; i++)
-			waiting |= w->clients[i].oldest != w->clients[i].next_rid;
+			waiting |= in_flight(&w->clients[i]) != 0;
 		if (!waiting || now() >= deadline + LOST_AFTER)
 			break;
 		wait_replies(ep, w, now() + 0.01);
 	}
-	for (i = 0; i < w->n; i++) {
-		struct client *c = &w->clients[i];
+	for (i = 0; i < w->n * nr_conns; i++) {
+		struct conn *c = &w->clients[i / nr_conns].conns[i % nr_conns];
 
 		for (; c->oldest != c->next_rid; c->oldest++)
 			w->lost += c->slots[c->oldest % window].busy;
@@ -620,8 +960,8 @@ static void *work(void *arg)
 
 	if (ep < 0)
 		die("loadgen: epoll_create1");
-	for (i = 0; i < w->n; i++)
-		watch(ep, w, i);
+	for (i = 0; i < w->n * nr_conns; i++)
+		watch(ep, w, i / nr_conns, i % nr_conns);
 	if (rate > 0) {
 		open_loop(ep, w);
 		close(ep);
@@ -634,22 +974,14 @@ static void *work(void *arg)
 		if (t >= deadline)
 			break;
 		for (i = 0; i < w->n; i++) {
-			int fd = w->clients[i].fd;
-
-			expire(w, &w->clients[i], t);
-			if (w->clients[i].fd != fd) {
-				struct epoll_event ev = { .events = EPOLLIN, .data.u32 = i };
-
-				if (epoll_ctl(ep, EPOLL_CTL_ADD, w->clients[i].fd, &ev) < 0)
-					die("loadgen: epoll_ctl");
-			}
+			expire_client(ep, w, i, t);
 			fill_window(w, &w->clients[i]);
 		}
 		ready = epoll_wait(ep, events, 64, 100);
 		if (ready < 0 && errno != EINTR)
 			die("loadgen: epoll_wait");
 		for (j = 0; j < ready; j++)
-			receive(w, &w->clients[events[j].data.u32]);
+			receive_event(w, &events[j]);
 	}
 	close(ep);
 	return NULL;
@@ -752,9 +1084,23 @@ static void print_cpu(double gen, struct cpu a, struct cpu b)
 	       total - (b.idle - a.idle), total, b.server - a.server);
 }
 
+/* Each key's server in the pool, once: the MD5 of "keyNNNNN" on every request would be the generator's time. */
+static void place_keys(void)
+{
+	char name[32];
+	unsigned int key;
+
+	key_server = malloc(keys);
+	if (!key_server)
+		die("loadgen: malloc");
+	for (key = 0; key < keys; key++)
+		key_server[key] = ketama_server(name, snprintf(name, sizeof(name), "key%0*u", key_width, key));
+}
+
 /*
- * The WORKLOAD options after the subcommand (-k KEYS, -z THETA, -v MIN-MAX);
- * returns the index of the first positional argument.
+ * The WORKLOAD options after the subcommand (-k KEYS, -z THETA, -v MIN-MAX,
+ * -s LIST, ...); returns the index of the first positional argument, which
+ * is PORT unless -s gave a pool.
  */
 static int parse_workload(int argc, char **argv)
 {
@@ -762,8 +1108,11 @@ static int parse_workload(int argc, char **argv)
 	int opt;
 
 	optind = 2;
-	while ((opt = getopt(argc, argv, "+k:z:v:r:a:P")) != -1) {
+	while ((opt = getopt(argc, argv, "+k:z:v:r:a:Ps:")) != -1) {
 		switch (opt) {
+		case 's':
+			parse_servers(optarg, 1);
+			break;
 		case 'a':
 			if (inet_pton(AF_INET, optarg, &server_addr) != 1) {
 				fprintf(stderr, "loadgen: -a %s is not an IPv4 address\n", optarg);
@@ -790,6 +1139,10 @@ static int parse_workload(int argc, char **argv)
 			exit(2);
 		}
 	}
+	if (nr_servers && server_addr) {
+		fprintf(stderr, "loadgen: -s names the servers' addresses: no -a with it\n");
+		exit(2);
+	}
 	if (!keys || keys > 100000000 || theta < 0 || rate < 0 ||
 	    (value_max && (value_min < 1 || value_min > value_max || value_max > MAX_VALUE))) {
 		fprintf(stderr, "loadgen: bad workload (-k 1..1e8, -z >= 0, -v MIN-MAX within 1-%d)\n", MAX_VALUE);
@@ -801,7 +1154,30 @@ static int parse_workload(int argc, char **argv)
 		value_pattern[i] = 'a' + i % 26;
 	if (theta > 0)
 		zipf_setup();
+	if (nr_servers)
+		place_keys();
 	return optind;
+}
+
+/* PORT, the first positional argument at argv[arg], unless -s gave a pool; returns the next one's index. */
+static int parse_port(int argc, char **argv, int arg)
+{
+	if (nr_servers || arg >= argc)
+		return arg;
+	port = atoi(argv[arg]);
+	return arg + 1;
+}
+
+/* How the messages name server `server`: "port PORT" without a pool. */
+static const char *server_name(unsigned int server)
+{
+	static char name[96];
+
+	if (nr_servers)
+		snprintf(name, sizeof(name), "%s:%d", servers[server].host, servers[server].port);
+	else
+		snprintf(name, sizeof(name), "port %d", port);
+	return name;
 }
 
 static int parse_proto(const char *s)
@@ -819,31 +1195,28 @@ static int parse_proto(const char *s)
 /*
  * Inserts every key once, so that lookups hit: PRELOAD_BATCH requests at a
  * time, the batch sent again until as many replies came back (an insert
- * done twice does no harm).
+ * done twice does no harm). In a pool, each server its own keys, one
+ * server after the other.
  */
 #define PRELOAD_BATCH 32
-static int preload(int argc, char **argv)
+static int preload_server(unsigned int server)
 {
 	char req[MAX_MSG], reply[MAX_REPLY];
-	unsigned int first;
-	int fd, arg = parse_workload(argc, argv);
+	unsigned int next = 0;
+	int fd = open_socket(server);
 
-	if (argc - arg != 2) {
-		fprintf(stderr, "usage: loadgen preload [WORKLOAD] PORT PROTO\n");
-		return 2;
-	}
-	port = atoi(argv[arg]);
-	proto = parse_proto(argv[arg + 1]);
-	fd = open_socket();
-	for (first = 0; first < keys; first += PRELOAD_BATCH) {
-		unsigned int key, count = keys - first < PRELOAD_BATCH ? keys - first : PRELOAD_BATCH;
+	while (next < keys) {
+		unsigned int batch[PRELOAD_BATCH], count = 0, i;
 		int tries;
 
-		for (tries = 0; tries < 20; tries++) {
+		for (; next < keys && count < PRELOAD_BATCH; next++)
+			if (server_of(next) == server)
+				batch[count++] = next;
+		for (tries = 0; tries < 20 && count; tries++) {
 			unsigned int got = 0;
 
-			for (key = first; key < first + count; key++) {
-				int n = format_request(req, key, 1, key, key);
+			for (i = 0; i < count; i++) {
+				int n = format_request(req, batch[i], 1, batch[i], batch[i]);
 
 				if (send(fd, req, n, 0) != n)
 					break;
@@ -854,7 +1227,7 @@ static int preload(int argc, char **argv)
 				break;
 		}
 		if (tries == 20) {
-			fprintf(stderr, "loadgen: no answer from port %d while inserting the keys\n", port);
+			fprintf(stderr, "loadgen: no answer from %s while inserting the keys\n", server_name(server));
 			return 1;
 		}
 	}
@@ -862,25 +1235,41 @@ static int preload(int argc, char **argv)
 	return 0;
 }
 
+static int preload(int argc, char **argv)
+{
+	unsigned int server;
+	int arg = parse_port(argc, argv, parse_workload(argc, argv));
+
+	if (argc - arg != 1) {
+		fprintf(stderr, "usage: loadgen preload [WORKLOAD] PORT|-s LIST PROTO\n");
+		return 2;
+	}
+	proto = parse_proto(argv[arg]);
+	for (server = 0; server < nr_conns; server++)
+		if (preload_server(server))
+			return 1;
+	return 0;
+}
+
 static int run(int argc, char **argv)
 {
 	unsigned int clients, threads, i, c;
 	struct worker *workers;
-	uint64_t answered = 0, lost = 0, refusals = 0, misses = 0, sent = 0, seen = 0;
+	uint64_t answered = 0, lost = 0, refusals = 0, reordered = 0, misses = 0, sent = 0, seen = 0;
 	uint64_t p50 = 0, p99 = 0, p999 = 0;
 	double sum = 0, started, elapsed, gen0;
 	struct cpu cpu0, cpu1;
 	uint32_t *hist;
 	long nproc = sysconf(_SC_NPROCESSORS_ONLN);
-	int arg = parse_workload(argc, argv);
+	int arg = parse_port(argc, argv, parse_workload(argc, argv));
 
-	if (argc - arg < 6) {
-		fprintf(stderr, "usage: loadgen run [WORKLOAD] PORT PROTO MIX CLIENTS WINDOW SECONDS [THREADS]\n");
+	if (argc - arg < 5) {
+		fprintf(stderr, "usage: loadgen run [WORKLOAD] PORT|-s LIST PROTO MIX CLIENTS WINDOW SECONDS [THREADS]\n");
 		return 2;
 	}
-	argv += arg - 2;
-	argc -= arg - 2;
-	port = atoi(argv[2]);
+	/* PROTO to argv[3] (argv[2] was PORT). */
+	argv += arg - 3;
+	argc -= arg - 3;
 	proto = parse_proto(argv[3]);
 	mix = !strcmp(argv[4], "r") ? READ : !strcmp(argv[4], "w") ? WRITE : RW;
 	if (argv[4][0] == 'r' && isdigit((unsigned char)argv[4][1])) {
@@ -911,7 +1300,13 @@ static int run(int argc, char **argv)
 		if (!w->clients || !w->hist)
 			die("loadgen: calloc");
 		for (j = 0; j < w->n; j++, c++) {
-			w->clients[j].fd = open_socket();
+			unsigned int server;
+
+			w->clients[j].conns = calloc(nr_conns, sizeof(*w->clients[j].conns));
+			if (!w->clients[j].conns)
+				die("loadgen: calloc");
+			for (server = 0; server < nr_conns; server++)
+				w->clients[j].conns[server].fd = open_socket(server);
 			w->clients[j].id = c;
 			w->clients[j].rng = 0x9e3779b97f4a7c15ULL * (c + 1) + getpid();
 		}
@@ -941,6 +1336,7 @@ static int run(int argc, char **argv)
 		answered += w->answered;
 		lost += w->lost;
 		refusals += w->refused;
+		reordered += w->reordered;
 		misses += w->misses;
 		sent += w->sent;
 		sum += w->latency_sum;
@@ -961,58 +1357,63 @@ static int run(int argc, char **argv)
 		fprintf(stderr, "loadgen: %llu replies were refusals, e.g. \"%s\"\n", (unsigned long long)refusals,
 			refusal_example);
 	printf("{\"offered\":%.1f,", rate);
-	printf("\"answered\":%llu,\"sent\":%llu,\"lost\":%llu,\"refused\":%llu,\"misses\":%llu,\"seconds\":%.3f,",
+	printf("\"answered\":%llu,\"sent\":%llu,\"lost\":%llu,\"refused\":%llu,\"reordered\":%llu,\"misses\":%llu,\"seconds\":%.3f,",
 	       (unsigned long long)answered, (unsigned long long)sent, (unsigned long long)lost,
-	       (unsigned long long)refusals, (unsigned long long)misses, elapsed);
+	       (unsigned long long)refusals, (unsigned long long)reordered, (unsigned long long)misses, elapsed);
 	printf("\"mean_us\":%.1f,\"p50_us\":%llu,\"p99_us\":%llu,\"p999_us\":%llu,", answered ? sum / answered * 1e6 : 0,
 	       (unsigned long long)p50, (unsigned long long)p99, (unsigned long long)p999);
 	print_cpu(gen0, cpu0, cpu1);
 	return 0;
 }
 
-/* Sends one request every 100 ms until one is answered. */
+/* Sends one request every 100 ms until one is answered; in a pool, to each server in turn, within the same SECONDS. */
 static int probe(int argc, char **argv)
 {
 	char req[MAX_MSG], reply[MAX_REPLY];
+	unsigned int server;
 	double end;
-	int fd, arg = parse_workload(argc, argv);
+	int fd, arg = parse_port(argc, argv, parse_workload(argc, argv));
 
-	if (argc - arg != 3) {
-		fprintf(stderr, "usage: loadgen probe [WORKLOAD] PORT PROTO SECONDS\n");
+	if (argc - arg != 2) {
+		fprintf(stderr, "usage: loadgen probe [WORKLOAD] PORT|-s LIST PROTO SECONDS\n");
 		return 2;
 	}
-	port = atoi(argv[arg]);
-	proto = parse_proto(argv[arg + 1]);
-	end = now() + atof(argv[arg + 2]);
-	fd = open_socket();
-	while (now() < end) {
-		int n = format_request(req, 0, 0, 0, 0);
+	proto = parse_proto(argv[arg]);
+	end = now() + atof(argv[arg + 1]);
+	for (server = 0; server < nr_conns; server++) {
+		int answered = 0;
 
-		if (send(fd, req, n, 0) == n && recv(fd, reply, sizeof(reply), 0) > 0)
-			return 0;
-		usleep(100000);
+		fd = open_socket(server);
+		while (!answered && now() < end) {
+			int n = format_request(req, 0, 0, 0, 0);
+
+			if (send(fd, req, n, 0) == n && recv(fd, reply, sizeof(reply), 0) > 0)
+				answered = 1;
+			else
+				usleep(100000);
+		}
+		close(fd);
+		if (!answered) {
+			fprintf(stderr, "loadgen: nothing answers on %s\n", server_name(server));
+			return 1;
+		}
 	}
-	fprintf(stderr, "loadgen: nothing answers on port %d\n", port);
-	return 1;
+	return 0;
 }
 
 /*
  * Sends "stats" and prints the reply: udp_server's one line, or memcached's
  * "STAT name value" lines, which may take several datagrams (frame headers
- * left out), up to its "END".
+ * left out), up to its "END". In a pool, each server's, after a line
+ * "server HOST:PORT".
  */
-static int stats(int argc, char **argv)
+static int stats_server(unsigned int server)
 {
 	char reply[65536];
-	int fd, n, arg = parse_workload(argc, argv);
+	int n, fd = open_socket(server);
 
-	if (argc - arg != 2) {
-		fprintf(stderr, "usage: loadgen stats [WORKLOAD] PORT PROTO\n");
-		return 2;
-	}
-	port = atoi(argv[arg]);
-	proto = parse_proto(argv[arg + 1]);
-	fd = open_socket();
+	if (nr_servers)
+		printf("server %s\n", server_name(server));
 	if (proto == MC) {
 		static const char req[] = "\0\0\0\0\0\1\0\0stats\r\n";
 
@@ -1021,8 +1422,10 @@ static int stats(int argc, char **argv)
 		while ((n = recv(fd, reply, sizeof(reply) - 1, 0)) > 8) {
 			reply[n] = '\0';
 			fputs(reply + 8, stdout);
-			if (n >= 13 && !memcmp(reply + n - 5, "END\r\n", 5))
+			if (n >= 13 && !memcmp(reply + n - 5, "END\r\n", 5)) {
+				close(fd);
 				return 0;
+			}
 		}
 	} else {
 		if (send(fd, "stats", 5, 0) < 0)
@@ -1031,11 +1434,28 @@ static int stats(int argc, char **argv)
 		if (n > 0) {
 			reply[n] = '\0';
 			fputs(reply, stdout);
+			close(fd);
 			return 0;
 		}
 	}
-	fprintf(stderr, "loadgen: no stats from port %d\n", port);
+	fprintf(stderr, "loadgen: no stats from %s\n", server_name(server));
 	return 1;
+}
+
+static int stats(int argc, char **argv)
+{
+	unsigned int server;
+	int arg = parse_port(argc, argv, parse_workload(argc, argv));
+
+	if (argc - arg != 1) {
+		fprintf(stderr, "usage: loadgen stats [WORKLOAD] PORT|-s LIST PROTO\n");
+		return 2;
+	}
+	proto = parse_proto(argv[arg]);
+	for (server = 0; server < nr_conns; server++)
+		if (stats_server(server))
+			return 1;
+	return 0;
 }
 
 /* Coarse on purpose: the sampler's own CPU competes with the server's (its edges are idle time, which does not count as busy). */
@@ -1205,6 +1625,28 @@ static int zipf_counts(int argc, char **argv)
 	return 0;
 }
 
+/* The index in LIST of the server ketama gives each key, a line of stdin each: the tests check the placement. */
+static int ketama_places(int argc, char **argv)
+{
+	char *line = NULL;
+	size_t size = 0;
+	ssize_t len;
+
+	if (argc != 3) {
+		fprintf(stderr, "usage: loadgen ketama HOST:PORT,HOST:PORT,... < KEYS\n");
+		return 2;
+	}
+	parse_servers(argv[2], 0);
+	setvbuf(stdout, NULL, _IOFBF, 1 << 16);
+	while ((len = getline(&line, &size, stdin)) >= 0) {
+		if (len && line[len - 1] == '\n')
+			len--;
+		printf("%u\n", ketama_server(line, len));
+	}
+	free(line);
+	return 0;
+}
+
 /* Runs a command (another generator) and measures it as run measures itself. */
 static int exec_command(int argc, char **argv)
 {
@@ -1255,6 +1697,8 @@ int main(int argc, char **argv)
 		return watch_server(argc, argv);
 	if (argc > 1 && !strcmp(argv[1], "zipf"))
 		return zipf_counts(argc, argv);
+	if (argc > 1 && !strcmp(argv[1], "ketama"))
+		return ketama_places(argc, argv);
 	fprintf(stderr, "usage: loadgen run|probe|exec ... (see the comment at the top of bench/loadgen.c)\n");
 	return 2;
 }

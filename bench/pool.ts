@@ -89,7 +89,9 @@ function table(samples: Record<number, Sample[]>): string {
 		const lost = runs.reduce((sum, sample) => sum + sample.lost, 0);
 		return `| ${count} | ${fmt(m)} | ${fmt(Math.min(...rates))}–${fmt(Math.max(...rates))} | ${(m / one).toFixed(2)}× | ${lost} |`;
 	});
-	return ['| servers | req/s (median) | range | ÷ one server | lost (all runs) |', '| ---: | ---: | ---: | ---: | ---: |', ...rows].join('\n');
+	return ['| servers | req/s (median) | range | ÷ one server | lost (all runs) |', '| ---: | ---: | ---: | ---: | ---: |', ...rows].join(
+		'\n',
+	);
 }
 
 const started = new Date();
@@ -99,7 +101,12 @@ await run(['shell', '--lab', GENERATOR, '--', 'true']);
 const servers = await addresses();
 if (servers.length !== 3) throw new Error(`expected 3 pool addresses, got ${servers.join(', ')}`);
 const binary = await compileLoadgen();
-const lists = [1, 2, 3].map(count => servers.slice(0, count).map(address => `${address}:${MC_PORT}`).join(','));
+const lists = [1, 2, 3].map(count =>
+	servers
+		.slice(0, count)
+		.map(address => `${address}:${MC_PORT}`)
+		.join(','),
+);
 const samples: Record<number, Sample[]> = { 1: [], 2: [], 3: [] };
 try {
 	for (const list of lists) await preload(binary, list);

@@ -126,7 +126,9 @@ static int __init udp_echo_init(void)
 
 	listen_addr.sin_family = AF_INET;
 	listen_addr.sin_port = htons(port);
-	if (!bind_addr || !in4_pton(bind_addr, -1, (u8 *)&listen_addr.sin_addr.s_addr, '\0', NULL)) {
+	if (!bind_addr ||
+	    !in4_pton(bind_addr, -1, (u8 *)&listen_addr.sin_addr.s_addr, '\0',
+		      NULL)) {
 		pr_err("bind=\"%s\" is not an IPv4 address\n", bind_addr ?: "");
 		return -EINVAL;
 	}

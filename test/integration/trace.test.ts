@@ -23,10 +23,10 @@ function counts(csv: string): Record<string, number> {
 	return out;
 }
 
-labTest("perf lists udp_server's three tracepoints and counts exactly the requests and drops sent", async t => {
+labTest("perf lists udp_server's four tracepoints and counts exactly the requests and drops sent", async t => {
 	await loadServer(t, ['port=3000']);
 	const listed = await guest(t, "perf list 'udp_server:*' 2>&1");
-	for (const event of ['request', 'drop', 'commit']) t.regex(listed, new RegExp(`udp_server:${event}\\b`));
+	for (const event of ['request', 'drop', 'commit', 'send']) t.regex(listed, new RegExp(`udp_server:${event}\\b`));
 
 	// 40 lookups and a HELLO are requests; 6 datagrams that look like replies are dropped (a loop).
 	const send = [
