@@ -31,9 +31,9 @@
  * waiting for the thread (a pipelining client would read its own write
  * undone), so the hook counts, per bucket of senders, the datagrams it
  * queued that the thread has not finished (kudp_fast_done()); a request
- * from a sender whose bucket is not empty is queued behind them. The hook queues
- * every datagram it does not answer itself, so the count is exact: the
- * socket gets the hook before it is bound.
+ * from a sender whose bucket is not empty is queued behind them. The hook
+ * queues every datagram it does not answer itself, so the count is exact:
+ * the socket gets the hook before it is bound.
  *
  * Each CPU has its own request and reply buffers: softirqs do not nest on
  * a CPU. The unload takes the hooks off and waits for the softirqs inside
