@@ -62,7 +62,20 @@ export class Bench {
 
 	async run(server: Server, protocol: Protocol, clients: number, workload: Workload): Promise<Row> {
 		const measured = await this.guest.loadgen_(this.rowArgs(server, protocol, clients, workload), this.seconds, server.comm);
-		const row: Row = {
+		const row = this.loadgenRow(measured, server, protocol, clients, workload);
+		logRow(row);
+		return row;
+	}
+
+	/** A row of loadgen's figures: what was measured, and against what. */
+	loadgenRow(
+		measured: Awaited<ReturnType<BenchGuest['loadgen_']>>,
+		server: Server,
+		protocol: Protocol,
+		clients: number,
+		workload: Workload,
+	): Row {
+		return {
 			...measured,
 			workload: workload.name,
 			server: server.name,
@@ -72,8 +85,6 @@ export class Bench {
 			generator: 'loadgen',
 			window: this.window,
 		};
-		logRow(row);
-		return row;
 	}
 
 	/**

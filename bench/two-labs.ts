@@ -52,18 +52,7 @@ async function remoteRun(
 	);
 	const serverSide = await watch.result;
 	if (serverSide.late) log.warn(`${server.name}: lab a's watch started after the row's first datagrams; its CPU figures miss them`);
-	const row: Row = {
-		...measured,
-		workload: workload.name,
-		server: server.name,
-		protocol: protocol === 'memcached' ? 'memcached' : 'text',
-		threads: server.threads,
-		clients,
-		generator: 'loadgen',
-		window: bench.window,
-		placement: 'lab b',
-		serverSide,
-	};
+	const row: Row = { ...bench.loadgenRow(measured, server, protocol, clients, workload), placement: 'lab b', serverSide };
 	logRow(row);
 	return row;
 }
