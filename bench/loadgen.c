@@ -999,20 +999,23 @@ struct cpu {
  * server's threads also carry the loopback delivery of the replies they
  * send.
  */
-static double server_seconds(const char *prefix)
+/*
+ * Calls @fn with the path of /proc/PID/task/TID/schedstat of every thread of
+ * the processes named @prefix*, until it returns nonzero. Returns -1 when
+ * /proc cannot be read.
+ */
+static int for_each_thread_of(const char *prefix, int (*fn)(const char *schedstat, void *arg), void *arg)
 {
-	unsigned long long total = 0, ns;
 	struct dirent *p, *t;
 	char path[600], comm[64];
 	DIR *procs, *tasks;
 	FILE *f;
+	int stop = 0;
 
-	if (!prefix || !*prefix)
-		return 0;
 	procs = opendir("/proc");
 	if (!procs)
-		die("loadgen: /proc");
-	while ((p = readdir(procs))) {
+		return -1;
+	while (!stop && (p = readdir(procs))) {
 		if (!isdigit((unsigned char)p->d_name[0]))
 			continue;
 		snprintf(path, sizeof(path), "/proc/%s/comm", p->d_name);
@@ -1028,20 +1031,39 @@ static double server_seconds(const char *prefix)
 		tasks = opendir(path);
 		if (!tasks)
 			continue;
-		while ((t = readdir(tasks))) {
+		while (!stop && (t = readdir(tasks))) {
 			if (!isdigit((unsigned char)t->d_name[0]))
 				continue;
 			snprintf(path, sizeof(path), "/proc/%s/task/%s/schedstat", p->d_name, t->d_name);
-			f = fopen(path, "r");
-			if (!f)
-				continue;
-			if (fscanf(f, "%llu", &ns) == 1)
-				total += ns;
-			fclose(f);
+			stop = fn(path, arg);
 		}
 		closedir(tasks);
 	}
 	closedir(procs);
+	return 0;
+}
+
+static int add_schedstat(const char *schedstat, void *arg)
+{
+	unsigned long long *total = arg, ns;
+	FILE *f = fopen(schedstat, "r");
+
+	if (!f)
+		return 0;
+	if (fscanf(f, "%llu", &ns) == 1)
+		*total += ns;
+	fclose(f);
+	return 0;
+}
+
+static double server_seconds(const char *prefix)
+{
+	unsigned long long total = 0;
+
+	if (!prefix || !*prefix)
+		return 0;
+	if (for_each_thread_of(prefix, add_schedstat, &total) < 0)
+		die("loadgen: /proc");
 	return total / 1e9;
 }
 
@@ -1469,40 +1491,17 @@ static int stats(int argc, char **argv)
 static char *watched[MAX_WATCHED];
 static unsigned int nr_watched;
 
+static int watch_thread(const char *schedstat, void *arg)
+{
+	(void)arg;
+	watched[nr_watched++] = strdup(schedstat);
+	return nr_watched == MAX_WATCHED;
+}
+
 static void find_server_threads(const char *prefix)
 {
-	struct dirent *p, *t;
-	char path[600], comm[64];
-	DIR *procs, *tasks;
-	FILE *f;
-
-	if (!prefix || !*prefix || !(procs = opendir("/proc")))
-		return;
-	while ((p = readdir(procs))) {
-		if (!isdigit((unsigned char)p->d_name[0]))
-			continue;
-		snprintf(path, sizeof(path), "/proc/%s/comm", p->d_name);
-		f = fopen(path, "r");
-		if (!f)
-			continue;
-		if (!fgets(comm, sizeof(comm), f))
-			comm[0] = '\0';
-		fclose(f);
-		if (strncmp(comm, prefix, strlen(prefix)))
-			continue;
-		snprintf(path, sizeof(path), "/proc/%s/task", p->d_name);
-		tasks = opendir(path);
-		if (!tasks)
-			continue;
-		while ((t = readdir(tasks)) && nr_watched < MAX_WATCHED) {
-			if (!isdigit((unsigned char)t->d_name[0]))
-				continue;
-			snprintf(path, sizeof(path), "/proc/%s/task/%s/schedstat", p->d_name, t->d_name);
-			watched[nr_watched++] = strdup(path);
-		}
-		closedir(tasks);
-	}
-	closedir(procs);
+	if (prefix && *prefix)
+		for_each_thread_of(prefix, watch_thread, NULL);
 }
 
 struct sample {
