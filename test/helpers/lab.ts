@@ -338,6 +338,15 @@ export async function loadClient(t: ExecutionContext<LabContext>, params: string
 	return load(t.context.target, t.context.client, { name: 'udp_client', params });
 }
 
+/** How often the server's threads have gone to sleep and been woken: their voluntary context switches. */
+export async function serverThreadWakeups(t: ExecutionContext<LabContext>): Promise<number> {
+	const out = await guest(
+		t,
+		`for p in $(pgrep '^udp_server/'); do grep '^voluntary_ctxt_switches' /proc/$p/status; done | awk '{ s += $2 } END { print s }'`,
+	);
+	return Number(out.trim());
+}
+
 /** Runs a shell command in the guest; fails the test on a non-zero exit. */
 export async function guest(t: ExecutionContext<LabContext>, script: string, timeoutMs = 60_000): Promise<string> {
 	const result = await t.context.target.exec(['sh', '-c', script], { timeoutMs });

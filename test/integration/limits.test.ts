@@ -8,7 +8,7 @@ import type { ExecutionContext } from 'ava';
 import path from 'node:path';
 import { PROJECT_ROOT } from '../../src/modules.js';
 import { request } from '../../user-client/client.js';
-import { guest, labTest, loadServer, useLab, waitForLog, type LabContext } from '../helpers/lab.js';
+import { guest, labTest, loadServer, serverThreadWakeups, useLab, waitForLog, type LabContext } from '../helpers/lab.js';
 import { reflectBound } from '../helpers/protocol-model.js';
 
 useLab(import.meta.url);
@@ -125,17 +125,10 @@ labTest("softirq=1: changes made in the receive softirq stop exactly at max_byte
 			'max_entries=4194304',
 			'history=64',
 		]);
-		const wakeups = async () =>
-			Number(
-				await guest(
-					t,
-					"for p in $(pgrep '^udp_server/'); do grep '^voluntary_ctxt_switches' /proc/$p/status; done | awk '{ s += $2 } END { print s }'",
-				),
-			);
-		const before = await wakeups();
+		const before = await serverThreadWakeups(t);
 		const out = await guest(t, `python3 ${TOOL} fill 127.0.0.1 3000 key 100000`, 600_000);
 		const [, stored, reply] = /^stored (\d+) reply (\S+)$/m.exec(out) ?? [];
-		const woke = (await wakeups()) - before;
+		const woke = (await serverThreadWakeups(t)) - before;
 		const charged = Number(/bytes=(\d+)/.exec(await guest(t, 'echo stats | nc -u -w1 127.0.0.1 3000'))?.[1]);
 		const slabBytes = Number(/^slab_unreclaimable (\d+)$/m.exec(await guest(t, `cat ${cgroup}/memory.stat`))?.[1]);
 		t.log(

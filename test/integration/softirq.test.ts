@@ -12,7 +12,17 @@ import { once } from 'node:events';
 import path from 'node:path';
 import { PROJECT_ROOT } from '../../src/modules.js';
 import { KvClient, request } from '../../user-client/client.js';
-import { assertPromptUnload, guest, labTest, loadServer, timedRmmod, useLab, writersMatchModel, type LabContext } from '../helpers/lab.js';
+import {
+	assertPromptUnload,
+	guest,
+	labTest,
+	loadServer,
+	serverThreadWakeups,
+	timedRmmod,
+	useLab,
+	writersMatchModel,
+	type LabContext,
+} from '../helpers/lab.js';
 
 useLab(import.meta.url);
 
@@ -20,15 +30,6 @@ type T = ExecutionContext<LabContext>;
 
 async function send(port: number, message: string): Promise<string> {
 	return (await request(message, { host: '127.0.0.1', port, timeoutMs: 3000, retries: 3 })).toString();
-}
-
-/** How often the server's threads have gone to sleep and been woken: their voluntary context switches. */
-async function threadWakeups(t: T): Promise<number> {
-	const out = await guest(
-		t,
-		`for p in $(pgrep '^udp_server/'); do grep '^voluntary_ctxt_switches' /proc/$p/status; done | awk '{ s += $2 } END { print s }'`,
-	);
-	return Number(out.trim());
 }
 
 /** The CPU time the server's threads have run, in ns (schedstat). */
@@ -43,21 +44,21 @@ async function threadRuntime(t: T): Promise<number> {
 labTest('softirq=1 answers lookups, inserts and deletes without waking a thread', async t => {
 	const server = await loadServer(t, ['softirq=1', 'threads=2']);
 	t.is(await send(server.port, 'insert dog baileys'), 'OK\n');
-	const before = await threadWakeups(t);
+	const before = await serverThreadWakeups(t);
 	for (let i = 0; i < 300; i++) {
 		t.is(await send(server.port, i % 2 ? 'lookup dog' : 'lookup cat'), i % 2 ? 'OK baileys\n' : 'NOT FOUND\n');
 	}
 	t.is(await send(server.port, 'HELLO'), 'GOT IT\n');
 	t.is(await send(server.port, 'bogus'), 'ERR unknown command\n');
-	const reads = (await threadWakeups(t)) - before;
+	const reads = (await serverThreadWakeups(t)) - before;
 	t.log(`302 reads woke the server threads ${reads} times`);
 	t.true(reads < 30, `the threads woke ${reads} times for 302 reads`);
 
-	const beforeWrites = await threadWakeups(t);
+	const beforeWrites = await serverThreadWakeups(t);
 	for (let i = 0; i < 100; i++) t.is(await send(server.port, `insert k${i} v${i}`), 'OK\n');
 	t.is(await send(server.port, 'delete dog'), 'OK\n');
 	t.is(await send(server.port, 'lookup dog'), 'NOT FOUND\n');
-	const writes = (await threadWakeups(t)) - beforeWrites;
+	const writes = (await serverThreadWakeups(t)) - beforeWrites;
 	t.log(`102 changes and a read woke the server threads ${writes} times`);
 	t.true(writes < 30, `the threads woke ${writes} times for 102 changes`);
 	t.is((await guest(t, 'grep -c . /proc/hashtable')).trim(), '100');
@@ -87,9 +88,9 @@ labTest('softirq=1 durable=1: changes wait for kvd, so the threads make them; re
 	const before = await threadRuntime(t);
 	for (let i = 0; i < 20; i++) t.is(await send(server.port, `insert d${i} v${i}`), 'OK\n');
 	t.true((await threadRuntime(t)) > before, 'durable changes are made by the threads');
-	const reads = await threadWakeups(t);
+	const reads = await serverThreadWakeups(t);
 	for (let i = 0; i < 50; i++) t.is(await send(server.port, `lookup d${i % 20}`), `OK v${i % 20}\n`);
-	const woke = (await threadWakeups(t)) - reads;
+	const woke = (await serverThreadWakeups(t)) - reads;
 	t.true(woke < 15, `the threads woke ${woke} times for 50 reads`);
 });
 
