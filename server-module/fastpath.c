@@ -179,11 +179,11 @@ static bool can_turn_around(const struct sk_buff *skb, size_t size,
 
 /*
  * Sends @size bytes of @data back to the sender of the request @skb,
- * consuming @skb: in @skb itself where it can (nothing allocated), else in
- * an skb of its own. Context: softirq.
+ * consuming @skb: in @skb itself where it can (nothing allocated; traced
+ * as @how), else in an skb of its own. Context: softirq.
  */
 static void fast_reply(struct sock *sk, struct sk_buff *skb,
-		       const void *data, size_t size)
+		       const void *data, size_t size, enum kudp_send how)
 {
 	__be16 sport = udp_hdr(skb)->dest;
 	__be16 dport = udp_hdr(skb)->source;
@@ -212,7 +212,7 @@ static void fast_reply(struct sock *sk, struct sk_buff *skb,
 	/* The payload: the reply after the UDP header. */
 	__skb_trim(skb, sizeof(struct udphdr));
 	skb_put_data(skb, data, size);
-	trace_send(size, KUDP_SEND_REUSED_SKB);
+	trace_send(size, how);
 	send_skb(sk, skb, rt, &fl4, sport, dport);
 }
 
@@ -221,12 +221,12 @@ static void fast_reply(struct sock *sk, struct sk_buff *skb,
  * or memcached's several, each already laid out with its frame header.
  */
 static void fast_reply_with(struct sock *sk, struct sk_buff *skb,
-			    const struct kudp_reply *reply)
+			    const struct kudp_reply *reply, enum kudp_send how)
 {
 	size_t start, n;
 
 	if (!reply->datagram || reply->size <= reply->datagram) {
-		fast_reply(sk, skb, reply->buf, reply->size);
+		fast_reply(sk, skb, reply->buf, reply->size, how);
 		return;
 	}
 	for (start = 0; start < reply->size; start += n) {
@@ -299,81 +299,163 @@ static bool from_this_host(const struct sk_buff *skb)
 	       inet_iif(skb) == LOOPBACK_IFINDEX;
 }
 
-/*
- * The encap_rcv hook: @skb->data is the UDP header, the checksum is good.
- * First what the UDP layer does before queueing any datagram: the socket's
- * filter, cgroup-BPF ingress and the LSM (sk_filter_trim_cap()).
- * Return: 0, the datagram is taken (answered here, queued for the thread,
- * or dropped).
- */
-static int fast_rcv(struct sock *sk, struct sk_buff *skb)
+/* Who sent @skb, and whether a thread would see it as this host. */
+static void peer_of(const struct sk_buff *skb, struct kudp_peer *peer)
 {
-	struct kudp_worker *w = rcu_dereference_sk_user_data(sk);
-	struct fast_buffers *buf = this_cpu_ptr(fast_buffers);
-	struct kudp_reply reply = { .buf = buf->reply };
-	struct kudp_peer peer = {
+	*peer = (struct kudp_peer) {
 		.addr.sin_family = AF_INET,
 		.addr.sin_addr.s_addr = ip_hdr(skb)->saddr,
 		.addr.sin_port = udp_hdr(skb)->source,
 		.local = from_this_host(skb),
 	};
-	atomic_t *pending = sender_pending(w, peer.addr.sin_addr.s_addr,
-					   peer.addr.sin_port);
-	struct kudp_request parsed;
+}
+
+/*
+ * The request in @skb (@skb->data: the UDP header), if the hook may answer
+ * it, or NULL: broadcast, multicast, datagrams too long, and a sender whose
+ * earlier request is still with the thread or whose reply waits for the
+ * disk (durable=1) take the threads' way.
+ */
+static const char *fast_request(const struct kudp_worker *w,
+				const struct sk_buff *skb,
+				const struct kudp_peer *peer,
+				const atomic_t *pending, char *buf)
+{
+	unsigned int size = skb->len - sizeof(struct udphdr);
+
+	if (skb->pkt_type != PACKET_HOST || size > w->request_max ||
+	    atomic_read(pending) ||
+	    (kudp_durable && kudp_sender_parked(&peer->addr)))
+		return NULL;
+	return skb_header_pointer(skb, sizeof(struct udphdr), size, buf);
+}
+
+/* Whether answering @req (from @peer) could start a loop: nothing goes back. */
+static bool may_loop(const struct kudp_peer *peer, const char *req,
+		     size_t size)
+{
+	return !peer->addr.sin_port || kudp_is_reply(req, size);
+}
+
+/*
+ * Answers the request @req, parsed into @parsed, and sends the reply,
+ * consuming @skb; @early: from rx_dev's receive handler (devhook.c).
+ */
+static void fast_answer(struct sock *sk, struct kudp_worker *w,
+			struct sk_buff *skb, const char *req,
+			const struct kudp_request *parsed,
+			const struct kudp_peer *peer, bool early)
+{
+	size_t size = skb->len - sizeof(struct udphdr);
+	struct fast_buffers *buf = this_cpu_ptr(fast_buffers);
+	struct kudp_reply reply = { .buf = buf->reply };
 	struct mem_cgroup *memcg;
-	const char *req = NULL;
+
+	/* A change allocates: charged to the loader's memory cgroup. */
+	if (kudp_op_is_change(parsed->op)) {
+		memcg = kudp_memcg_enter();
+		w->protocol->answer(req, size, parsed, peer, &reply);
+		kudp_memcg_leave(memcg);
+	} else {
+		w->protocol->answer(req, size, parsed, peer, &reply);
+	}
+	if (!reply.size) {
+		consume_skb(skb);
+		return;
+	}
+	if (!kudp_reply_allowed(peer, reply.size, reply.malformed)) {
+		kudp_drop(KUDP_DROP_LIMITED);
+		consume_skb(skb);
+		return;
+	}
+	/* @req may point into @skb, which becomes the reply. */
+	fast_reply_with(sk, skb, &reply,
+			early ? KUDP_SEND_DEVICE : KUDP_SEND_REUSED_SKB);
+	if (reply.log_sent)
+		pr_info("sent " KUDP_GOT_IT " to %pI4:%u\n",
+			&peer->addr.sin_addr, ntohs(peer->addr.sin_port));
+}
+
+/*
+ * Serves the datagram @skb (@skb->data: its UDP header, its checksum
+ * good): first what the UDP layer does before queueing any datagram, the
+ * socket's filter, cgroup-BPF ingress and the LSM (sk_filter_trim_cap());
+ * then answered here, queued for the thread, or dropped. @early: from
+ * rx_dev's receive handler (devhook.c), before the IP layer.
+ */
+static void fast_serve(struct sock *sk, struct sk_buff *skb, bool early)
+{
+	struct kudp_worker *w = rcu_dereference_sk_user_data(sk);
+	struct fast_buffers *buf = this_cpu_ptr(fast_buffers);
+	struct kudp_request parsed;
+	struct kudp_peer peer;
+	atomic_t *pending;
+	const char *req;
 	unsigned int size;
 
 	if (sk_filter_trim_cap(sk, skb, sizeof(struct udphdr))) {
 		drop_datagram(sk, skb, 0, KUDP_DROP_FILTERED);
-		return 0;
+		return;
 	}
-	size = skb->len - sizeof(struct udphdr);
-	/*
-	 * Broadcast, multicast, datagrams too long, and a sender whose earlier
-	 * request is still with the thread or its reply waiting for the disk
-	 * (durable=1): the threads' way.
-	 */
-	if (skb->pkt_type == PACKET_HOST && size <= w->request_max &&
-	    !atomic_read(pending) &&
-	    !(kudp_durable && kudp_sender_parked(&peer.addr)))
-		req = skb_header_pointer(skb, sizeof(struct udphdr), size,
-					 buf->request);
+	peer_of(skb, &peer);
+	pending = sender_pending(w, peer.addr.sin_addr.s_addr,
+				 peer.addr.sin_port);
+	req = fast_request(w, skb, &peer, pending, buf->request);
 	if (!req) {
 		queue_for_thread(sk, skb, pending);
-		return 0;
+		return;
 	}
-	if (!peer.addr.sin_port || kudp_is_reply(req, size)) {
-		/* Nothing goes back (socket.c's serve()). */
+	size = skb->len - sizeof(struct udphdr);
+	if (may_loop(&peer, req, size)) {
+		/* As socket.c's serve(). */
 		kudp_count(requests);
 		kudp_drop(KUDP_DROP_LOOP);
 		consume_skb(skb);
-		return 0;
+		return;
 	}
 	/* Parsed once: what may sleep goes to the thread, the rest is answered here. */
 	w->protocol->parse(req, size, &parsed);
 	if (kudp_op_may_sleep(parsed.op)) {
 		queue_for_thread(sk, skb, pending);
-		return 0;
+		return;
 	}
+	fast_answer(sk, w, skb, req, &parsed, &peer, early);
+}
 
-	memcg = kudp_memcg_enter();
-	w->protocol->answer(req, size, &parsed, &peer, &reply);
-	kudp_memcg_leave(memcg);
-	if (!reply.size) {
-		consume_skb(skb);
-	} else if (!kudp_reply_allowed(&peer, reply.size, reply.malformed)) {
-		kudp_drop(KUDP_DROP_LIMITED);
-		consume_skb(skb);
-	} else {
-		/* @req may point into @skb, which becomes the reply. */
-		fast_reply_with(sk, skb, &reply);
-		if (reply.log_sent)
-			pr_info("sent " KUDP_GOT_IT " to %pI4:%u\n",
-				&peer.addr.sin_addr,
-				ntohs(peer.addr.sin_port));
-	}
+/* The encap_rcv hook: the UDP layer has checked the checksum. Return: 0, taken. */
+static int fast_rcv(struct sock *sk, struct sk_buff *skb)
+{
+	fast_serve(sk, skb, false);
 	return 0;
+}
+
+/**
+ * kudp_fast_early() - serve a datagram before the IP and UDP layers
+ * @sk: the socket the datagram is for, found by the caller
+ * @skb: the datagram: @skb->data its UDP header, @skb->len its UDP length,
+ *       its checksum checked
+ *
+ * For rx_dev's receive handler (devhook.c): the datagram is served as
+ * fast_rcv() would, so that a sender's datagrams keep their order. The
+ * stack delivers the frames of one NAPI poll to the IP layer in a batch,
+ * after every receive handler has seen them: one left to it would be
+ * overtaken by those answered here.
+ *
+ * Context: softirq.
+ * Return: true if @skb was taken; false if @sk is not one of ours (@skb is
+ * unchanged).
+ */
+bool kudp_fast_early(struct sock *sk, struct sk_buff *skb)
+{
+	if (READ_ONCE(udp_sk(sk)->encap_rcv) != fast_rcv)
+		return false;
+	/* As ip_rcv_core() and udp4_csum_init() leave it: checksum good. */
+	memset(IPCB(skb), 0, sizeof(*IPCB(skb)));
+	skb->csum_valid = 1;
+	UDP_SKB_CB(skb)->partial_cov = 0;
+	UDP_SKB_CB(skb)->cscov = skb->len;
+	fast_serve(sk, skb, true);
+	return true;
 }
 
 /**

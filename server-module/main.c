@@ -102,6 +102,11 @@ static bool softirq;
 module_param(softirq, bool, 0444);
 MODULE_PARM_DESC(softirq, "Answer requests (both protocols) in the receive softirq; durable=1 changes still go to the threads (default off)");
 
+/* devhook.c: reads answered in a device's receive path, before IP and UDP. */
+static char *rx_dev = "";
+module_param(rx_dev, charp, 0444);
+MODULE_PARM_DESC(rx_dev, "Answer reads in this Ethernet device's receive handler, before the IP and UDP layers and iptables (needs softirq=1; default none)");
+
 /* The address to listen on, from the bind parameter. */
 static struct sockaddr_in listen_addr = { .sin_family = AF_INET };
 
@@ -137,6 +142,10 @@ static int __init udp_server_init(void)
 		       memcached_port);
 		return -EINVAL;
 	}
+	if (rx_dev && *rx_dev && !softirq) {
+		pr_err("rx_dev=%s needs softirq=1\n", rx_dev);
+		return -EINVAL;
+	}
 	listen.addr = listen_addr;
 	kudp_text_init();
 	kudp_limit_init();
@@ -159,6 +168,11 @@ static int __init udp_server_init(void)
 	ret = kudp_socket_start(&listen);
 	if (ret)
 		goto out_proc_exit;
+	if (rx_dev && *rx_dev) {
+		ret = kudp_dev_attach(rx_dev);
+		if (ret)
+			goto out_socket_stop;
+	}
 
 	pr_info("listening on %pI4:%u (len %u)\n", &listen_addr.sin_addr,
 		port, kudp_len);
@@ -168,6 +182,9 @@ static int __init udp_server_init(void)
 	pr_debug("%s\n", softirq ? "reads answered in softirq" : "threads only");
 	return 0;
 
+out_socket_stop:
+	kudp_socket_stop();
+	kudp_socket_free();
 out_proc_exit:
 	kudp_proc_exit();
 out_restore_exit:
@@ -195,6 +212,8 @@ static void __exit udp_server_exit(void)
 {
 	ktime_t start = ktime_get();
 
+	if (rx_dev && *rx_dev)
+		kudp_dev_detach();
 	kudp_socket_stop();
 	kudp_text_exit();
 	kudp_journal_drain();

@@ -7,6 +7,8 @@
  *   parked.c     durable=1: replies that wait until their change is on disk
  *   fastpath.c   softirq=1: reads answered in the receive softirq, in the
  *                request's own skb where it has the room
+ *   devhook.c    rx_dev=DEV: reads answered in DEV's receive handler, before
+ *                the IP and UDP layers
  *   ratelimit.c  what a sender not on this host can make the server send
  */
 #ifndef KUDP_TRANSPORT_H
@@ -18,6 +20,9 @@
 #include <linux/types.h>
 
 #include "protocol.h"
+
+struct sk_buff;
+struct sock;
 
 /* Module parameters of this layer (main.c). */
 #define KUDP_DEFAULT_REPLY_RATE		1024
@@ -61,6 +66,7 @@ enum kudp_send {
 	KUDP_SEND_THREAD,
 	KUDP_SEND_NEW_SKB,
 	KUDP_SEND_REUSED_SKB,
+	KUDP_SEND_DEVICE,
 };
 
 /* socket.c: a reply datagram from a worker's socket, never blocking. */
@@ -81,6 +87,11 @@ void kudp_fast_attach(struct kudp_worker *w,
 		      const struct kudp_protocol *protocol, size_t request_max);
 void kudp_fast_done(struct kudp_worker *w, const struct sockaddr_in *from);
 void kudp_fast_detach(struct kudp_worker *w);
+bool kudp_fast_early(struct sock *sk, struct sk_buff *skb);
+
+/* devhook.c: rx_dev=DEV, needs softirq=1 */
+int kudp_dev_attach(const char *name);
+void kudp_dev_detach(void);
 
 /* ratelimit.c: the burst of error replies to one sender, at least. */
 #define KUDP_ERR_BURST		50
