@@ -65,7 +65,7 @@ function sortRows(rows: Row[], workloads: Workload[]): void {
 			workloads.findIndex(workload => workload.name === row.workload),
 			row.generator === 'loadgen' ? 0 : 1,
 			row.protocol === 'text' ? 0 : 1,
-			['udp_server', 'udp_server softirq', 'memcached', 'node dgram', 'udp_echo'].indexOf(row.server),
+			['udp_server', 'udp_server softirq', 'udp_server rx_dev', 'memcached', 'node dgram', 'udp_echo'].indexOf(row.server),
 			row.threads,
 			row.clients,
 		]
@@ -131,7 +131,7 @@ async function sameGuestRows(
 							});
 						}
 					: undefined;
-			rows.push(...(await phase(bench.reps, servers, kernel, jobs, fast, fastJobs, after)));
+			rows.push(...(await phase(bench.reps, servers, kernel, jobs, [{ server: fast, jobs: fastJobs }], after)));
 		}
 	}
 	return { rows, latency };

@@ -178,33 +178,41 @@ export function logRow(row: Row): void {
 	);
 }
 
+/** A copy of the module with other parameters, loaded in the place of `kernel` for its rows. */
+export interface Variant {
+	server: Server;
+	jobs: Array<() => Promise<Row>>;
+}
+
 /**
  * The rows of one workload at one thread count. Every server of it runs at
  * once, on its own port (idle, each waits in recvmsg), and each repetition
  * goes through all the rows in turn: the machine's noise then falls on every
  * server alike; the report shows each figure's median over the repetitions
- * and its range. The softirq=1 rows follow in each repetition, with that
- * copy of the module loaded in the place of `kernel`. `after` runs before
- * the servers stop.
+ * and its range. The variants' rows (softirq=1, rx_dev) follow in each
+ * repetition, each copy of the module loaded in the place of `kernel` in
+ * turn. `after` runs before the servers stop.
  */
 export async function phase(
 	reps: number,
 	servers: Server[],
 	kernel: Server,
 	jobs: Array<() => Promise<Row>>,
-	fast: Server,
-	fastJobs: Array<() => Promise<Row>>,
+	variants: Variant[],
 	after?: () => Promise<void>,
 ): Promise<Row[]> {
 	for (const one of servers) await one.start();
-	const results: Row[][] = [...jobs, ...fastJobs].map(() => []);
+	const all = [jobs, ...variants.map(variant => variant.jobs)];
+	const results: Row[][][] = all.map(list => list.map(() => []));
 	for (let rep = 0; rep < reps; rep++) {
-		for (const [i, job] of jobs.entries()) results[i]!.push(await job());
-		await inPlaceOf(kernel, fast, async () => {
-			for (const [i, job] of fastJobs.entries()) results[jobs.length + i]!.push(await job());
-		});
+		for (const [i, job] of jobs.entries()) results[0]![i]!.push(await job());
+		for (const [v, variant] of variants.entries()) {
+			await inPlaceOf(kernel, variant.server, async () => {
+				for (const [i, job] of variant.jobs.entries()) results[v + 1]![i]!.push(await job());
+			});
+		}
 	}
 	await after?.();
 	for (const one of servers) await one.stop();
-	return results.flat();
+	return results.flat(2);
 }

@@ -90,6 +90,25 @@ export class ServerKit {
 		);
 	}
 
+	/**
+	 * softirq=1 with rx_dev (server-module/devhook.c): served in the receive
+	 * handler of `device` (the labs' network), before the IP and UDP layers.
+	 * Only a generator in another guest reaches it there.
+	 */
+	oursRxDev(threads: number, workload: Workload, device: string): Server {
+		return this.kernel(
+			'udp_server rx_dev',
+			this.modules.server,
+			threads,
+			['softirq=1', `rx_dev=${device}`, ...serverParams(workload)],
+			{
+				text: TEXT_PORT,
+				memcached: MC_PORT,
+			},
+			workload,
+		);
+	}
+
 	echo(threads: number): Server {
 		return this.kernel('udp_echo', this.modules.echo, threads, [], { echo: ECHO_PORT });
 	}

@@ -13,7 +13,7 @@
  * reply_rate=0 (servers.ts), so its per-/24 reply limit caps nothing.
  */
 import { log } from '../src/log.js';
-import type { BenchGuest, Protocol } from './guest.js';
+import { type BenchGuest, LAB_NIC, type Protocol } from './guest.js';
 import { type Bench, logRow, phase } from './measure.js';
 import { bestMemcached, groupRows, placementOf, type Row, type Workload } from './rows.js';
 import type { Server, ServerKit } from './servers.js';
@@ -60,7 +60,8 @@ async function remoteRun(
 /**
  * The two-lab rows, a few on purpose (the whole bench is long): each
  * workload at `threads` threads and the most clients, udp_server on both
- * protocols (threads, then softirq=1 in its place), memcached at its best
+ * protocols (threads, then softirq=1 in its place, then softirq=1 with
+ * rx_dev on the labs' network device: the BMC design), memcached at its best
  * setting for that workload and clients in the same-guest rows, and the bare
  * echo, the ceiling of the network between the labs.
  */
@@ -90,7 +91,16 @@ export async function twoLabRows(
 			async () => ({ ...(await from(ceiling, 'echo')()), protocol: 'text' as const }),
 		];
 		const fastJobs = (['text', 'memcached'] as const).map(protocol => async () => ({ ...(await from(fast, protocol)()), softirq: true }));
-		rows.push(...(await phase(bench.reps, [kernel, user, ceiling], kernel, jobs, fast, fastJobs)));
+		const device = kit.oursRxDev(threads, workload, LAB_NIC);
+		const deviceJobs = (['text', 'memcached'] as const).map(protocol => async () => ({
+			...(await from(device, protocol)()),
+			softirq: true,
+		}));
+		const variants = [
+			{ server: fast, jobs: fastJobs },
+			{ server: device, jobs: deviceJobs },
+		];
+		rows.push(...(await phase(bench.reps, [kernel, user, ceiling], kernel, jobs, variants)));
 	}
 	return rows;
 }

@@ -97,7 +97,6 @@ static rx_handler_result_t dev_rcv(struct sk_buff **pskb)
 	const struct udphdr *uh;
 	unsigned int tot_len;
 	struct sock *sk;
-	bool taken;
 
 	if (skb->protocol != htons(ETH_P_IP) || skb->pkt_type != PACKET_HOST ||
 	    skb_shared(skb) || skb_vlan_tag_present(skb) ||
@@ -119,15 +118,12 @@ static rx_handler_result_t dev_rcv(struct sk_buff **pskb)
 	    pskb_trim_rcsum(skb, tot_len))
 		return RX_HANDLER_PASS;
 
-	sk = udp4_lib_lookup(dev_net(skb->dev), iph->saddr, uh->source,
-			     iph->daddr, uh->dest, skb->dev->ifindex);
-	if (!sk)
+	sk = kudp_socket_lookup(iph->saddr, uh->source, iph->daddr, uh->dest);
+	if (!sk || !net_eq(dev_net(skb->dev), sock_net(sk)))
 		return RX_HANDLER_PASS;
 	__skb_pull(skb, sizeof(*iph));
 	skb_reset_transport_header(skb);
-	taken = checksum_ok(skb) && kudp_fast_early(sk, skb);
-	sock_put(sk);
-	if (taken)
+	if (checksum_ok(skb) && kudp_fast_early(sk, skb))
 		return RX_HANDLER_CONSUMED;
 	__skb_push(skb, sizeof(*iph));
 	return RX_HANDLER_PASS;

@@ -24,6 +24,7 @@
 #include <linux/err.h>
 #include <linux/hash.h>
 #include <linux/in.h>
+#include <linux/jhash.h>
 #include <linux/kthread.h>
 #include <linux/list.h>
 #include <linux/mm.h>
@@ -60,6 +61,9 @@ static struct kudp_service services[] = {
 
 static struct kudp_worker *workers;
 static unsigned int nr_workers;
+static unsigned int per_port;	/* workers of each service, in services[] order */
+static __be32 listen_addr;
+static u32 sender_seed;
 static bool fast_path;
 
 /**
@@ -398,11 +402,11 @@ static void detach_fast_path(void)
 /* `threads` workers for each service that has a port. */
 static int start_workers(const struct kudp_listen *listen)
 {
-	unsigned int per_port = listen->threads ?: num_online_cpus();
 	unsigned int i, s;
 	int ret;
 
-	per_port = min_t(unsigned int, per_port, KUDP_MAX_THREADS);
+	per_port = min_t(unsigned int, listen->threads ?: num_online_cpus(),
+			 KUDP_MAX_THREADS);
 	workers = kcalloc(ARRAY_SIZE(services) * per_port, sizeof(*workers),
 			  GFP_KERNEL);
 	if (!workers)
@@ -462,6 +466,8 @@ int kudp_socket_start(const struct kudp_listen *listen)
 	services[0].request_max = kudp_len;
 	services[0].reply_max = kudp_len;
 	services[1].port = listen->memcached_port;
+	listen_addr = listen->addr.sin_addr.s_addr;
+	sender_seed = get_random_u32();
 	fast_path = listen->softirq;
 	if (fast_path) {
 		largest_service(&request_max, &reply_max);
@@ -476,6 +482,42 @@ int kudp_socket_start(const struct kudp_listen *listen)
 		kudp_fast_exit();
 	}
 	return ret;
+}
+
+/**
+ * kudp_socket_lookup() - the socket a datagram goes to, if it is ours
+ * @saddr: its sender's address
+ * @sport: and port
+ * @daddr: where it is addressed (an address of this host)
+ * @dport: and the port
+ *
+ * For rx_dev's receive handler, before the UDP layer (whose lookup not
+ * every kernel exports): one of the port's sockets, the same one for every
+ * datagram of a sender, so that they keep their order.
+ *
+ * Context: softirq, between kudp_socket_start() and kudp_socket_stop().
+ * Return: the socket, or NULL.
+ */
+struct sock *kudp_socket_lookup(__be32 saddr, __be16 sport, __be32 daddr,
+				__be16 dport)
+{
+	unsigned int first = 0, s;
+	u32 sender;
+
+	if (listen_addr != htonl(INADDR_ANY) && daddr != listen_addr)
+		return NULL;
+	for (s = 0; s < ARRAY_SIZE(services); s++) {
+		if (!services[s].port)
+			continue;
+		if (htons(services[s].port) == dport) {
+			sender = jhash_2words((__force u32)saddr,
+					      (__force u32)sport, sender_seed);
+			return workers[first +
+				       reciprocal_scale(sender, per_port)].sock->sk;
+		}
+		first += per_port;
+	}
+	return NULL;
 }
 
 /*

@@ -41,6 +41,8 @@ struct kudp_listen {
 };
 
 int kudp_socket_start(const struct kudp_listen *listen);
+struct sock *kudp_socket_lookup(__be32 saddr, __be16 sport, __be32 daddr,
+				__be16 dport);
 void kudp_socket_stop(void);
 void kudp_socket_free(void);
 

@@ -42,6 +42,7 @@ export const DEBUG_KERNEL_TESTS: Record<string, string[]> = {
 	softirq: ['softirq=1 answers lookups, inserts*', 'softirq=1 with four threads*', 'softirq=1: a load that fails*', 'softirq=1 with kvd*'],
 	'daemon-edges': ['durable=1: rmmod returns*', 'durable=1: a kvd that dies*', 'durable=0: a daemon that died*'],
 	robustness: ['fuzz: *', 'out-of-range /proc writes*'],
+	'rx-dev': ['rx_dev=eth0: *'],
 };
 
 /**
