@@ -102,10 +102,10 @@ static bool softirq;
 module_param(softirq, bool, 0444);
 MODULE_PARM_DESC(softirq, "Answer requests (both protocols) in the receive softirq; durable=1 changes still go to the threads (default off)");
 
-/* devhook.c: reads answered in a device's receive path, before IP and UDP. */
+/* devhook.c: requests served in a device's receive path, before IP and UDP. */
 static char *rx_dev = "";
 module_param(rx_dev, charp, 0444);
-MODULE_PARM_DESC(rx_dev, "Answer reads in this Ethernet device's receive handler, before the IP and UDP layers and iptables (needs softirq=1; default none)");
+MODULE_PARM_DESC(rx_dev, "Serve requests in this Ethernet device's receive handler, before the IP and UDP layers and iptables (needs softirq=1; default none)");
 
 /* The address to listen on, from the bind parameter. */
 static struct sockaddr_in listen_addr = { .sin_family = AF_INET };

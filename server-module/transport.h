@@ -17,12 +17,11 @@
 #include <linux/atomic.h>
 #include <linux/in.h>
 #include <linux/net.h>
+#include <linux/skbuff.h>
 #include <linux/types.h>
+#include <net/sock.h>
 
 #include "protocol.h"
-
-struct sk_buff;
-struct sock;
 
 /* Module parameters of this layer (main.c). */
 #define KUDP_DEFAULT_REPLY_RATE		1024

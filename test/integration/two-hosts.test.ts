@@ -174,60 +174,74 @@ async function requestsIn(run: (script: string) => Promise<string>): Promise<num
 	return Number(/requests=(\d+)/.exec(await run('echo stats | nc -u -w1 127.0.0.1 3000'))?.[1]);
 }
 
-twoHostTest('one forged datagram between the servers of lab a and lab b does not bounce (Loop DoS)', async t => {
-	const b = labB();
-	const [addressA, addressB] = [await addressOf(t.context.target), await addressOf(b)];
-	await loadServer(t, ['port=3000', 'len=200']);
-	await load(b, t.context.server, { name: 'udp_server', params: ['port=3000', 'len=200'] });
-	for (const payload of ['ERR unknown command\n', 'fetch dog\n', 'OK\n']) {
-		const [beforeA, beforeB] = [await requestsIn(script => guest(t, script)), await requestsIn(inB)];
-		// From lab b's text port (its own address: no raw trick needed on the way out) to lab a's.
-		await inB(`python3 ${TOOL} forge ${addressB} 3000 ${addressA} 3000 ${hex(payload)}`);
-		await sleep(3000);
-		const [seenA, seenB] = [(await requestsIn(script => guest(t, script))) - beforeA, (await requestsIn(inB)) - beforeB];
-		t.log(`${JSON.stringify(payload)}: lab a saw ${seenA} requests, lab b ${seenB}, in 3 s`);
-		// The forged datagram (or its one answer) and the stats request itself.
-		t.true(seenA <= 2 && seenB <= 2, `${JSON.stringify(payload)} bounced: a ${seenA}, b ${seenB}`);
-	}
-	await inB('rmmod udp_server');
-	await guest(t, 'rmmod udp_server');
-});
+/** With these parameters too: served in eth1's receive handler, before the IP and UDP layers. */
+const RX_DEV = ['softirq=1', 'rx_dev=eth1'];
 
-twoHostTest('a flood from lab b draws at most reply_rate KiB/s of replies on either port, measured in bytes on the wire', async t => {
-	const addressA = await addressOf(t.context.target);
-	const seconds = 5;
-	await loadServer(t, ['port=3000', 'len=4200', 'memcached_port=11211', 'reply_rate=64']);
-	const value = 'v'.repeat(4096);
-	await guest(t, `echo "insert big ${value}" > /proc/ht`);
-	// Padded to a third of the reply, so that the reflection bound lets the whole reply through.
-	const lookup = `lookup big${' '.repeat(1367 - 10)}`;
-	const text = await inB(`python3 ${TOOL} flood ${addressA} 3000 ${hex(lookup)} ${seconds} 40000`, 120_000);
-	const [sent, received, bytes] = (/sent (\d+) received (\d+) bytes (\d+)/.exec(text) ?? []).slice(1).map(Number);
-	// 64 KiB a second, and a first burst of one longest datagram (65 507 bytes); the flood ran `seconds` (+1 to drain).
-	const bound = 64 * 1024 * (seconds + 1) + 65_507;
-	t.log(`text port: lab b sent ${sent} lookups (${sent! * lookup.length} bytes), got ${received} replies, ${bytes} bytes; bound ${bound}`);
-	t.true(received! > 0, 'some replies come back');
-	t.true(bytes! <= bound, `${bytes} bytes of replies in ${seconds} s`);
-	t.true(sent! * 4101 > 2 * bound, 'the flood asked for far more than the bound, or the test proves nothing');
+for (const extra of [[], RX_DEV]) {
+	const how = extra.length ? ` (${extra.join(' ')})` : '';
+	twoHostTest(`one forged datagram between the servers of lab a and lab b does not bounce (Loop DoS)${how}`, async t => {
+		const b = labB();
+		const [addressA, addressB] = [await addressOf(t.context.target), await addressOf(b)];
+		await loadServer(t, ['port=3000', 'len=200', ...extra]);
+		await load(b, t.context.server, { name: 'udp_server', params: ['port=3000', 'len=200', ...extra] });
+		for (const payload of ['ERR unknown command\n', 'fetch dog\n', 'OK\n']) {
+			const [beforeA, beforeB] = [await requestsIn(script => guest(t, script)), await requestsIn(inB)];
+			// From lab b's text port (its own address: no raw trick needed on the way out) to lab a's.
+			await inB(`python3 ${TOOL} forge ${addressB} 3000 ${addressA} 3000 ${hex(payload)}`);
+			await sleep(3000);
+			const [seenA, seenB] = [(await requestsIn(script => guest(t, script))) - beforeA, (await requestsIn(inB)) - beforeB];
+			t.log(`${JSON.stringify(payload)}: lab a saw ${seenA} requests, lab b ${seenB}, in 3 s`);
+			// The forged datagram (or its one answer) and the stats request itself.
+			t.true(seenA <= 2 && seenB <= 2, `${JSON.stringify(payload)} bounced: a ${seenA}, b ${seenB}`);
+		}
+		await inB('rmmod udp_server');
+		await guest(t, 'rmmod udp_server');
+	});
+}
 
-	// The memcached port: the same 4 KiB value, with a get padded to a third of its reply (three datagrams).
-	const frame = Buffer.from([0, 1, 0, 0, 0, 1, 0, 0]);
-	await guest(t, `printf 'set big 0 0 4096\r\n${value}\r\n' > /tmp/set.txt`);
-	await guest(
-		t,
-		`python3 -c "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(bytes.fromhex('${frame.toString('hex')}') + open('/tmp/set.txt', 'rb').read(), ('127.0.0.1', 11211)); s.settimeout(5); s.recv(100)"`,
+for (const extra of [[], RX_DEV]) {
+	const how = extra.length ? ` (${extra.join(' ')})` : '';
+	twoHostTest(
+		`a flood from lab b draws at most reply_rate KiB/s of replies on either port, measured in bytes on the wire${how}`,
+		async t => {
+			const addressA = await addressOf(t.context.target);
+			const seconds = 5;
+			await loadServer(t, ['port=3000', 'len=4200', 'memcached_port=11211', 'reply_rate=64', ...extra]);
+			const value = 'v'.repeat(4096);
+			await guest(t, `echo "insert big ${value}" > /proc/ht`);
+			// Padded to a third of the reply, so that the reflection bound lets the whole reply through.
+			const lookup = `lookup big${' '.repeat(1367 - 10)}`;
+			const text = await inB(`python3 ${TOOL} flood ${addressA} 3000 ${hex(lookup)} ${seconds} 40000`, 120_000);
+			const [sent, received, bytes] = (/sent (\d+) received (\d+) bytes (\d+)/.exec(text) ?? []).slice(1).map(Number);
+			// 64 KiB a second, and a first burst of one longest datagram (65 507 bytes); the flood ran `seconds` (+1 to drain).
+			const bound = 64 * 1024 * (seconds + 1) + 65_507;
+			t.log(
+				`text port: lab b sent ${sent} lookups (${sent! * lookup.length} bytes), got ${received} replies, ${bytes} bytes; bound ${bound}`,
+			);
+			t.true(received! > 0, 'some replies come back');
+			t.true(bytes! <= bound, `${bytes} bytes of replies in ${seconds} s`);
+			t.true(sent! * 4101 > 2 * bound, 'the flood asked for far more than the bound, or the test proves nothing');
+
+			// The memcached port: the same 4 KiB value, with a get padded to a third of its reply (three datagrams).
+			const frame = Buffer.from([0, 1, 0, 0, 0, 1, 0, 0]);
+			await guest(t, `printf 'set big 0 0 4096\r\n${value}\r\n' > /tmp/set.txt`);
+			await guest(
+				t,
+				`python3 -c "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(bytes.fromhex('${frame.toString('hex')}') + open('/tmp/set.txt', 'rb').read(), ('127.0.0.1', 11211)); s.settimeout(5); s.recv(100)"`,
+			);
+			const get = Buffer.concat([frame, Buffer.from(`get big${' '.repeat(1381 - 8 - 9)}\r\n`)]);
+			const mc = await inB(`python3 ${TOOL} flood ${addressA} 11211 ${get.toString('hex')} ${seconds} 40001`, 120_000);
+			const [mcSent, mcReceived, mcBytes] = (/sent (\d+) received (\d+) bytes (\d+)/.exec(mc) ?? []).slice(1).map(Number);
+			t.log(
+				`memcached port: lab b sent ${mcSent} gets (${mcSent! * get.length} bytes), got ${mcReceived} datagrams, ${mcBytes} bytes; bound ${bound}`,
+			);
+			t.true(mcReceived! > 0, 'some replies come back');
+			t.true(mcBytes! <= bound, `${mcBytes} bytes of replies in ${seconds} s`);
+			t.true(mcSent! * 4143 > 2 * bound, 'the flood asked for far more than the bound');
+			await guest(t, 'rmmod udp_server');
+		},
 	);
-	const get = Buffer.concat([frame, Buffer.from(`get big${' '.repeat(1381 - 8 - 9)}\r\n`)]);
-	const mc = await inB(`python3 ${TOOL} flood ${addressA} 11211 ${get.toString('hex')} ${seconds} 40001`, 120_000);
-	const [mcSent, mcReceived, mcBytes] = (/sent (\d+) received (\d+) bytes (\d+)/.exec(mc) ?? []).slice(1).map(Number);
-	t.log(
-		`memcached port: lab b sent ${mcSent} gets (${mcSent! * get.length} bytes), got ${mcReceived} datagrams, ${mcBytes} bytes; bound ${bound}`,
-	);
-	t.true(mcReceived! > 0, 'some replies come back');
-	t.true(mcBytes! <= bound, `${mcBytes} bytes of replies in ${seconds} s`);
-	t.true(mcSent! * 4143 > 2 * bound, 'the flood asked for far more than the bound');
-	await guest(t, 'rmmod udp_server');
-});
+}
 
 twoHostTest('memaslap in lab b against lab a’s memcached port: the limits let a real client through (0 verify_failed)', async t => {
 	const addressA = await addressOf(t.context.target);
@@ -262,5 +276,25 @@ twoHostTest('a datagram from lab b forging lab a’s own address is not taken fo
 	} finally {
 		await guest(t, 'sysctl -qw net.ipv4.conf.eth1.accept_local=0');
 	}
+	await guest(t, 'rmmod udp_server');
+});
+
+twoHostTest('rx_dev=eth1: a datagram from lab b with a bad UDP checksum is left to the stack, which drops and counts it', async t => {
+	const b = labB();
+	const [addressA, addressB] = [await addressOf(t.context.target), await addressOf(b)];
+	await loadServer(t, ['port=3000', ...RX_DEV]);
+	await guest(t, "echo 'insert dog baileys' > /proc/ht");
+	const csumErrors = async () => Number(/^Udp: (?:\d+ ){6}(\d+)/m.exec(await guest(t, 'cat /proc/net/snmp'))?.[1]);
+	const before = await csumErrors();
+	// From lab b's own address, so that a reply would come back to its port 5556: count there.
+	const send = async (checksum: string) => {
+		const listening = inB(`python3 ${TOOL} listen 5556 4`);
+		await sleep(1000);
+		await inB(`python3 ${TOOL} forge ${addressB} 5556 ${addressA} 3000 ${hex('lookup dog')} 1 ${checksum}`);
+		return Number(/received (\d+)/.exec(await listening)?.[1]);
+	};
+	t.is(await send('0x1234'), 0, 'a lookup with a wrong checksum gets no reply');
+	t.is((await csumErrors()) - before, 1, 'the UDP layer counted it in InCsumErrors');
+	t.is(await send('0'), 1, 'the same lookup without a checksum gets its reply');
 	await guest(t, 'rmmod udp_server');
 });
