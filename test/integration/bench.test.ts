@@ -152,7 +152,7 @@ test('./run bench --quick measures every row', async t => {
 	t.regex(svg, /^<svg[\s\S]*udp_server p99[\s\S]*memcached p50[\s\S]*<\/svg>\n$/);
 
 	// The generator in lab b (--quick: the get-heavy workload only): every row answered, no error replies
-	// (lookups padded to the reflection bound), and a CPU figure from lab a for every server, softirq=1 included.
+	// (lookups padded to the reflection bound), and a CPU figure from lab a for every server, softirq=1 and rx_dev included.
 	const twoLabs = section(stdout, '### Two labs');
 	const remote = tableRows(twoLabs, /^get-heavy$/);
 	const two = columns(stdout, 'workload');
@@ -165,6 +165,8 @@ test('./run bench --quick measures every row', async t => {
 			'udp_echo text',
 			'udp_server softirq text',
 			'udp_server softirq memcached',
+			'udp_server rx_dev text',
+			'udp_server rx_dev memcached',
 		].sort(),
 	);
 	// udp_server and the echo at the guest's vCPUs, memcached at its best setting; the most clients.
