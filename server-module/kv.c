@@ -17,13 +17,17 @@
  * after an RCU grace period.
  *
  * Keys are 1..KUDP_MAX_KEY bytes and values 1..KUDP_MAX_VALUE bytes, stored
- * back to back in one allocation per entry.
+ * back to back after the header in one slab object per entry. The objects
+ * come from size classes, as memcached's items do from its slab classes: one
+ * kmem_cache per class, the sizes growing by a quarter from the smallest
+ * entry to the largest (kv_classes_create()). An entry then leaves about a
+ * fifth of its object unused at most, where kmalloc's classes (powers of two,
+ * and 96 and 192 bytes) leave up to half.
  *
  * max_bytes bounds the kernel memory the table and the history take, counted
- * as the slab allocator hands it out (kmalloc_size_roundup()), not as the
- * bytes asked for:
- *   - each entry's allocation, plus KV_BUCKET_COST for its share of the
- *     rhashtable's bucket arrays;
+ * as the slab allocator hands it out, not as the bytes asked for:
+ *   - each entry's slab object (its class's kmem_cache_size()), plus
+ *     KV_BUCKET_COST for its share of the rhashtable's bucket arrays;
  *   - replaced and deleted entries until the grace period frees them;
  *   - the history ring and its lines (history.c).
  * max_entries bounds the number of entries.
@@ -49,17 +53,42 @@
 #include "kudp_protocol.h"
 #include "store.h"
 
-/* 40 bytes before the key on 64-bit: what PROTOCOL.md calls the header. */
+/*
+ * 40 bytes before the key on 64-bit: what PROTOCOL.md calls the header. A
+ * key fits its length in a byte (memcached's 250 is for the same reason),
+ * which leaves a byte for the size class the entry was allocated from.
+ */
 struct kudp_entry {
 	struct rhash_head node;
 	struct rcu_head rcu;
 	u32 flags;	/* memcached's client flags, stored and returned */
 	u32 cas;	/* memcached's "cas unique": changes with every store */
 	u32 expires;	/* kudp_kv_now() when it expires, 0 for never */
-	u16 klen;
+	u8 klen;
+	u8 class;	/* its place in kv_classes[] */
 	u16 vlen;
 	char data[];	/* klen key bytes, then vlen value bytes */
 };
+
+/* The smallest entry (a 1-byte key and value) and the largest, as objects. */
+#define KV_SMALLEST	ALIGN(sizeof(struct kudp_entry) + 2, 8)
+#define KV_LARGEST	ALIGN(sizeof(struct kudp_entry) + KUDP_MAX_KEY + \
+			      KUDP_MAX_VALUE, 8)
+
+/*
+ * The size classes, smallest first; the last is KV_LARGEST. 32 classes
+ * growing by a quarter cover objects up to 48 KiB: past that, entries
+ * should come from kmalloc() (page allocations) instead.
+ */
+#define KV_CLASSES_MAX	32
+
+struct kv_class {
+	struct kmem_cache *cache;
+	unsigned int cost;	/* kmem_cache_size(): what max_bytes charges */
+};
+
+static struct kv_class kv_classes[KV_CLASSES_MAX];
+static unsigned int kv_nr_classes;
 
 /* What a lookup searches for: the key is not NUL-terminated. */
 struct kv_key {
@@ -191,12 +220,68 @@ unsigned long kudp_mem_charged(void)
 	return atomic_long_read(&kv_charged);
 }
 
-static size_t kv_entry_cost(size_t klen, size_t vlen)
+static size_t kv_entry_cost(const struct kudp_entry *entry)
 {
-	struct kudp_entry *entry;
+	return kv_classes[entry->class].cost + KV_BUCKET_COST;
+}
 
-	return kudp_mem_cost(struct_size(entry, data, klen + vlen)) +
-	       KV_BUCKET_COST;
+/* memcached's growth: a quarter more, and the largest class last. */
+static unsigned int kv_class_next(unsigned int size)
+{
+	size = ALIGN(size * 5 / 4, 8);
+	return size * 5 / 4 < KV_LARGEST ? size : KV_LARGEST;
+}
+
+static void kv_classes_destroy(void)
+{
+	while (kv_nr_classes)
+		kmem_cache_destroy(kv_classes[--kv_nr_classes].cache);
+}
+
+/*
+ * The classes, from KV_SMALLEST to KV_LARGEST. SLAB_ACCOUNT charges each
+ * entry to the memory cgroup active where it is allocated (kudp_memcg_enter()
+ * in the softirq), as __GFP_ACCOUNT does for kmalloc(). The slab allocator
+ * may merge a class with another cache of about its size (both then show
+ * under that cache's name in /proc/slabinfo); kmem_cache_size() is then the
+ * larger object size of the two, and that is what is charged.
+ */
+static int kv_classes_create(void)
+{
+	unsigned int size = KV_SMALLEST;
+	struct kmem_cache *cache;
+	char name[24];	/* kmem_cache_create() keeps a copy */
+
+	/* The header's u8 and u16, and 32 classes reach 48 KiB objects. */
+	BUILD_BUG_ON(KUDP_MAX_KEY > U8_MAX || KUDP_MAX_VALUE > U16_MAX);
+	BUILD_BUG_ON(KV_LARGEST > 48 * 1024);
+	BUILD_BUG_ON(IS_ENABLED(CONFIG_64BIT) &&
+		     sizeof(struct kudp_entry) != 40);
+	while (kv_nr_classes < KV_CLASSES_MAX) {
+		snprintf(name, sizeof(name), "kudp_entry_%u", size);
+		cache = kmem_cache_create(name, size,
+					  __alignof__(struct kudp_entry),
+					  SLAB_ACCOUNT, NULL);
+		if (!cache)
+			break;
+		kv_classes[kv_nr_classes].cache = cache;
+		kv_classes[kv_nr_classes++].cost = kmem_cache_size(cache);
+		if (size == KV_LARGEST)
+			return 0;
+		size = kv_class_next(size);
+	}
+	kv_classes_destroy();
+	return -ENOMEM;
+}
+
+/* The smallest class whose objects hold @size bytes. */
+static unsigned int kv_class_of(size_t size)
+{
+	unsigned int class = 0;
+
+	while (kv_classes[class].cost < size)
+		class++;
+	return class;
 }
 
 /*
@@ -226,10 +311,15 @@ int kudp_kv_init(void)
 	for (i = 0; i < KV_STRIPES; i++)
 		spin_lock_init(&kv_stripes[i]);
 	kv_stripe_seed = get_random_u32();
+	ret = kv_classes_create();
+	if (ret)
+		return ret;
 	kudp_memcg = get_mem_cgroup_from_mm(current->mm);
 	ret = rhashtable_init(&kv_table, &kv_params);
-	if (ret)
+	if (ret) {
 		mem_cgroup_put(kudp_memcg);
+		kv_classes_destroy();
+	}
 	return ret;
 }
 
@@ -248,26 +338,32 @@ spinlock_t *kudp_kv_key_lock(const char *key, size_t klen)
 	return &kv_stripes[jhash(key, klen, kv_stripe_seed) % KV_STRIPES];
 }
 
+/* Back to its class; what it was charged is the caller's to give back. */
+static void kv_entry_free(struct kudp_entry *entry)
+{
+	kmem_cache_free(kv_classes[entry->class].cache, entry);
+}
+
 static void kv_free_entry(void *ptr, void *arg)
 {
 	struct kudp_entry *entry = ptr;
 
-	kudp_mem_release(kv_entry_cost(entry->klen, entry->vlen));
-	kfree(entry);
+	kudp_mem_release(kv_entry_cost(entry));
+	kv_entry_free(entry);
 }
 
 static void kv_free_entry_rcu(struct rcu_head *head)
 {
 	struct kudp_entry *entry = container_of(head, struct kudp_entry, rcu);
 
-	atomic_long_sub(kv_entry_cost(entry->klen, entry->vlen), &kv_pending);
+	atomic_long_sub(kv_entry_cost(entry), &kv_pending);
 	kv_free_entry(entry, NULL);
 }
 
 /* Frees an entry taken out of the table once no RCU reader can see it. */
 static void kv_retire(struct kudp_entry *entry)
 {
-	atomic_long_add(kv_entry_cost(entry->klen, entry->vlen), &kv_pending);
+	atomic_long_add(kv_entry_cost(entry), &kv_pending);
 	call_rcu(&entry->rcu, kv_free_entry_rcu);
 }
 
@@ -275,7 +371,8 @@ static void kv_retire(struct kudp_entry *entry)
  * Only after the socket, the thread and the /proc files are gone: nothing can
  * reach the table any more, so no RCU reader remains and the entries left in
  * it are freed at once. rcu_barrier() then waits for the entries retired
- * earlier, whose callback is this module's code.
+ * earlier, whose callback is this module's code and frees into the caches:
+ * only then can the caches go.
  */
 void kudp_kv_destroy(void)
 {
@@ -283,6 +380,7 @@ void kudp_kv_destroy(void)
 	rhashtable_free_and_destroy(&kv_table, kv_free_entry, NULL);
 	rcu_barrier();
 	mem_cgroup_put(kudp_memcg);
+	kv_classes_destroy();
 }
 
 unsigned long kudp_kv_entries(void)
@@ -316,10 +414,13 @@ struct kudp_entry *kudp_kv_entry_new(const char *key, size_t klen,
 				     const struct kudp_meta *meta)
 {
 	struct kudp_entry *entry;
+	unsigned int class;
 
-	entry = kmalloc(struct_size(entry, data, klen + vlen), kudp_gfp());
+	class = kv_class_of(struct_size(entry, data, klen + vlen));
+	entry = kmem_cache_alloc(kv_classes[class].cache, kudp_gfp());
 	if (!entry)
 		return NULL;
+	entry->class = class;
 	entry->flags = meta ? meta->flags : 0;
 	entry->expires = meta ? meta->expires : 0;
 	entry->klen = klen;
@@ -345,7 +446,7 @@ struct kudp_entry *kudp_kv_entry_new(const char *key, size_t klen,
  */
 int kudp_kv_store(struct kudp_entry *entry, enum kudp_mode mode, size_t extra)
 {
-	size_t cost = kv_entry_cost(entry->klen, entry->vlen);
+	size_t cost = kv_entry_cost(entry);
 	struct kudp_entry *old;
 	int ret;
 
@@ -395,7 +496,7 @@ out_uncount:
 	if (!old)
 		atomic_long_dec(&kv_count);
 out_free_entry:
-	kfree(entry);
+	kv_entry_free(entry);
 	return ret;
 }
 

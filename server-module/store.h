@@ -2,9 +2,10 @@
 /*
  * The bottom layer of udp_server: what holds the data.
  *
- *   kv.c       the key-value table (rhashtable, RCU lookups), the memory
- *              budget max_bytes that the table and the history share, and
- *              the memory cgroup allocations are charged to
+ *   kv.c       the key-value table (rhashtable, RCU lookups, entries from
+ *              size-class slab caches), the memory budget max_bytes that
+ *              the table and the history share, and the memory cgroup
+ *              allocations are charged to
  *   history.c  the ring of the last changing commands (/proc/ht reads it)
  *   journal.c  the change journal the backup daemon kvd follows
  *              (/proc/kvjournal) and the daemon's registration

@@ -63,6 +63,38 @@ labTest('max_bytes bounds the slab memory of the table and its history: a flood 
 	t.true(stored < 30_000, `${stored} entries of 2 MiB: each takes a slab object and its share of the table`);
 });
 
+labTest(
+	"entries come from size-class slab caches, as memcached's items do: 100-byte entries fill kudp_entry_104, charged at its size",
+	async t => {
+		const server = await loadServer(t, ['history=1', 'len=128']);
+		// The class's directory in /sys/kernel/slab/, there whether or not the
+		// kernel merged the class with a cache of about its size (then it counts
+		// that cache's objects too).
+		const sysfs = '/sys/kernel/slab/kudp_entry_104';
+		const objects = async () => Number((await guest(t, `cat ${sysfs}/objects`)).split(' ')[0]);
+		const objectSize = Number(await guest(t, `cat ${sysfs}/object_size`));
+		const bytes = async () => Number(/bytes=(\d+)/.exec(await send(server.port, 'stats'.padEnd(40)))?.[1]);
+		// A 40-byte header, a 6-byte key and a 54-byte value: 100 bytes, which
+		// kmalloc would round up to 128.
+		const insert = (from: number, to: number) =>
+			guest(
+				t,
+				`${process.execPath} -e 'const fs=require("fs"); const fd=fs.openSync("/proc/ht","w"); for (let i=${from};i<${to};i++) fs.writeSync(fd, "insert k"+String(i).padStart(5,"0")+" ${'v'.repeat(54)}");'`,
+				300_000,
+			);
+		const entries = 5000;
+		await insert(0, 1);
+		const [objectsBefore, bytesBefore] = [await objects(), await bytes()];
+		await insert(1, entries);
+		const [grown, charged] = [(await objects()) - objectsBefore, (await bytes()) - bytesBefore];
+		t.log(`${entries - 1} entries of 100 bytes: ${sysfs} (object_size ${objectSize}) grew by ${grown} objects; stats bytes by ${charged}`);
+		t.true(objectSize >= 104 && objectSize < 112, `the class's objects are ${objectSize} bytes`);
+		// "objects" counts a CPU's current slab as in use: off by a slab either way.
+		t.true(Math.abs(grown - (entries - 1)) < 0.05 * entries, `${grown} more objects in the class's cache for ${entries - 1} entries`);
+		t.is(charged, (entries - 1) * (objectSize + 32), "each entry is charged its class's object size and its 32 bytes of buckets");
+	},
+);
+
 labTest('the table is charged to the memory cgroup of whoever loaded the module; at its limit inserts get ERR out of memory', async t => {
 	const cgroup = '/sys/fs/cgroup/kudp-test';
 	await guest(
@@ -82,7 +114,8 @@ labTest('the table is charged to the memory cgroup of whoever loaded the module;
 		t.is(code, 'ENOMEM', 'the cgroup limit, not max_bytes (16 MiB), stopped the inserts');
 		t.true(stored > 10_000, 'the table did grow in the cgroup');
 		t.true(current <= 4 * 1024 * 1024, `memory.current is ${current}`);
-		t.true(slabBytes >= stored * 64, `the entries' slab objects are in the cgroup (${slabBytes} bytes)`);
+		// Each tiny entry is a 48-byte object of the smallest size class.
+		t.true(slabBytes >= stored * 48, `the entries' slab objects are in the cgroup (${slabBytes} bytes)`);
 		t.regex(events, /^oom_kill 0$/m, 'nothing was OOM-killed');
 		// Over UDP too (a few inserts may still find room in slab pages already charged).
 		const replies: string[] = [];
@@ -140,7 +173,7 @@ labTest("softirq=1: changes made in the receive softirq stop exactly at max_byte
 		t.true(woke < 100, `the threads woke ${woke} times for ${stored} inserts: the softirq made them`);
 		t.true(charged <= maxBytes, `stats says ${charged} bytes are charged`);
 		t.true(charged > maxBytes - 4096, 'full means full: less than one page of the budget is left');
-		t.true(slabBytes >= Number(stored) * 64, `the entries' slab objects are in the cgroup (${slabBytes} bytes)`);
+		t.true(slabBytes >= Number(stored) * 48, `the entries' slab objects are in the cgroup (${slabBytes} bytes)`);
 		t.is(await guest(t, 'grep -c . /proc/hashtable').then(Number), Number(stored));
 	} finally {
 		await guest(t, `rmmod udp_server 2>/dev/null; sleep 0.5; rmdir ${cgroup} 2>/dev/null; true`);
