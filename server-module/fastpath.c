@@ -37,7 +37,7 @@
  *
  * Each CPU has its own request and reply buffers: softirqs do not nest on
  * a CPU. The unload takes the hooks off and waits for the softirqs inside
- * them (synchronize_net()) before anything they use goes.
+ * them (an expedited RCU grace period) before anything they use goes.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
@@ -543,11 +543,14 @@ int kudp_fast_init(size_t request_max, size_t reply_max)
 	return 0;
 }
 
-/* After every kudp_fast_detach(): waits out the softirqs in the hooks. */
+/*
+ * After every kudp_fast_detach(): waits out the softirqs in the hooks
+ * (expedited, as socket.c's detach_fast_path()), then frees the buffers.
+ */
 void kudp_fast_exit(void)
 {
 	if (!fast_buffers)
 		return;
-	synchronize_net();
+	synchronize_rcu_expedited();
 	free_buffers();
 }

@@ -385,7 +385,10 @@ out_free:
 
 /*
  * softirq=1: takes the hooks off the sockets (fastpath.c) and waits for the
- * softirqs inside them, which use the workers, before anything goes.
+ * softirqs inside them, which use the workers, before anything goes. The
+ * grace period is expedited, as synchronize_net() does under RTNL: under a
+ * flood a normal one waits on CPUs busy in softirq, and unload must stay
+ * prompt.
  */
 static void detach_fast_path(void)
 {
@@ -396,7 +399,7 @@ static void detach_fast_path(void)
 	for (i = 0; i < nr_workers; i++)
 		if (workers[i].fast)
 			kudp_fast_detach(&workers[i]);
-	synchronize_net();
+	synchronize_rcu_expedited();
 }
 
 /* `threads` workers for each service that has a port. */

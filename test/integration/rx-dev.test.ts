@@ -180,7 +180,9 @@ labTest('rx_dev=eth0: 8 concurrent clients match a model, and unload stays promp
 			String(listen),
 		]);
 		await sleep(2000);
-		assertPromptUnload(t, await timedRmmod(t, 'udp_server'), `rmmod under a flood on eth0, cycle ${cycle}`);
+		const times = await timedRmmod(t, 'udp_server');
+		t.log(`cycle ${cycle}: module_exit ${times.exitMs.toFixed(1)} ms, rmmod ${times.commandMs} ms`);
+		assertPromptUnload(t, times, `rmmod under a flood on eth0, cycle ${cycle}`);
 		const { stdout } = await flood;
 		t.log(`cycle ${cycle}: ${stdout.trim()}`);
 		t.regex(stdout, /received [1-9]/, 'the flood was answered before the unload');

@@ -3,13 +3,27 @@
  * kernels (the project installs one), whose networking and module code has
  * moved on since 6.1. The whole suite runs on the distribution's own kernel;
  * here the heart of it runs on the other one: the greeting both ways, the
- * key-value protocol, /proc, the backup daemon and prompt unloads.
+ * key-value protocol, /proc, the backup daemon, prompt unloads, and the
+ * fast paths (softirq=1 and rx_dev).
  * KUDP_LAB_KERNEL=<release> ./run test runs every test on a chosen kernel.
  */
+import { createSocket } from 'node:dgram';
+import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { installedLabKernels, usualLabKernel } from '../../src/lab/kernel.js';
 import { unload } from '../../src/lifecycle.js';
 import { request } from '../../user-client/client.js';
-import { assertPromptUnload, guest, labTest, loadClient, loadServer, timedRmmod, useLab, waitForLog } from '../helpers/lab.js';
+import {
+	assertPromptUnload,
+	guest,
+	labTest,
+	loadClient,
+	loadServer,
+	timedRmmod,
+	useLab,
+	waitForLog,
+	writersMatchModel,
+} from '../helpers/lab.js';
 
 /** The newest installed cloud kernel that is not the lab's default one. */
 async function secondKernel(): Promise<string> {
@@ -69,3 +83,34 @@ labTest('the backup daemon keeps the table across a reload on the second kernel'
 	t.true(lines.includes('key199 value199'));
 	await unload(t.context.target, 'udp_server');
 });
+
+labTest(
+	'softirq=1 and rx_dev=eth0 on the second kernel: 8 concurrent clients match a model, a pipelined sender keeps its order, unload is prompt',
+	async t => {
+		const server = await loadServer(t, ['softirq=1', 'threads=2', 'len=64', 'rx_dev=eth0']);
+		await writersMatchModel(t, server.port);
+		await guest(t, "echo 'insert dog baileys' > /proc/ht");
+		// Over len, so the thread answers it; the lookup sent right behind it must come second.
+		const tooLong = `insert k ${'v'.repeat(80)}`;
+		t.deepEqual(await pipelined(server.port, [tooLong, 'lookup dog', tooLong, 'lookup dog']), [
+			'ERR too long\n',
+			'OK baileys\n',
+			'ERR too long\n',
+			'OK baileys\n',
+		]);
+		assertPromptUnload(t, await timedRmmod(t, 'udp_server'), 'rmmod with rx_dev');
+	},
+);
+
+/** Sends every message at once from one socket; the replies in the order they come (3 s at most). */
+async function pipelined(port: number, messages: string[]): Promise<string[]> {
+	const socket = createSocket('udp4');
+	const replies: string[] = [];
+	socket.on('message', message => replies.push(message.toString()));
+	socket.bind();
+	await once(socket, 'listening');
+	for (const message of messages) socket.send(message, port, '127.0.0.1');
+	for (let waited = 0; replies.length < messages.length && waited < 3000; waited += 50) await sleep(50);
+	socket.close();
+	return replies;
+}
