@@ -161,12 +161,12 @@ labTest("rx_dev=eth0: a sender's replies keep its order when one of its requests
 	);
 });
 
-labTest('rx_dev=eth0: 8 concurrent clients match a model, and unload stays prompt under a flood on eth0, 3 times', async t => {
+labTest('rx_dev=eth0: 8 concurrent clients match a model, and unload stays prompt under a flood on eth0, twice', async t => {
 	const server = await loadServer(t, ['softirq=1', 'threads=2', 'rx_dev=eth0']);
 	await writersMatchModel(t, server.port);
 	await guest(t, 'rmmod udp_server');
 	const tool = path.join(PROJECT_ROOT, 'test/fixtures/udp_tool.py');
-	for (let cycle = 1; cycle <= 3; cycle++) {
+	for (let cycle = 1; cycle <= 2; cycle++) {
 		const { port } = await loadServer(t, ['softirq=1', 'threads=2', 'rx_dev=eth0']);
 		await guest(t, `echo 'insert k v' > /proc/ht`);
 		const listen = await freePort('udp');
