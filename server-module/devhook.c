@@ -117,6 +117,9 @@ static rx_handler_result_t dev_rcv(struct sk_buff **pskb)
 	if (ntohs(uh->len) != tot_len - sizeof(*iph) ||
 	    pskb_trim_rcsum(skb, tot_len))
 		return RX_HANDLER_PASS;
+	/* The trim may have moved the headers (a cloned skb gets its own). */
+	iph = ip_hdr(skb);
+	uh = (const struct udphdr *)(iph + 1);
 
 	sk = kudp_socket_lookup(iph->saddr, uh->source, iph->daddr, uh->dest);
 	if (!sk || !net_eq(dev_net(skb->dev), sock_net(sk)))

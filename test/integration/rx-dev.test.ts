@@ -201,7 +201,7 @@ labTest(
 		];
 		for (const [params, reason] of tries) {
 			const error = await t.throwsAsync<Error & { hint?: string }>(
-				load(t.context.target, t.context.server, { name: 'udp_server', params, daemon: false }),
+				load(t.context.target, t.context.server, { name: 'udp_server', params, daemon: false, hostPort: await freePort('udp') }),
 			);
 			// The module's own log lines come as the error's hint.
 			t.regex(`${error?.message}\n${error?.hint}`, reason, params.join(' '));
