@@ -8,6 +8,8 @@
  */
 import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 import { randomBytes } from 'node:crypto';
+import { createSocket } from 'node:dgram';
+import { once } from 'node:events';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseKmemleak, splitKmemleak } from '../../src/kmemleak.js';
@@ -386,4 +388,24 @@ export async function writersMatchModel(t: ExecutionContext<LabContext>, port: n
 	t.is(mismatches, 0);
 	const table = (await guest(t, 'cat /proc/hashtable')).split('\n').filter(Boolean).sort();
 	t.deepEqual(table, [...model].map(([key, value]) => `${key} ${value}`).sort());
+}
+
+/**
+ * Sends every payload at once from one socket to 127.0.0.1:`port`; the
+ * replies in the order they come, until all are in or 3 s pass without one.
+ */
+export async function pipelined(port: number, payloads: Array<string | Buffer>): Promise<string[]> {
+	const socket = createSocket('udp4');
+	const replies: string[] = [];
+	let quietSince = Date.now();
+	socket.on('message', message => {
+		replies.push(message.toString('latin1'));
+		quietSince = Date.now();
+	});
+	socket.bind();
+	await once(socket, 'listening');
+	for (const payload of payloads) socket.send(payload, port, '127.0.0.1');
+	while (replies.length < payloads.length && Date.now() - quietSince < 3000) await sleep(50);
+	socket.close();
+	return replies;
 }

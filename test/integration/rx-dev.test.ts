@@ -18,7 +18,17 @@ import { execa } from 'execa';
 import { load } from '../../src/lifecycle.js';
 import { PROJECT_ROOT } from '../../src/modules.js';
 import { freePort } from '../../src/lab/free-port.js';
-import { assertPromptUnload, guest, type LabContext, labTest, loadServer, timedRmmod, useLab, writersMatchModel } from '../helpers/lab.js';
+import {
+	assertPromptUnload,
+	guest,
+	type LabContext,
+	labTest,
+	loadServer,
+	pipelined,
+	timedRmmod,
+	useLab,
+	writersMatchModel,
+} from '../helpers/lab.js';
 
 useLab(import.meta.url);
 
@@ -47,23 +57,6 @@ async function ask(port: number, payload: Buffer, count: number): Promise<Map<st
 		socket.close();
 	}
 	return seen;
-}
-
-/** Sends all the payloads at once, then collects the replies in the order they come (until 3 s of quiet). */
-async function pipeline(port: number, payloads: Buffer[]): Promise<string[]> {
-	const socket = createSocket('udp4');
-	const replies: string[] = [];
-	let quietSince = Date.now();
-	socket.on('message', message => {
-		replies.push(message.toString('latin1'));
-		quietSince = Date.now();
-	});
-	socket.bind();
-	await once(socket, 'listening');
-	for (const payload of payloads) socket.send(payload, port, '127.0.0.1');
-	while (replies.length < payloads.length && Date.now() - quietSince < 3000) await sleep(50);
-	socket.close();
-	return replies;
 }
 
 /**
@@ -152,7 +145,7 @@ labTest("rx_dev=eth0: a sender's replies keep its order when one of its requests
 	// Over len: the hook leaves it to the thread, and the lookup behind it must wait its turn.
 	const tooLong = Buffer.from(`insert k ${'v'.repeat(300)}`);
 	const payloads = Array.from({ length: 20 }, () => [tooLong, Buffer.from('lookup dog')]).flat();
-	const replies = await pipeline(server.port, payloads);
+	const replies = await pipelined(server.port, payloads);
 	t.log(`first replies: ${JSON.stringify(replies.slice(0, 2))}`);
 	t.is(replies.length, 40);
 	t.deepEqual(

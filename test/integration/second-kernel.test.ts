@@ -7,9 +7,6 @@
  * fast paths (softirq=1 and rx_dev).
  * KUDP_LAB_KERNEL=<release> ./run test runs every test on a chosen kernel.
  */
-import { createSocket } from 'node:dgram';
-import { once } from 'node:events';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { installedLabKernels, usualLabKernel } from '../../src/lab/kernel.js';
 import { unload } from '../../src/lifecycle.js';
 import { request } from '../../user-client/client.js';
@@ -19,6 +16,7 @@ import {
 	labTest,
 	loadClient,
 	loadServer,
+	pipelined,
 	timedRmmod,
 	useLab,
 	waitForLog,
@@ -101,16 +99,3 @@ labTest(
 		assertPromptUnload(t, await timedRmmod(t, 'udp_server'), 'rmmod with rx_dev');
 	},
 );
-
-/** Sends every message at once from one socket; the replies in the order they come (3 s at most). */
-async function pipelined(port: number, messages: string[]): Promise<string[]> {
-	const socket = createSocket('udp4');
-	const replies: string[] = [];
-	socket.on('message', message => replies.push(message.toString()));
-	socket.bind();
-	await once(socket, 'listening');
-	for (const message of messages) socket.send(message, port, '127.0.0.1');
-	for (let waited = 0; replies.length < messages.length && waited < 3000; waited += 50) await sleep(50);
-	socket.close();
-	return replies;
-}
