@@ -14,7 +14,7 @@
  * (fastpath.c), so the stripes are taken with bottom halves off, and
  * nothing under them sleeps: the new entry is allocated before its stripe
  * is taken (kudp_kv_entry_new()). Replaced and deleted entries are freed
- * after an RCU grace period.
+ * after an RCU grace period, by a work item (kv_reclaimer), not by call_rcu().
  *
  * Keys are 1..KUDP_MAX_KEY bytes and values 1..KUDP_MAX_VALUE bytes, stored
  * back to back after the header in one slab object per entry. The objects
@@ -36,6 +36,7 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/jhash.h>
+#include <linux/llist.h>
 #include <linux/memcontrol.h>
 #include <linux/sched/mm.h>
 #include <linux/mutex.h>
@@ -54,13 +55,13 @@
 #include "store.h"
 
 /*
- * 40 bytes before the key on 64-bit: what PROTOCOL.md calls the header. A
+ * 32 bytes before the key on 64-bit: what PROTOCOL.md calls the header. A
  * key fits its length in a byte (memcached's 250 is for the same reason),
  * which leaves a byte for the size class the entry was allocated from.
  */
 struct kudp_entry {
 	struct rhash_head node;
-	struct rcu_head rcu;
+	struct llist_node retired;	/* out of the table: in kv_retired */
 	u32 flags;	/* memcached's client flags, stored and returned */
 	u32 cas;	/* memcached's "cas unique": changes with every store */
 	u32 expires;	/* kudp_kv_now() when it expires, 0 for never */
@@ -114,8 +115,8 @@ static atomic_long_t kv_count;
 
 /*
  * Bytes charged against max_bytes: a charge is checked and made in one
- * cmpxchg, and given back anywhere, also from RCU callbacks. kv_pending is
- * the part held by entries waiting for their grace period.
+ * cmpxchg, and given back anywhere. kv_pending is the part held by entries
+ * waiting for their grace period.
  */
 static atomic_long_t kv_charged;
 static atomic_long_t kv_pending;
@@ -132,6 +133,24 @@ static atomic_long_t kv_volatile;
 static DEFINE_MUTEX(kv_reap_mutex);
 static void kv_reap_work(struct work_struct *work);
 static DECLARE_DELAYED_WORK(kv_reaper, kv_reap_work);
+
+/*
+ * Replaced and deleted entries wait in kv_retired for their grace period.
+ * Not in call_rcu(): its callback would be this module's code, so that
+ * module_exit would need rcu_barrier(), which waits for the callbacks that
+ * every CPU has queued, ours or not: seconds under a flood on a debug
+ * kernel. Instead kv_reclaimer takes the entries retired so far as one
+ * batch (kv_waiting), notes the grace period they need
+ * (start_poll_synchronize_rcu()) and frees them once it has passed,
+ * looking again each jiffy. It never sleeps waiting, so module_exit can
+ * cancel it at once. kv_reclaim_mutex keeps it and kudp_kv_reclaim() apart.
+ */
+static LLIST_HEAD(kv_retired);
+static struct llist_node *kv_waiting;
+static unsigned long kv_waiting_gp;
+static DEFINE_MUTEX(kv_reclaim_mutex);
+static void kv_reclaim_work(struct work_struct *work);
+static DECLARE_DELAYED_WORK(kv_reclaimer, kv_reclaim_work);
 
 /* Seconds since boot: the clock of expiry times (never goes back). */
 u32 kudp_kv_now(void)
@@ -256,7 +275,7 @@ static int kv_classes_create(void)
 	BUILD_BUG_ON(KUDP_MAX_KEY > U8_MAX || KUDP_MAX_VALUE > U16_MAX);
 	BUILD_BUG_ON(KV_LARGEST > 48 * 1024);
 	BUILD_BUG_ON(IS_ENABLED(CONFIG_64BIT) &&
-		     sizeof(struct kudp_entry) != 40);
+		     sizeof(struct kudp_entry) != 32);
 	while (kv_nr_classes < KV_CLASSES_MAX) {
 		snprintf(name, sizeof(name), "kudp_entry_%u", size);
 		cache = kmem_cache_create(name, size,
@@ -352,33 +371,79 @@ static void kv_free_entry(void *ptr, void *arg)
 	kv_entry_free(entry);
 }
 
-static void kv_free_entry_rcu(struct rcu_head *head)
+/* Frees retired entries whose grace period has passed. */
+static void kv_free_retired(struct llist_node *batch)
 {
-	struct kudp_entry *entry = container_of(head, struct kudp_entry, rcu);
+	struct kudp_entry *entry, *next;
 
-	atomic_long_sub(kv_entry_cost(entry), &kv_pending);
-	kv_free_entry(entry, NULL);
+	llist_for_each_entry_safe(entry, next, batch, retired) {
+		atomic_long_sub(kv_entry_cost(entry), &kv_pending);
+		kv_free_entry(entry, NULL);
+	}
 }
 
 /* Frees an entry taken out of the table once no RCU reader can see it. */
 static void kv_retire(struct kudp_entry *entry)
 {
 	atomic_long_add(kv_entry_cost(entry), &kv_pending);
-	call_rcu(&entry->rcu, kv_free_entry_rcu);
+	llist_add(&entry->retired, &kv_retired);
+	/* Already queued: the entry joins the next batch. */
+	queue_delayed_work(system_wq, &kv_reclaimer, 1);
+}
+
+static void kv_reclaim_work(struct work_struct *work)
+{
+	mutex_lock(&kv_reclaim_mutex);
+	if (kv_waiting && poll_state_synchronize_rcu(kv_waiting_gp)) {
+		kv_free_retired(kv_waiting);
+		kv_waiting = NULL;
+	}
+	if (!kv_waiting) {
+		kv_waiting = llist_del_all(&kv_retired);
+		if (kv_waiting)
+			kv_waiting_gp = start_poll_synchronize_rcu();
+	}
+	if (kv_waiting)
+		queue_delayed_work(system_wq, &kv_reclaimer, 1);
+	mutex_unlock(&kv_reclaim_mutex);
+}
+
+/**
+ * kudp_kv_reclaim() - free the retired entries now
+ *
+ * For a writer that found max_bytes held by entries waiting for their grace
+ * period (after kudp_kv_reap_expired(), say).
+ *
+ * Context: process; sleeps for a grace period.
+ */
+void kudp_kv_reclaim(void)
+{
+	struct llist_node *batch;
+
+	mutex_lock(&kv_reclaim_mutex);
+	batch = llist_del_all(&kv_retired);
+	synchronize_rcu();
+	kv_free_retired(batch);
+	/* Out of the table before the grace period just waited for began. */
+	kv_free_retired(kv_waiting);
+	kv_waiting = NULL;
+	mutex_unlock(&kv_reclaim_mutex);
 }
 
 /*
  * Only after the socket, the thread and the /proc files are gone: nothing can
- * reach the table any more, so no RCU reader remains and the entries left in
- * it are freed at once. rcu_barrier() then waits for the entries retired
- * earlier, whose callback is this module's code and frees into the caches:
- * only then can the caches go.
+ * reach the table any more, so no RCU reader remains, and the entries in it
+ * and those waiting for their grace period are freed at once. No callback of
+ * ours can be pending (kv_retire()): the caches can go.
  */
 void kudp_kv_destroy(void)
 {
 	cancel_delayed_work_sync(&kv_reaper);
+	cancel_delayed_work_sync(&kv_reclaimer);
+	kv_free_retired(kv_waiting);
+	kv_waiting = NULL;
+	kv_free_retired(llist_del_all(&kv_retired));
 	rhashtable_free_and_destroy(&kv_table, kv_free_entry, NULL);
-	rcu_barrier();
 	mem_cgroup_put(kudp_memcg);
 	kv_classes_destroy();
 }

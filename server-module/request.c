@@ -151,7 +151,7 @@ static int store_value(const char *key, size_t klen, const char *value,
 	if (!in_task())	/* the receive softirq: a worker reaps, the client retries */
 		return kudp_kv_reap_soon() ? -EBUSY : ret;
 	if (kudp_kv_reap_expired()) {
-		rcu_barrier();	/* their memory, after its grace period */
+		kudp_kv_reclaim();	/* their memory, after its grace period */
 		ret = store_locked(key, klen, value, vlen, meta, mode, seq);
 	}
 	return ret;

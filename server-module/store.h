@@ -106,6 +106,7 @@ int kudp_kv_get(const char *key, size_t klen, char *out, size_t out_size,
 		struct kudp_meta *meta);
 unsigned long kudp_kv_reap_expired(void);
 bool kudp_kv_reap_soon(void);
+void kudp_kv_reclaim(void);
 u32 kudp_kv_now(void);
 unsigned long kudp_kv_entries(void);
 int kudp_kv_seq_open(struct file *file, bool lasting);

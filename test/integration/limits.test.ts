@@ -64,22 +64,22 @@ labTest('max_bytes bounds the slab memory of the table and its history: a flood 
 });
 
 labTest(
-	"entries come from size-class slab caches, as memcached's items do: 100-byte entries fill kudp_entry_104, charged at its size",
+	"entries come from size-class slab caches, as memcached's items do: 150-byte entries fill kudp_entry_152, charged at its size",
 	async t => {
-		const server = await loadServer(t, ['history=1', 'len=128']);
+		const server = await loadServer(t, ['history=1', 'len=256']);
 		// The class's directory in /sys/kernel/slab/, there whether or not the
 		// kernel merged the class with a cache of about its size (then it counts
 		// that cache's objects too).
-		const sysfs = '/sys/kernel/slab/kudp_entry_104';
+		const sysfs = '/sys/kernel/slab/kudp_entry_152';
 		const objects = async () => Number((await guest(t, `cat ${sysfs}/objects`)).split(' ')[0]);
 		const objectSize = Number(await guest(t, `cat ${sysfs}/object_size`));
 		const bytes = async () => Number(/bytes=(\d+)/.exec(await send(server.port, 'stats'.padEnd(40)))?.[1]);
-		// A 40-byte header, a 6-byte key and a 54-byte value: 100 bytes, which
-		// kmalloc would round up to 128.
+		// A 32-byte header, a 6-byte key and a 112-byte value: 150 bytes, which
+		// kmalloc would round up to 192.
 		const insert = (from: number, to: number) =>
 			guest(
 				t,
-				`${process.execPath} -e 'const fs=require("fs"); const fd=fs.openSync("/proc/ht","w"); for (let i=${from};i<${to};i++) fs.writeSync(fd, "insert k"+String(i).padStart(5,"0")+" ${'v'.repeat(54)}");'`,
+				`${process.execPath} -e 'const fs=require("fs"); const fd=fs.openSync("/proc/ht","w"); for (let i=${from};i<${to};i++) fs.writeSync(fd, "insert k"+String(i).padStart(5,"0")+" ${'v'.repeat(112)}");'`,
 				300_000,
 			);
 		const entries = 5000;
@@ -87,8 +87,8 @@ labTest(
 		const [objectsBefore, bytesBefore] = [await objects(), await bytes()];
 		await insert(1, entries);
 		const [grown, charged] = [(await objects()) - objectsBefore, (await bytes()) - bytesBefore];
-		t.log(`${entries - 1} entries of 100 bytes: ${sysfs} (object_size ${objectSize}) grew by ${grown} objects; stats bytes by ${charged}`);
-		t.true(objectSize >= 104 && objectSize < 112, `the class's objects are ${objectSize} bytes`);
+		t.log(`${entries - 1} entries of 150 bytes: ${sysfs} (object_size ${objectSize}) grew by ${grown} objects; stats bytes by ${charged}`);
+		t.true(objectSize >= 152 && objectSize < 160, `the class's objects are ${objectSize} bytes`);
 		// "objects" counts a CPU's current slab as in use: off by a slab either way.
 		t.true(Math.abs(grown - (entries - 1)) < 0.05 * entries, `${grown} more objects in the class's cache for ${entries - 1} entries`);
 		t.is(charged, (entries - 1) * (objectSize + 32), "each entry is charged its class's object size and its 32 bytes of buckets");
@@ -114,8 +114,8 @@ labTest('the table is charged to the memory cgroup of whoever loaded the module;
 		t.is(code, 'ENOMEM', 'the cgroup limit, not max_bytes (16 MiB), stopped the inserts');
 		t.true(stored > 10_000, 'the table did grow in the cgroup');
 		t.true(current <= 4 * 1024 * 1024, `memory.current is ${current}`);
-		// Each tiny entry is a 48-byte object of the smallest size class.
-		t.true(slabBytes >= stored * 48, `the entries' slab objects are in the cgroup (${slabBytes} bytes)`);
+		// Each tiny entry is a 40-byte object of the smallest size class.
+		t.true(slabBytes >= stored * 40, `the entries' slab objects are in the cgroup (${slabBytes} bytes)`);
 		t.regex(events, /^oom_kill 0$/m, 'nothing was OOM-killed');
 		// Over UDP too (a few inserts may still find room in slab pages already charged).
 		const replies: string[] = [];
