@@ -75,7 +75,7 @@ struct kudp_line *kudp_line_new(const char *key, size_t klen,
 	line = kmalloc(size, kudp_gfp());
 	if (!line)
 		return NULL;
-	line->cost = kudp_mem_cost(size);
+	line->cost = kudp_mem_cost(size) + KUDP_MEMCG_COST;
 	line->klen = klen;
 	line->vlen = vlen;
 	memcpy(line->data, key, klen);

@@ -27,6 +27,7 @@
  * max_bytes bounds the kernel memory the table and the history take, counted
  * as the slab allocator hands it out, not as the bytes asked for:
  *   - each entry's slab object (its class's kmem_cache_size()), plus
+ *     KUDP_MEMCG_COST for the slab's pointer to its cgroup and
  *     KV_BUCKET_COST for its share of the rhashtable's bucket arrays;
  *   - replaced and deleted entries until the grace period frees them;
  *   - the history ring and its lines (history.c).
@@ -85,7 +86,7 @@ struct kudp_entry {
 
 struct kv_class {
 	struct kmem_cache *cache;
-	unsigned int cost;	/* kmem_cache_size(): what max_bytes charges */
+	unsigned int cost;	/* kmem_cache_size(): the object, as allocated */
 };
 
 static struct kv_class kv_classes[KV_CLASSES_MAX];
@@ -241,7 +242,7 @@ unsigned long kudp_mem_charged(void)
 
 static size_t kv_entry_cost(const struct kudp_entry *entry)
 {
-	return kv_classes[entry->class].cost + KV_BUCKET_COST;
+	return kv_classes[entry->class].cost + KUDP_MEMCG_COST + KV_BUCKET_COST;
 }
 
 /* memcached's growth: a quarter more, and the largest class last. */

@@ -115,6 +115,13 @@ int kudp_kv_seq_release(struct inode *inode, struct file *file);
 int kudp_mem_reserve(size_t bytes);
 void kudp_mem_release(size_t bytes);
 unsigned long kudp_mem_charged(void);
+/*
+ * What a slab object charged to a memory cgroup (SLAB_ACCOUNT,
+ * __GFP_ACCOUNT) costs beside itself: its slab's array of the objects'
+ * cgroups holds a pointer for it.
+ */
+#define KUDP_MEMCG_COST	sizeof(void *)
+
 size_t kudp_mem_cost(size_t size);
 
 /* history.c: the last `history` changing commands. */

@@ -218,8 +218,9 @@ labTest('max_entries and max_bytes: ERR full, overwrites still allowed', async t
 
 	// max_bytes counts what is allocated (PROTOCOL.md, Limits): an entry with a
 	// 2 000-byte value takes a 2 320-byte object of its size class (its 32-byte
-	// header and its key included) and 32 bytes of buckets, and its history
-	// line a 2 KiB kmalloc object until the next line replaces it (history=1).
+	// header and its key included), 8 bytes for the slab's pointer to its
+	// memory cgroup and 32 bytes of buckets, and its history line a 2 KiB
+	// kmalloc object (and its 8 bytes) until the next line replaces it (history=1).
 	// Five fit in 16 KiB, where counting the bytes of keys and values would
 	// let eight in.
 	port = await restart(t, ['max_bytes=16384', 'len=4096', 'history=1']);
@@ -229,7 +230,7 @@ labTest('max_entries and max_bytes: ERR full, overwrites still allowed', async t
 	t.is(stored, 5, 'the table and its one history line hold five entries');
 	t.is(await send(port, `insert k${stored} ${value}`), 'ERR full\n');
 	const bytes = Number(/bytes=(\d+)/.exec(await send(port, 'stats'.padEnd(40)))?.[1]);
-	t.is(bytes, 8 + stored * (2320 + 32) + 2048, 'the ring, five entries and one line');
+	t.is(bytes, 8 + stored * (2320 + 8 + 32) + 2048 + 8, 'the ring, five entries and one line');
 	t.is(await send(port, 'delete k0'), 'OK\n');
 	// The deleted entry's memory comes back after an RCU grace period.
 	await guest(t, 'sleep 0.5');

@@ -91,7 +91,11 @@ labTest(
 		t.true(objectSize >= 152 && objectSize < 160, `the class's objects are ${objectSize} bytes`);
 		// "objects" counts a CPU's current slab as in use: off by a slab either way.
 		t.true(Math.abs(grown - (entries - 1)) < 0.05 * entries, `${grown} more objects in the class's cache for ${entries - 1} entries`);
-		t.is(charged, (entries - 1) * (objectSize + 32), "each entry is charged its class's object size and its 32 bytes of buckets");
+		t.is(
+			charged,
+			(entries - 1) * (objectSize + 8 + 32),
+			"each entry is charged its class's object size, the slab's 8-byte pointer to its cgroup and its 32 bytes of buckets",
+		);
 	},
 );
 
