@@ -31,6 +31,14 @@ import { ensureSystemPackages } from './setup.js';
 /** What the lint and format check covers (also `npm run lint`). */
 export const LINTED = ['src', 'user-client', 'daemon', 'test', 'bench'];
 const UNIT_TESTS = 'dist/test/unit/**/*.test.js';
+/**
+ * Test files run at once: a lab test mostly waits on its guest (replies,
+ * kvd, timers), and with two at a time this machine's two cores sat about
+ * half idle. The debug kernel's files are busier (KASAN, kmemleak's scans)
+ * and run two at a time.
+ */
+const SUITE_CONCURRENCY = 3;
+const DEBUG_CONCURRENCY = 2;
 const NODE_CACHE = path.join(PROJECT_ROOT, '.lab/cache/node');
 /**
  * What runs again on the debug kernel: the tests that stress concurrency and
@@ -84,10 +92,6 @@ export interface Part {
 }
 
 /**
- * Runs ava with TAP output on `node`; `echo` prints every line as it comes,
- * else the lines are printed only when something failed.
- */
-/**
  * Runs ava with TAP output and counts it. `echo`: the lines as they come;
  * else kept, and printed at the end if a test failed, or always with `replay`
  * (a part run beside others prints in one block, not interleaved).
@@ -95,9 +99,15 @@ export interface Part {
 async function runAva(
 	node: string,
 	files: string[],
-	{ echo, replay = false, env = {} }: { echo: boolean; replay?: boolean; env?: Record<string, string> },
+	{
+		echo,
+		replay = false,
+		env = {},
+		concurrency = SUITE_CONCURRENCY,
+	}: { echo: boolean; replay?: boolean; env?: Record<string, string>; concurrency?: number },
 ) {
-	const child = execa(node, ['--enable-source-maps', path.join(PROJECT_ROOT, 'node_modules/ava/entrypoints/cli.mjs'), '--tap', ...files], {
+	const cli = path.join(PROJECT_ROOT, 'node_modules/ava/entrypoints/cli.mjs');
+	const child = execa(node, ['--enable-source-maps', cli, '--tap', `--concurrency=${concurrency}`, ...files], {
 		cwd: PROJECT_ROOT,
 		reject: false,
 		stdout: 'pipe',
@@ -187,6 +197,7 @@ export async function debugKernelPart(): Promise<Part> {
 		echo: false,
 		replay: true,
 		env: settingsEnv({ labKernel: DEBUG_KERNEL }),
+		concurrency: DEBUG_CONCURRENCY,
 	});
 	process.stdout.write(`# ${label}: ${((Date.now() - started) / 60_000).toFixed(1)} min\n`);
 	return { label, tally };
@@ -215,7 +226,7 @@ export async function testCommand(files: string[]): Promise<void> {
 		await pruneTimes();
 		// The debug kernel's part runs beside the lint and the unit tests, which are light;
 		// the whole suite, whose lab tests are not, starts once the debug part is down to
-		// its last file (two lab files at a time: the suite then begins with its unit tests).
+		// its last file (the suite then begins with its unit tests).
 		debug = debugKernelPart();
 		parts.push({ label: 'lint and format (Biome)', tally: await lint() });
 		for (const major of OTHER_NODE_MAJORS) {
@@ -234,7 +245,9 @@ export async function testCommand(files: string[]): Promise<void> {
 	const minutes = ((Date.now() - started) / 60_000).toFixed(1);
 	const slowest = await slowestFiles(started);
 	if (slowest.length > 0) {
-		process.stdout.write(`\n# the slowest lab test files (each boots a lab of its own; two run at once):\n${slowest.join('\n')}\n`);
+		process.stdout.write(
+			`\n# the slowest lab test files (each boots a lab of its own; ${SUITE_CONCURRENCY} run at once):\n${slowest.join('\n')}\n`,
+		);
 	}
 	const { lines, total } = summary(parts);
 	process.stdout.write(`\nsuite time: ${minutes} min\n${lines.join('\n')}\n`);
