@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * rx_dev=DEV: reads answered in DEV's receive path, before the IP and UDP
+ * rx_dev=DEV: requests served in DEV's receive path, before the IP and UDP
  * layers: the design of BMC (Ghigoff et al., NSDI '21), which answers
  * memcached's get in XDP, here as a receive handler of the device.
  *
@@ -153,7 +153,7 @@ static struct notifier_block dev_notifier = {
 };
 
 /**
- * kudp_dev_attach() - answer reads in @name's receive path
+ * kudp_dev_attach() - serve requests in @name's receive path
  * @name: an Ethernet device of the initial network namespace
  *
  * Context: process; after kudp_socket_start() with softirq=1.
@@ -190,7 +190,7 @@ int kudp_dev_attach(const char *name)
 	if (ret)
 		unregister_netdevice_notifier(&dev_notifier);
 	else
-		pr_info("answering reads in %s's receive path\n", name);
+		pr_info("answering requests in %s's receive path\n", name);
 	return ret;
 }
 

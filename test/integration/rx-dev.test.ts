@@ -6,7 +6,7 @@
  * every reply byte-exact on both protocols, changes made there too, a
  * sender's order kept when one of its requests goes to a thread, the table
  * matching a model under concurrent writers, unload prompt under a flood,
- * and the parameter's errors. What only a second guest can send (a bad
+ * eth0 removed while the handler is on it, and the parameter's errors. What only a second guest can send (a bad
  * checksum, a forged source) is in two-hosts.test.ts.
  */
 import type { ExecutionContext } from 'ava';
@@ -15,7 +15,7 @@ import { once } from 'node:events';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
-import { load } from '../../src/lifecycle.js';
+import { lastLogSequence, load } from '../../src/lifecycle.js';
 import { PROJECT_ROOT } from '../../src/modules.js';
 import { freePort } from '../../src/lab/free-port.js';
 import {
@@ -27,6 +27,7 @@ import {
 	pipelined,
 	timedRmmod,
 	useLab,
+	waitForLog,
 	writersMatchModel,
 } from '../helpers/lab.js';
 
@@ -182,6 +183,46 @@ labTest('rx_dev=eth0: 8 concurrent clients match a model, and unload stays promp
 	}
 	// eth0 works without the handler: the guest agent's connection crosses it.
 	t.is((await guest(t, 'echo alive')).trim(), 'alive');
+});
+
+labTest('rx_dev=eth0: eth0 removed while attached takes the handler with it; the server goes on through the stack and unloads', async t => {
+	const server = await loadServer(t, ['softirq=1', 'rx_dev=eth0']);
+	await guest(t, `echo 'insert dog baileys' > /proc/ht`);
+	let before = new Map<string, number>();
+	const attached = await sendsDuring(t, async () => {
+		before = await ask(server.port, Buffer.from('lookup dog'), 10);
+	});
+	t.deepEqual([...before], [['OK baileys\n', 10]]);
+	t.is(attached.device, 10, 'answered by the handler while eth0 is there');
+
+	// Unbinding its virtio driver unregisters eth0, as unplugging the card
+	// would; the handler must go with it (the module holds a reference to
+	// eth0: kept, the unregister would wait for it forever). Bound again, it
+	// comes back as a new eth0, without our handler, configured as the lab's
+	// init does (src/lab/guest-init.sh).
+	const since = await lastLogSequence(t.context.target);
+	await guest(
+		t,
+		[
+			'set -e',
+			'dev=$(basename "$(readlink -f /sys/class/net/eth0/device)")',
+			'echo "$dev" > /sys/bus/virtio/drivers/virtio_net/unbind',
+			'echo "$dev" > /sys/bus/virtio/drivers/virtio_net/bind',
+			'for i in $(seq 100); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done',
+			'ip link set eth0 up',
+			'ip addr add 10.0.2.15/32 dev eth0',
+			'ip route add 10.0.2.2/32 dev eth0',
+		].join('\n'),
+	);
+	await waitForLog(t.context.target, since, /^udp_server: rx_dev=eth0 is going away: its requests now take the stack$/);
+	let after = new Map<string, number>();
+	const detached = await sendsDuring(t, async () => {
+		after = await ask(server.port, Buffer.from('lookup dog'), 10);
+	});
+	t.deepEqual([...after], [['OK baileys\n', 10]], 'still answered');
+	t.is(detached.device, 0, 'no handler on the new eth0');
+	t.is(detached.reused, 10, "answered by the socket's encap_rcv hook instead");
+	assertPromptUnload(t, await timedRmmod(t, 'udp_server'), 'rmmod after eth0 went away');
 });
 
 labTest(
