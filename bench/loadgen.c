@@ -1216,9 +1216,10 @@ static int parse_proto(const char *s)
 
 /*
  * Inserts every key once, so that lookups hit: PRELOAD_BATCH requests at a
- * time, the batch sent again until as many replies came back (an insert
- * done twice does no harm). In a pool, each server its own keys, one
- * server after the other.
+ * time, the batch sent again until as many replies saying stored came back
+ * (an insert done twice does no harm; an error reply, such as udp_server's
+ * "ERR busy" while its table resizes, does not count). In a pool, each
+ * server its own keys, one server after the other.
  */
 #define PRELOAD_BATCH 32
 static int preload_server(unsigned int server)
@@ -1226,6 +1227,7 @@ static int preload_server(unsigned int server)
 	char req[MAX_MSG], reply[MAX_REPLY];
 	unsigned int next = 0;
 	int fd = open_socket(server);
+	ssize_t len;
 
 	while (next < keys) {
 		unsigned int batch[PRELOAD_BATCH], count = 0, i;
@@ -1243,8 +1245,9 @@ static int preload_server(unsigned int server)
 				if (send(fd, req, n, 0) != n)
 					break;
 			}
-			while (got < count && recv(fd, reply, sizeof(reply), 0) > 0)
-				got++;
+			while (got < count && (len = recv(fd, reply, sizeof(reply), 0)) > 0)
+				if (reply_ok(reply, len, 1, NULL))
+					got++;
 			if (got == count)
 				break;
 		}
